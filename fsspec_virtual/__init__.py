@@ -1,0 +1,30 @@
+"""fsspec-virtual: a directory of NetCDF4/HDF5/NetCDF3 files as one live, read-only Zarr store.
+
+>>> import fsspec, xarray as xr
+>>> fs = fsspec.filesystem("virtualzarr", path="/data/era5/*.nc", concat_dim="time")  # doctest: +SKIP
+>>> ds = xr.open_zarr(fs.get_mapper(""))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    IncompatibleSourcesError,
+    NoSourceFilesError,
+    ReadOnlyError,
+    ScanError,
+    SkippedFileWarning,
+    UnsupportedVariableWarning,
+    VirtualZarrError,
+)
+from .filesystem import VirtualZarrFileSystem
+
+__all__ = [
+    "VirtualZarrFileSystem",
+    "VirtualZarrError",
+    "ScanError",
+    "NoSourceFilesError",
+    "IncompatibleSourcesError",
+    "ReadOnlyError",
+    "UnsupportedVariableWarning",
+    "SkippedFileWarning",
+]

@@ -1,0 +1,252 @@
+"""Combine per-file manifests into one, along one concat dimension.
+
+The rules follow ``xr.open_mfdataset(..., data_vars="minimal", coords="minimal",
+compat="override")``: files are ordered by their concat coordinate; variables with the
+concat dimension are concatenated; the others, and all attributes, come from the first
+file. Everything that would make concatenated chunks decode differently from the source
+is refused with :class:`IncompatibleSourcesError` naming the variable, the files and the
+difference: nothing is ever served wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .coords import decode_values, encode_times, is_cf_time
+from .errors import IncompatibleSourcesError
+from .manifest import ArrayMeta, ChunkGrid, Manifest, VirtualArray
+
+__all__ = ["ScannedFile", "combine", "concat_coordinate_paths"]
+
+#: Attributes that change how values decode: they must agree between files.
+PACKING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "units")
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """One file's scan result, with the raw values of its concat coordinates.
+
+    Attributes
+    ----------
+    path
+        The file's path, for ordering and messages.
+    manifest
+        Its manifest.
+    coords
+        Array path of each concat coordinate to its raw values in this file.
+    """
+
+    path: str
+    manifest: Manifest
+    coords: dict[str, np.ndarray]
+
+
+def concat_coordinate_paths(manifest: Manifest, concat_dim: str) -> list[str]:
+    """Paths of the coordinate variables of ``concat_dim`` (in any group)."""
+    return [
+        path
+        for path, array in manifest.arrays.items()
+        if path.rpartition("/")[2] == concat_dim and array.meta.dimensions == (concat_dim,)
+    ]
+
+
+def _natural_key(path: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
+    """Files in concat-coordinate order, refusing overlaps and duplicates."""
+    key_path = concat_dim if concat_dim in files[0].manifest.arrays else None
+    has_coord = [key_path is not None and key_path in f.coords for f in files]
+    if not any(has_coord):
+        return sorted(files, key=lambda f: _natural_key(f.path))
+    if not all(has_coord):
+        with_c = files[has_coord.index(True)]
+        without = files[has_coord.index(False)]
+        raise IncompatibleSourcesError(
+            f"coordinate {concat_dim!r} is in {with_c.path} but not in {without.path}"
+        )
+    assert key_path is not None
+    decoded = {}
+    for f in files:
+        values = decode_values(f.coords[key_path], f.manifest.arrays[key_path].meta.attrs)
+        if values.size and not bool(np.all(values[1:] > values[:-1])):
+            raise IncompatibleSourcesError(
+                f"coordinate {concat_dim!r} of {f.path} is not strictly increasing"
+            )
+        decoded[f.path] = values
+    nonempty = [f for f in files if decoded[f.path].size]
+    empty = [f for f in files if not decoded[f.path].size]
+    ordered = sorted(nonempty, key=lambda f: decoded[f.path][0])
+    for before, after in zip(ordered, ordered[1:]):
+        if not decoded[before.path][-1] < decoded[after.path][0]:
+            raise IncompatibleSourcesError(
+                f"coordinate {concat_dim!r}: values of {before.path} (up to "
+                f"{decoded[before.path][-1]}) overlap or duplicate those of {after.path} "
+                f"(from {decoded[after.path][0]})"
+            )
+    return ordered + empty
+
+
+def _differences(a: ArrayMeta, b: ArrayMeta, axis: int | None) -> list[str]:
+    """How two files' versions of one variable differ in ways that break combining."""
+    found = []
+    if a.dimensions != b.dimensions:
+        found.append(f"dimensions {a.dimensions} vs {b.dimensions}")
+    shape_a = [s for i, s in enumerate(a.shape) if i != axis]
+    shape_b = [s for i, s in enumerate(b.shape) if i != axis]
+    if shape_a != shape_b or len(a.shape) != len(b.shape):
+        found.append(f"shape {a.shape} vs {b.shape}")
+    if a.dtype != b.dtype:
+        found.append(f"dtype {a.dtype} vs {b.dtype}")
+    if a.chunks != b.chunks:
+        found.append(f"chunk shape {a.chunks} vs {b.chunks}")
+    if (a.compressor, a.filters) != (b.compressor, b.filters):
+        found.append(
+            f"codecs (compressor {a.compressor}, filters {a.filters}) vs "
+            f"(compressor {b.compressor}, filters {b.filters})"
+        )
+    if a.order != b.order:
+        found.append(f"memory order {a.order} vs {b.order}")
+    if axis is not None:
+        if a.fill_value != b.fill_value:
+            found.append(f"fill value {a.fill_value!r} vs {b.fill_value!r}")
+        for name in PACKING_ATTRS:
+            va, vb = a.attrs.get(name), b.attrs.get(name)
+            if va != vb:
+                found.append(f"attribute {name} {va!r} vs {vb!r}")
+    return found
+
+
+def _check_same(path: str, first: ScannedFile, other: ScannedFile, axis: int | None) -> None:
+    diffs = _differences(first.manifest.arrays[path].meta, other.manifest.arrays[path].meta, axis)
+    if diffs:
+        raise IncompatibleSourcesError(
+            f"variable {path!r} differs between {first.path} and {other.path}: " + "; ".join(diffs)
+        )
+
+
+def _check_chunk_alignment(path: str, files: list[ScannedFile], axis: int) -> None:
+    chunk = files[0].manifest.arrays[path].meta.chunks[axis]
+    lengths = [f.manifest.arrays[path].meta.shape[axis] for f in files]
+    misaligned = [i for i, n in enumerate(lengths[:-1]) if n % chunk]
+    if misaligned:
+        i = misaligned[0]
+        listing = ", ".join(f"{f.path}: {n}" for f, n in zip(files, lengths))
+        raise IncompatibleSourcesError(
+            f"variable {path!r}: {files[i].path} has length {lengths[i]} along the concat "
+            f"dimension, not a multiple of the chunk length {chunk}, and is not the last "
+            f"file; chunks would be misplaced (lengths: {listing})"
+        )
+
+
+def _concatenate(path: str, files: list[ScannedFile], axis: int) -> VirtualArray:
+    _check_chunk_alignment(path, files, axis)
+    first = files[0].manifest.arrays[path]
+    grids = [f.manifest.arrays[path].grid.with_file_ids_shifted(i) for i, f in enumerate(files)]
+    total = sum(f.manifest.arrays[path].meta.shape[axis] for f in files)
+    shape = tuple(total if i == axis else s for i, s in enumerate(first.meta.shape))
+    return VirtualArray(replace(first.meta, shape=shape), ChunkGrid.concatenate(grids, axis))
+
+
+def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -> VirtualArray:
+    """The concat coordinate of every file, decoded per file and re-encoded as one."""
+    first = files[0].manifest.arrays[path].meta
+    for other in files[1:]:
+        meta = other.manifest.arrays[path].meta
+        if not is_cf_time(first.attrs) and (meta.dtype, meta.attrs.get("units")) != (
+            first.dtype,
+            first.attrs.get("units"),
+        ):
+            raise IncompatibleSourcesError(
+                f"coordinate {path!r} differs between {files[0].path} and {other.path}: "
+                f"dtype/units {first.dtype}/{first.attrs.get('units')!r} vs "
+                f"{meta.dtype}/{meta.attrs.get('units')!r}"
+            )
+    attrs = dict(first.attrs)
+    dtype = np.dtype(first.dtype)
+    if is_cf_time(first.attrs):
+        parts = [decode_values(f.coords[path], f.manifest.arrays[path].meta.attrs) for f in files]
+        values, attrs["units"] = encode_times(
+            np.concatenate(parts), first.attrs["units"], first.attrs.get("calendar"), dtype
+        )
+    else:
+        values = np.concatenate([f.coords[path] for f in files]).astype(dtype)
+    values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
+    meta = replace(
+        first,
+        shape=values.shape,
+        chunks=values.shape if values.size else (1,),
+        dtype=values.dtype.str,
+        compressor=None,
+        filters=None,
+        attrs=attrs,
+    )
+    if not values.size:
+        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
+    return VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
+
+
+def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
+    """Combine the scanned files of a collection into one manifest.
+
+    Parameters
+    ----------
+    files
+        The scanned files, in listing order.
+    concat_dim
+        The dimension to concatenate along; ``None`` only for a single file.
+
+    Raises
+    ------
+    IncompatibleSourcesError
+        If the files cannot be combined without serving wrong data.
+    """
+    if not files:
+        raise ValueError("no files to combine")
+    if len(files) == 1:
+        return files[0].manifest
+    if concat_dim is None:
+        raise IncompatibleSourcesError(
+            f"{len(files)} files found ({files[0].path}, {files[1].path}, ...): "
+            "pass concat_dim= to combine them along a dimension"
+        )
+    files = _order(files, concat_dim)
+    first = files[0]
+    skipped = {p: r for f in files for p, r in f.manifest.skipped.items()}
+    coord_paths = set(concat_coordinate_paths(first.manifest, concat_dim))
+    arrays: dict[str, VirtualArray] = {}
+    all_paths = dict.fromkeys(p for f in files for p in f.manifest.arrays)
+    for path in all_paths:
+        if path in skipped:
+            continue
+        lacking = [f for f in files if path not in f.manifest.arrays]
+        if lacking:
+            having = next(f for f in files if path in f.manifest.arrays)
+            raise IncompatibleSourcesError(
+                f"variable {path!r} is in {having.path} but not in {lacking[0].path}"
+            )
+        dims = first.manifest.arrays[path].meta.dimensions
+        axis = dims.index(concat_dim) if concat_dim in dims else None
+        if path in coord_paths:
+            arrays[path] = _combined_coordinate(path, files, concat_dim)
+            continue
+        for other in files[1:]:
+            _check_same(path, first, other, axis)
+        if axis is None:
+            arrays[path] = first.manifest.arrays[path]
+        else:
+            arrays[path] = _concatenate(path, files, axis)
+    if not any(concat_dim in a.meta.dimensions for a in arrays.values()):
+        raise IncompatibleSourcesError(
+            f"no variable of {first.path} has the concat dimension {concat_dim!r}"
+        )
+    groups = {p: a for f in reversed(files) for p, a in f.manifest.groups.items()}
+    groups.update(first.manifest.groups)
+    return Manifest(
+        urls=tuple(f.path for f in files), groups=groups, arrays=arrays, skipped=skipped
+    )

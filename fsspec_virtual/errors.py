@@ -1,0 +1,68 @@
+"""Exceptions and warnings raised by fsspec-virtual.
+
+Every error subclasses :class:`VirtualZarrError` and a builtin, so callers that only know
+the builtin (zarr treats ``FileNotFoundError`` as "missing chunk") keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VirtualZarrError",
+    "ScanError",
+    "NoSourceFilesError",
+    "IncompatibleSourcesError",
+    "ReadOnlyError",
+    "UnsupportedVariableWarning",
+    "SkippedFileWarning",
+]
+
+
+class VirtualZarrError(Exception):
+    """Base class of every error raised by fsspec-virtual."""
+
+
+class ScanError(VirtualZarrError, OSError):
+    """A file that looks like data (by its magic bytes) could not be scanned.
+
+    Parameters
+    ----------
+    path
+        The URL of the file.
+    reason
+        What went wrong.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot scan {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # OSError's default reduce would drop our arguments
+        return (type(self), (self.path, self.reason))
+
+
+class NoSourceFilesError(VirtualZarrError, OSError):
+    """The source path does not exist, or holds no file with a known data format.
+
+    Deliberately not a ``FileNotFoundError``: zarr reads that as "this key is missing"
+    and would replace our message (which names the path) by "no group found".
+    """
+
+
+class IncompatibleSourcesError(VirtualZarrError, ValueError):
+    """Two source files cannot be combined into one dataset.
+
+    The message names the variable, both files and the rule that was broken.
+    """
+
+
+class ReadOnlyError(VirtualZarrError, PermissionError):
+    """The virtual store is read-only."""
+
+
+class UnsupportedVariableWarning(UserWarning):
+    """A variable of a source file cannot be served yet and is left out of the store."""
+
+
+class SkippedFileWarning(UserWarning):
+    """A source file could not be scanned and was skipped (``on_error="skip"``)."""

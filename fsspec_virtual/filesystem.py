@@ -1,0 +1,248 @@
+"""``VirtualZarrFileSystem``: the fsspec face of a virtual Zarr store (protocol ``virtualzarr``).
+
+A thin shell: it turns fsspec calls into key lookups (:mod:`fsspec_virtual.keys`) on the
+shared collection state (:mod:`fsspec_virtual.state`) and reads (:mod:`fsspec_virtual.reader`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.chained import ChainedFileSystem
+from fsspec.spec import AbstractBufferedFile
+
+from .errors import ReadOnlyError
+from .keys import InlineSource, RangeSource, chunk_keys, resolve_key
+from .reader import Request, absolute_range, fetch_ranges
+from .state import CollectionSpec, CollectionState, OnError, get_state, peek_state
+
+__all__ = ["VirtualZarrFileSystem"]
+
+
+class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
+    """A read-only Zarr v2 store over a collection of NetCDF4/HDF5/NetCDF3 files.
+
+    Construction does no I/O: the files are listed and scanned on first access, and the
+    result is shared by every instance with the same arguments in the process.
+
+    Parameters
+    ----------
+    path
+        A directory, a glob, a file, or a list of them, as URLs or as paths on the
+        ``target_protocol`` filesystem. A directory's own files are used (not its
+        subdirectories'); use a ``**`` glob to recurse.
+    concat_dim
+        The dimension to concatenate the files along. Not needed for a single file.
+    fo
+        Alias of ``path``, as passed by fsspec's URL chaining (``virtualzarr::s3://...``).
+    target_protocol, target_options
+        The filesystem holding the files, and its options; inferred from the URL when
+        not given.
+    on_error
+        ``"raise"`` (default) makes a file that cannot be scanned an error;
+        ``"skip"`` leaves it out with a :class:`~fsspec_virtual.SkippedFileWarning`.
+    **kwargs
+        Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
+    """
+
+    protocol = "virtualzarr"
+    root_marker = ""
+
+    def __init__(
+        self,
+        path: str | Sequence[str] | None = None,
+        concat_dim: str | None = None,
+        *,
+        fo: str | Sequence[str] | None = None,
+        target_protocol: str | None = None,
+        target_options: dict[str, Any] | None = None,
+        on_error: OnError = "raise",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        source = path if path is not None else fo
+        if source is None:
+            raise TypeError("VirtualZarrFileSystem needs a path (a directory, glob, file or list)")
+        self._spec = CollectionSpec.from_arguments(
+            source, concat_dim, target_protocol, target_options, on_error
+        )
+        # Under URL chaining, clients address keys below the chained path itself.
+        self._chained_root = source.strip("/") if isinstance(source, str) else None
+
+    # -- keys -------------------------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:  # type: ignore[override]
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]  # type: ignore[return-value]
+        path = str(path)
+        if path.startswith("virtualzarr://"):
+            path = path[len("virtualzarr://") :]
+        return path.strip("/")
+
+    def _key(self, path: str) -> str:
+        key = self._strip_protocol(path)
+        root = self._chained_root
+        if root and (key == root or key.startswith(root + "/")):
+            key = key[len(root) :].lstrip("/")
+        return key
+
+    async def _state(self) -> CollectionState:
+        state = peek_state(self._spec)
+        if state is None:
+            state = await asyncio.to_thread(get_state, self._spec)
+        return state
+
+    def collection(self) -> CollectionState:
+        """The scanned collection (files, combined manifest, metadata); scans if needed."""
+        state = peek_state(self._spec)
+        return state if state is not None else get_state(self._spec)
+
+    # -- listing ----------------------------------------------------------------------
+
+    def _children(self, state: CollectionState, key: str) -> list[dict[str, Any]] | None:
+        """Entries directly below a group or array key, or None if ``key`` is neither."""
+        manifest = state.manifest
+        prefix = f"{key}/" if key else ""
+        if key in manifest.arrays:
+            names = [f"{prefix}.zarray", f"{prefix}.zattrs"]
+            files = [(n, len(state.metadata[n])) for n in names]
+            files += chunk_keys(key, manifest.arrays[key])
+            return [{"name": n, "size": s, "type": "file"} for n, s in files]
+        if key not in manifest.groups:
+            return None
+        entries = [
+            {"name": name, "size": len(doc), "type": "file"}
+            for name, doc in state.metadata.items()
+            if name.startswith(prefix) and "/" not in name[len(prefix) :]
+        ]
+        for child in [*manifest.groups, *manifest.arrays]:
+            if child and child.startswith(prefix) and "/" not in child[len(prefix) :]:
+                entries.append({"name": child, "size": 0, "type": "directory"})
+        return entries
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        key = self._key(path)
+        state = await self._state()
+        entries = self._children(state, key)
+        if entries is None:
+            entries = [await self._info(path)]
+        return entries if detail else [e["name"] for e in entries]
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        key = self._key(path)
+        state = await self._state()
+        if key in state.manifest.groups or key in state.manifest.arrays:
+            return {"name": key, "size": 0, "type": "directory"}
+        source = resolve_key(state.manifest, state.metadata, key)
+        if source is None:
+            raise FileNotFoundError(key)
+        return {"name": key, "size": source.length, "type": "file"}
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        key = self._key(path)
+        state = await self._state()
+        source = resolve_key(state.manifest, state.metadata, key)
+        if source is None:
+            raise FileNotFoundError(key)
+        if isinstance(source, InlineSource):
+            return source.data[slice(start, end)]
+        begin, stop = absolute_range(start, end, source.length)
+        [data] = await fetch_ranges(
+            state.fs, [Request(source.url, source.offset + begin, source.offset + stop)]
+        )
+        if isinstance(data, BaseException):
+            raise data
+        return data
+
+    async def _cat_ranges(
+        self,
+        paths: list[str],
+        starts: int | list[int | None] | None,
+        ends: int | list[int | None] | None,
+        max_gap: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[bytes | BaseException]:
+        n = len(paths)
+        starts = starts if isinstance(starts, list) else [starts] * n
+        ends = ends if isinstance(ends, list) else [ends] * n
+        if len(starts) != n or len(ends) != n:
+            raise ValueError("paths, starts and ends must have the same length")
+        state = await self._state()
+        results: list[bytes | BaseException] = [b""] * n
+        requests: list[Request] = []
+        targets: list[int] = []
+        for i, (path, start, end) in enumerate(zip(paths, starts, ends)):
+            key = self._key(path)
+            source = resolve_key(state.manifest, state.metadata, key)
+            if source is None:
+                results[i] = FileNotFoundError(key)
+            elif isinstance(source, InlineSource):
+                results[i] = source.data[slice(start, end)]
+            else:
+                assert isinstance(source, RangeSource)
+                begin, stop = absolute_range(start, end, source.length)
+                requests.append(Request(source.url, source.offset + begin, source.offset + stop))
+                targets.append(i)
+        fetched = await fetch_ranges(state.fs, requests)
+        for i, data in zip(targets, fetched):
+            results[i] = data
+        if on_error == "raise":
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        return results
+
+    async def _cat(
+        self, path: str | list[str], recursive: bool = False, on_error: str = "raise", **kwargs: Any
+    ) -> bytes | dict[str, bytes | BaseException]:
+        paths = await self._expand_path(path, recursive=recursive)
+        paths = [p for p in paths if not await self._isdir(p)]
+        results = await self._cat_ranges(paths, None, None, on_error="return")
+        single = isinstance(path, str) and len(paths) == 1 and not self._is_pattern(path)
+        if on_error == "raise":
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        if single:
+            return results[0]  # type: ignore[return-value]
+        out = dict(zip(paths, results))
+        if on_error == "omit":
+            out = {k: v for k, v in out.items() if not isinstance(v, BaseException)}
+        return out
+
+    @staticmethod
+    def _is_pattern(path: str) -> bool:
+        return any(c in path for c in "*?[")
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> VirtualFile:
+        if "r" not in mode or "+" in mode:
+            raise ReadOnlyError(f"virtualzarr is read-only: cannot open {path!r} in mode {mode!r}")
+        return VirtualFile(self, self._key(path), mode=mode, **kwargs)
+
+    # -- read-only --------------------------------------------------------------------
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError("virtualzarr is read-only: the store is computed from its source files")
+
+    async def _refuse_async(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse()
+
+    _pipe_file = _put_file = _rm_file = _rm = _cp_file = _refuse_async
+    _mkdir = _makedirs = _mv = _refuse_async
+    mkdir = makedirs = rmdir = touch = _refuse  # sync-only methods of AbstractFileSystem
+
+
+class VirtualFile(AbstractBufferedFile):
+    """A read-only file object over one key of a :class:`VirtualZarrFileSystem`."""
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self.fs.cat_file(self.path, start=start, end=end)

@@ -1,0 +1,199 @@
+"""Scan an HDF5 / NetCDF4 file with kerchunk, then correct what kerchunk gets wrong.
+
+kerchunk's ``SingleHdf5ToZarr`` finds the byte range of every chunk. Its output is then
+checked against the file itself, dataset by dataset (see PITFALLS.md):
+
+- a dataset kerchunk dropped (unsupported filter, odd type) is recorded as skipped, with
+  kerchunk's reason, never served as fill values;
+- compact datasets (which kerchunk reads back as fill values) are inlined from h5py;
+- variable-length strings are inlined from h5py (kerchunk turns scalars into ``''``);
+- the Zarr ``fill_value`` is the source's ``_FillValue`` only (xarray masks whatever
+  ``fill_value`` says); chunks never written get the HDF5 fill value by an inline chunk
+  where zarr's own fill would differ;
+- types we cannot serve correctly yet (enum, compound, references, vlen sequences) are
+  skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import h5py
+import numcodecs
+import numpy as np
+
+from ..codecs import encode_chunk
+from ..manifest import MISSING, ChunkGrid, Manifest, VirtualArray
+from .translate import manifest_from_references
+
+__all__ = ["scan_hdf5"]
+
+_NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable"
+
+
+@contextmanager
+def _gc_disabled() -> Iterator[None]:
+    # kerchunk's translate() can deadlock under zarr 3 when gc runs inside it (kerchunk#588)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _datasets(h5: h5py.File) -> dict[str, h5py.Dataset]:
+    """Every dataset reachable by a hard or soft link, by path without the leading '/'."""
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, link: Any) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found[name] = link  # reported as unsupported below
+            return
+        obj = h5.get(name)
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    h5.visititems_links(visit)
+    return found
+
+
+def _is_dimension_only(dset: h5py.Dataset) -> bool:
+    name = dset.attrs.get("NAME", b"")
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return isinstance(name, str) and name.startswith(_NETCDF_DIMENSION_ONLY)
+
+
+def _unsupported_type(dtype: np.dtype) -> str | None:
+    """Why a dataset's type cannot be served yet, or None."""
+    if h5py.check_enum_dtype(dtype) is not None:
+        return "enumerated (or boolean) HDF5 types are not supported yet"
+    if h5py.check_ref_dtype(dtype) is not None:
+        return "HDF5 object/region references are not supported"
+    if dtype.names is not None:
+        return "compound HDF5 types are not supported yet"
+    if dtype.kind == "O" and h5py.check_string_dtype(dtype) is None:
+        return "variable-length sequences are not supported yet"
+    if dtype.kind == "V":
+        return "opaque HDF5 types are not supported yet"
+    return None
+
+
+def _string_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
+    """A variable-length string dataset, read through h5py and held inline."""
+    data = np.asarray(dset.asstr()[()], dtype=object)
+    meta = replace(
+        base.meta,
+        chunks=dset.shape,
+        dtype="|O",
+        compressor=None,
+        filters=({"id": "vlen-utf8"},),
+        fill_value=None,
+    )
+    if data.size == 0:
+        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
+    encoded = numcodecs.VLenUTF8().encode(data.reshape(-1))
+    return VirtualArray(meta, ChunkGrid.single_inline(encoded, dset.ndim))
+
+
+def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
+    """A compact dataset (its data lives in the object header), held inline."""
+    meta = replace(base.meta, chunks=dset.shape, compressor=None, filters=None)
+    data = np.asarray(dset[()], dtype=np.dtype(meta.dtype))
+    if data.size == 0:
+        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
+    return VirtualArray(meta, ChunkGrid.single_inline(data.tobytes(), dset.ndim))
+
+
+def _with_fill_semantics(dset: h5py.Dataset, array: VirtualArray) -> VirtualArray:
+    """Declare ``_FillValue`` only where the source does; fill unwritten chunks correctly."""
+    meta = array.meta
+    if "_FillValue" not in dset.attrs and "_FillValue" not in meta.attrs:
+        meta = replace(meta, fill_value=None)
+    dtype = np.dtype(meta.dtype)
+    if dtype.kind not in "biufc" or not (array.grid.file_id == MISSING).any():
+        return replace(array, meta=meta)
+    zarr_fill = 0 if meta.fill_value is None else _decode_json_fill(meta.fill_value, dtype)
+    storage_fill = dset.fillvalue
+    same = (
+        np.array(zarr_fill, dtype=dtype).tobytes() == np.array(storage_fill, dtype=dtype).tobytes()
+    )
+    if same:
+        return replace(array, meta=meta)
+    fill_chunk = encode_chunk(np.full(meta.chunks, storage_fill, dtype=dtype), meta)
+    return VirtualArray(meta, array.grid.with_missing_filled(fill_chunk))
+
+
+def _decode_json_fill(value: Any, dtype: np.dtype) -> Any:
+    if isinstance(value, str) and dtype.kind in "fc":
+        return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}[value]
+    return value
+
+
+def _kerchunk_reasons(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught]
+
+
+def _reason_for(path: str, messages: list[str]) -> str:
+    for message in messages:
+        if f"/{path} " in message or f"/{path}:" in message or f"{path} uses" in message:
+            lines = [line for line in message.splitlines() if line.strip()]
+            return lines[1] if len(lines) > 1 else message
+    return "kerchunk produced no reference for it"
+
+
+def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
+    """Scan one HDF5 file.
+
+    Parameters
+    ----------
+    file_obj
+        An open, seekable binary file object of the file.
+    url
+        The file's path on the source filesystem (recorded in the manifest).
+
+    Returns
+    -------
+    manifest, warnings
+        The file's manifest (datasets that cannot be served are in ``skipped``) and a
+        message for each skipped dataset.
+    """
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    with h5py.File(file_obj, mode="r") as h5:
+        translator = SingleHdf5ToZarr(h5, url=url, inline_threshold=0, spec=0, error="warn")
+        translator.input_file = file_obj
+        with warnings.catch_warnings(record=True) as caught, _gc_disabled():
+            warnings.simplefilter("always")
+            translator.translate(preserve_linked_dsets=True)
+        manifest = manifest_from_references(translator.store_dict, url)
+        messages = _kerchunk_reasons(caught)
+        arrays = dict(manifest.arrays)
+        skipped: dict[str, str] = {}
+        for path, dset in _datasets(h5).items():
+            if isinstance(dset, h5py.ExternalLink):
+                skipped[path] = "HDF5 external links are not supported"
+                continue
+            reason = _unsupported_type(dset.dtype)
+            base = arrays.get(path)
+            if reason is not None:
+                arrays.pop(path, None)
+                skipped[path] = reason
+            elif base is None:
+                if not _is_dimension_only(dset):
+                    skipped[path] = _reason_for(path, messages)
+            elif dset.dtype.kind == "O":  # variable-length strings (others are refused above)
+                arrays[path] = _string_array(dset, base)
+            elif dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+                arrays[path] = _with_fill_semantics(dset, _compact_array(dset, base))
+            else:
+                arrays[path] = _with_fill_semantics(dset, base)
+    warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
+    return replace(manifest, arrays=arrays, skipped=skipped), warnings_out

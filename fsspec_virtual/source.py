@@ -1,0 +1,139 @@
+"""Where the files are: resolve ``path`` to a filesystem, list it, recognise data files.
+
+Files are recognised by their magic bytes, never by their name: HDF5 (and so NetCDF4)
+by the HDF5 signature, NetCDF3 by ``CDF\\x01`` / ``CDF\\x02`` (``CDF\\x05`` is recognised so
+that it can be refused with a clear error).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from .errors import NoSourceFilesError
+
+__all__ = ["FileFormat", "SourceFile", "resolve_filesystem", "list_source_files", "sniff_format"]
+
+FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MAGIC_LENGTH = 8
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One data file of the collection.
+
+    Attributes
+    ----------
+    path
+        The file's path on the source filesystem (what its ``cat_file`` takes).
+    size
+        Size in bytes.
+    identity
+        What changes when the file is rewritten: ETag, or modification time.
+    format
+        The format its magic bytes announce.
+    """
+
+    path: str
+    size: int
+    identity: str
+    format: FileFormat
+
+
+def sniff_format(head: bytes) -> FileFormat | None:
+    """The format announced by a file's first bytes, or ``None`` for non-data files."""
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    if head[:4] in (b"CDF\x01", b"CDF\x02"):
+        return "netcdf3"
+    if head[:4] == b"CDF\x05":
+        return "netcdf5"
+    return None
+
+
+def resolve_filesystem(
+    path: str | Sequence[str],
+    target_protocol: str | None = None,
+    target_options: dict[str, Any] | None = None,
+) -> tuple[AbstractFileSystem, list[str]]:
+    """The source filesystem and the paths on it that ``path`` names.
+
+    Parameters
+    ----------
+    path
+        A directory, a glob, a file, or a list of those, as URLs or as paths on the
+        ``target_protocol`` filesystem.
+    target_protocol, target_options
+        The source filesystem; inferred from the (first) URL when not given.
+    """
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths:
+        raise NoSourceFilesError("no source path given")
+    options = dict(target_options or {})
+    if target_protocol is None:
+        fs, _ = fsspec.core.url_to_fs(paths[0], **options)
+    else:
+        fs = fsspec.filesystem(target_protocol, **options)
+    return fs, [fs._strip_protocol(p) for p in paths]
+
+
+def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
+    """Files named by one path: a glob's matches, a directory's files, or the file."""
+    if _GLOB_CHARS.search(path):
+        found = fs.glob(path, detail=True)
+    elif fs.isdir(path):
+        found = {e["name"]: e for e in fs.ls(path, detail=True)}
+    elif fs.exists(path):
+        found = {path: fs.info(path)}
+    else:
+        raise NoSourceFilesError(f"source path does not exist: {path}")
+    return {name: info for name, info in found.items() if info.get("type") != "directory"}
+
+
+def _identity(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "modified"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFile]:
+    """List the data files that ``paths`` name on ``fs``, in the order they were named.
+
+    Raises
+    ------
+    NoSourceFilesError
+        If a path does not exist, or no data file is found.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        found.update(_expand(fs, path))
+    candidates = [(name, info) for name, info in found.items() if (info.get("size") or 0) >= 4]
+    heads = fs.cat_ranges(
+        [name for name, _ in candidates],
+        [0] * len(candidates),
+        [MAGIC_LENGTH] * len(candidates),
+        on_error="return",
+    )
+    files = []
+    for (name, info), head in zip(candidates, heads):
+        if isinstance(head, BaseException):
+            raise NoSourceFilesError(f"cannot read {name}: {head}") from head
+        fmt = sniff_format(head)
+        if fmt is not None:
+            files.append(SourceFile(name, int(info.get("size") or 0), _identity(info), fmt))
+    if not files:
+        where = ", ".join(paths)
+        raise NoSourceFilesError(
+            f"no HDF5/NetCDF4 or NetCDF3 file found in {where} "
+            f"({len(found)} file(s) looked at; files are recognised by their magic bytes)"
+        )
+    return files

@@ -1,0 +1,143 @@
+"""The scanned state of a collection, built on first need and shared within the process.
+
+zarr re-creates our filesystem (with ``asynchronous=True``) from its arguments, and users
+open the same collection many times: so the state is kept here, keyed by the arguments
+that determine it, not on a filesystem instance. Building runs in a worker thread (never
+on an event loop: kerchunk calls zarr's synchronous API).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fsspec import AbstractFileSystem
+
+from .combine import ScannedFile, combine, concat_coordinate_paths
+from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
+from .manifest import Manifest
+from .materialize import read_array
+from .metadata import render_metadata
+from .scan import scan_file
+from .source import SourceFile, list_source_files, resolve_filesystem
+
+__all__ = ["CollectionSpec", "CollectionState", "get_state", "peek_state", "clear_states"]
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """What determines a collection's state: its sources and how they are combined."""
+
+    paths: tuple[str, ...]
+    concat_dim: str | None
+    target_protocol: str | None
+    target_options_json: str
+    on_error: OnError
+
+    @classmethod
+    def from_arguments(
+        cls,
+        path: str | Sequence[str],
+        concat_dim: str | None,
+        target_protocol: str | None,
+        target_options: dict[str, Any] | None,
+        on_error: OnError,
+    ) -> CollectionSpec:
+        """Normalise the filesystem's arguments."""
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        paths = (path,) if isinstance(path, str) else tuple(str(p) for p in path)
+        options = json.dumps(target_options or {}, sort_keys=True, default=repr)
+        return cls(paths, concat_dim, target_protocol, options, on_error)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionState:
+    """A scanned, combined collection, ready to serve keys.
+
+    Attributes
+    ----------
+    fs
+        The source filesystem.
+    files
+        The data files, as listed (skipped files excluded).
+    manifest
+        The combined manifest.
+    metadata
+        Every metadata key and its bytes.
+    """
+
+    fs: AbstractFileSystem
+    files: tuple[SourceFile, ...]
+    manifest: Manifest
+    metadata: dict[str, bytes]
+
+
+_states: dict[CollectionSpec, CollectionState] = {}
+_locks: dict[CollectionSpec, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _scan_one(fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None) -> ScannedFile:
+    manifest, messages = scan_file(fs, source)
+    for message in messages:
+        warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
+    coords = {}
+    if concat_dim is not None:
+        for path in concat_coordinate_paths(manifest, concat_dim):
+            try:
+                coords[path] = read_array(fs, manifest, path)
+            except Exception as e:
+                raise ScanError(source.path, f"cannot read coordinate {path!r}: {e}") from e
+    return ScannedFile(source.path, manifest, coords)
+
+
+def _build(spec: CollectionSpec) -> CollectionState:
+    options = json.loads(spec.target_options_json)
+    fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
+    listed = list_source_files(fs, paths)
+    scanned: list[ScannedFile] = []
+    kept: list[SourceFile] = []
+    for source in listed:
+        try:
+            scanned.append(_scan_one(fs, source, spec.concat_dim))
+            kept.append(source)
+        except ScanError as e:
+            if spec.on_error == "raise":
+                raise
+            warnings.warn(f"skipping {source.path}: {e}", SkippedFileWarning, stacklevel=2)
+    if not scanned:
+        raise ScanError(", ".join(spec.paths), "no file could be scanned")
+    manifest = combine(scanned, spec.concat_dim)
+    return CollectionState(fs, tuple(kept), manifest, render_metadata(manifest))
+
+
+def peek_state(spec: CollectionSpec) -> CollectionState | None:
+    """The state if it has been built already (no I/O)."""
+    return _states.get(spec)
+
+
+def get_state(spec: CollectionSpec) -> CollectionState:
+    """The state of a collection, built now if no instance has built it yet (blocking)."""
+    state = _states.get(spec)
+    if state is not None:
+        return state
+    with _locks_guard:
+        lock = _locks.setdefault(spec, threading.Lock())
+    with lock:
+        state = _states.get(spec)
+        if state is None:
+            state = _build(spec)
+            _states[spec] = state
+    return state
+
+
+def clear_states() -> None:
+    """Forget every built state (the next access rescans)."""
+    _states.clear()
