@@ -1,7 +1,7 @@
 """fsspec-virtual: a directory of NetCDF4/HDF5/NetCDF3 files as one live, read-only Zarr store.
 
 >>> import fsspec, xarray as xr
->>> fs = fsspec.filesystem("virtualzarr", path="/data/era5/*.nc", concat_dim="time")  # doctest: +SKIP
+>>> fs = fsspec.filesystem("virtualzarr", path="/data/*.nc", concat_dim="time")  # doctest: +SKIP
 >>> ds = xr.open_zarr(fs.get_mapper(""))  # doctest: +SKIP
 """
 

@@ -10,6 +10,7 @@ difference: nothing is ever served wrong.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -82,7 +83,7 @@ def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
     nonempty = [f for f in files if decoded[f.path].size]
     empty = [f for f in files if not decoded[f.path].size]
     ordered = sorted(nonempty, key=lambda f: decoded[f.path][0])
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in itertools.pairwise(ordered):
         if not decoded[before.path][-1] < decoded[after.path][0]:
             raise IncompatibleSourcesError(
                 f"coordinate {concat_dim!r}: values of {before.path} (up to "

@@ -1,4 +1,4 @@
-"""Zarr v2 metadata documents of a manifest: ``.zgroup``, ``.zattrs``, ``.zarray``, ``.zmetadata``."""
+"""Zarr v2 metadata of a manifest: ``.zgroup``, ``.zattrs``, ``.zarray``, ``.zmetadata``."""
 
 from __future__ import annotations
 

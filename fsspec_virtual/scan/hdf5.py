@@ -27,8 +27,8 @@ import h5py
 import numcodecs
 import numpy as np
 
-from ..codecs import encode_chunk
-from ..manifest import MISSING, ChunkGrid, Manifest, VirtualArray
+from ..manifest import ChunkGrid, Manifest, VirtualArray
+from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
 
 __all__ = ["scan_hdf5"]
@@ -69,6 +69,40 @@ def _is_dimension_only(dset: h5py.Dataset) -> bool:
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
     return isinstance(name, str) and name.startswith(_NETCDF_DIMENSION_ONLY)
+
+
+def _dimension_scales(datasets: dict[str, h5py.Dataset]) -> dict[str, list[str | None]]:
+    """For each dataset, the path of the dimension scale attached to each axis (or None)."""
+    out: dict[str, list[str | None]] = {}
+    for path, dset in datasets.items():
+        if not isinstance(dset, h5py.Dataset) or "DIMENSION_LIST" not in dset.attrs:
+            continue
+        scales: list[str | None] = []
+        for axis in range(dset.ndim):
+            attached = dset.dims[axis]
+            scales.append(attached[0].name.lstrip("/") if len(attached) == 1 else None)
+        out[path] = scales
+    return out
+
+
+def _dimension_lengths(
+    datasets: dict[str, h5py.Dataset], scales: dict[str, list[str | None]]
+) -> dict[str, int]:
+    """The netCDF length of each dimension: the largest extent along it.
+
+    In a NetCDF4 file a variable along an unlimited dimension may hold fewer records
+    than the dimension (it was written less often); netCDF reads the rest as fill.
+    """
+    lengths: dict[str, int] = {}
+    for path, axes in scales.items():
+        for axis, scale in enumerate(axes):
+            if scale is not None:
+                extent = datasets[path].shape[axis]
+                lengths[scale] = max(lengths.get(scale, 0), extent)
+    for scale in list(lengths):
+        if scale in datasets and datasets[scale].ndim == 1:
+            lengths[scale] = max(lengths[scale], datasets[scale].shape[0])
+    return lengths
 
 
 def _unsupported_type(dtype: np.dtype) -> str | None:
@@ -112,31 +146,6 @@ def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
     return VirtualArray(meta, ChunkGrid.single_inline(data.tobytes(), dset.ndim))
 
 
-def _with_fill_semantics(dset: h5py.Dataset, array: VirtualArray) -> VirtualArray:
-    """Declare ``_FillValue`` only where the source does; fill unwritten chunks correctly."""
-    meta = array.meta
-    if "_FillValue" not in dset.attrs and "_FillValue" not in meta.attrs:
-        meta = replace(meta, fill_value=None)
-    dtype = np.dtype(meta.dtype)
-    if dtype.kind not in "biufc" or not (array.grid.file_id == MISSING).any():
-        return replace(array, meta=meta)
-    zarr_fill = 0 if meta.fill_value is None else _decode_json_fill(meta.fill_value, dtype)
-    storage_fill = dset.fillvalue
-    same = (
-        np.array(zarr_fill, dtype=dtype).tobytes() == np.array(storage_fill, dtype=dtype).tobytes()
-    )
-    if same:
-        return replace(array, meta=meta)
-    fill_chunk = encode_chunk(np.full(meta.chunks, storage_fill, dtype=dtype), meta)
-    return VirtualArray(meta, array.grid.with_missing_filled(fill_chunk))
-
-
-def _decode_json_fill(value: Any, dtype: np.dtype) -> Any:
-    if isinstance(value, str) and dtype.kind in "fc":
-        return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}[value]
-    return value
-
-
 def _kerchunk_reasons(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught]
 
@@ -177,7 +186,11 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         messages = _kerchunk_reasons(caught)
         arrays = dict(manifest.arrays)
         skipped: dict[str, str] = {}
-        for path, dset in _datasets(h5).items():
+        datasets = _datasets(h5)
+        scales = _dimension_scales(datasets)
+        dim_lengths = _dimension_lengths(datasets, scales)
+        netcdf = "_NCProperties" in h5.attrs or bool(scales)
+        for path, dset in datasets.items():
             if isinstance(dset, h5py.ExternalLink):
                 skipped[path] = "HDF5 external links are not supported"
                 continue
@@ -191,9 +204,18 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
                     skipped[path] = _reason_for(path, messages)
             elif dset.dtype.kind == "O":  # variable-length strings (others are refused above)
                 arrays[path] = _string_array(dset, base)
-            elif dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
-                arrays[path] = _with_fill_semantics(dset, _compact_array(dset, base))
             else:
-                arrays[path] = _with_fill_semantics(dset, base)
+                if dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+                    base = _compact_array(dset, base)
+                axes = scales.get(path, [None] * dset.ndim)
+                shape = tuple(
+                    max(n, dim_lengths.get(scale, 0)) if scale is not None else n
+                    for n, scale in zip(base.meta.shape, axes)
+                )
+                try:
+                    arrays[path] = apply_fill_semantics(dset, base, shape, netcdf)
+                except UnservableError as e:
+                    arrays.pop(path)
+                    skipped[path] = str(e)
     warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
     return replace(manifest, arrays=arrays, skipped=skipped), warnings_out
