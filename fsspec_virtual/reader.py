@@ -128,18 +128,16 @@ async def fetch_ranges(
                 for i in read.members:
                     results[i] = e
                 return
-        if len(data) != read.end - read.start:
-            short = OSError(
-                f"{read.url}: asked for bytes {read.start}-{read.end}, got {len(data)} bytes "
-                "(the file is shorter than when it was scanned)"
-            )
-            for i in read.members:
-                results[i] = short
-            return
         view = memoryview(data)
         for i in read.members:
             req = requests[i]
-            results[i] = bytes(view[req.start - read.start : req.end - read.start])
+            if req.end - read.start > len(data):
+                results[i] = OSError(
+                    f"{req.url}: asked for bytes {req.start}-{req.end}, the file ends at "
+                    f"{read.start + len(data)} (it is shorter than when it was scanned)"
+                )
+            else:
+                results[i] = bytes(view[req.start - read.start : req.end - read.start])
 
     await asyncio.gather(*(run(read) for read in plan))
     return results

@@ -61,7 +61,7 @@ def sniff_format(head: bytes) -> FileFormat | None:
 
 def resolve_filesystem(
     path: str | Sequence[str],
-    target_protocol: str | None = None,
+    target_protocol: str,
     target_options: dict[str, Any] | None = None,
 ) -> tuple[AbstractFileSystem, list[str]]:
     """The source filesystem and the paths on it that ``path`` names.
@@ -72,16 +72,12 @@ def resolve_filesystem(
         A directory, a glob, a file, or a list of those, as URLs or as paths on the
         ``target_protocol`` filesystem.
     target_protocol, target_options
-        The source filesystem; inferred from the (first) URL when not given.
+        The source filesystem and its options.
     """
     paths = [path] if isinstance(path, str) else list(path)
     if not paths:
         raise NoSourceFilesError("no source path given")
-    options = dict(target_options or {})
-    if target_protocol is None:
-        fs, _ = fsspec.core.url_to_fs(paths[0], **options)
-    else:
-        fs = fsspec.filesystem(target_protocol, **options)
+    fs = fsspec.filesystem(target_protocol, **(target_options or {}))
     return fs, [fs._strip_protocol(p) for p in paths]
 
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fsspec import AbstractFileSystem
+from fsspec import AbstractFileSystem, get_filesystem_class
+from fsspec.core import split_protocol
 
 from .combine import ScannedFile, combine, concat_coordinate_paths
 from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
@@ -36,7 +37,7 @@ class CollectionSpec:
 
     paths: tuple[str, ...]
     concat_dim: str | None
-    target_protocol: str | None
+    target_protocol: str
     target_options_json: str
     on_error: OnError
 
@@ -52,9 +53,16 @@ class CollectionSpec:
         """Normalise the filesystem's arguments."""
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        paths = (path,) if isinstance(path, str) else tuple(str(p) for p in path)
+        raw = [path] if isinstance(path, str) else [str(p) for p in path]
+        if not raw:
+            raise ValueError("path is empty: give a directory, glob, file or list of files")
+        protocol = target_protocol or split_protocol(raw[0])[0] or "file"
+        protocol = "file" if protocol == "local" else protocol
+        # equal specs for equal sources, however they were spelled ("file:///x" or "/x")
+        strip = get_filesystem_class(protocol)._strip_protocol
+        paths = tuple(strip(p) for p in raw)
         options = json.dumps(target_options or {}, sort_keys=True, default=repr)
-        return cls(paths, concat_dim, target_protocol, options, on_error)
+        return cls(paths, concat_dim, protocol, options, on_error)
 
 
 @dataclass(frozen=True, slots=True)
