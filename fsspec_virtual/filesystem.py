@@ -16,7 +16,7 @@ from fsspec.spec import AbstractBufferedFile
 
 from .errors import ReadOnlyError
 from .keys import InlineSource, RangeSource, chunk_keys, resolve_key
-from .reader import Request, absolute_range, fetch_ranges
+from .reader import Request, absolute_range, fetch_ranges, read_one
 from .state import CollectionSpec, CollectionState, OnError, get_state, peek_state
 
 __all__ = ["VirtualZarrFileSystem"]
@@ -155,12 +155,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if isinstance(source, InlineSource):
             return source.data[slice(start, end)]
         begin, stop = absolute_range(start, end, source.length)
-        [data] = await fetch_ranges(
-            state.fs, [Request(source.url, source.offset + begin, source.offset + stop)]
-        )
-        if isinstance(data, BaseException):
-            raise data
-        return data
+        request = Request(source.url, source.offset + begin, source.offset + stop)
+        return await read_one(state.fs, request)
 
     async def _cat_ranges(
         self,

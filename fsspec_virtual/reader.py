@@ -7,13 +7,24 @@ filesystem, asynchronously where it is async and in a worker thread where it is 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["absolute_range", "Request", "MergedRead", "plan_reads", "fetch_ranges"]
+__all__ = [
+    "absolute_range",
+    "Request",
+    "MergedRead",
+    "plan_reads",
+    "fetch_ranges",
+    "read_one",
+]
 
 #: Ranges of one file closer than this are fetched in one request.
 DEFAULT_MAX_GAP = 64 * 1024
@@ -21,6 +32,8 @@ DEFAULT_MAX_GAP = 64 * 1024
 DEFAULT_MAX_BLOCK = 32 * 1024 * 1024
 #: Merged requests in flight at once.
 DEFAULT_CONCURRENCY = 16
+#: Reads done by one worker-thread call, for blocking filesystems.
+_READS_PER_THREAD_CALL = 8
 
 
 def absolute_range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
@@ -88,12 +101,81 @@ def plan_reads(
     return plan
 
 
-async def _fetch_one(fs: AbstractFileSystem, url: str, start: int, end: int) -> bytes:
-    if start == end:
+def _read_local(path: str, start: int, end: int) -> bytes:
+    # os.pread: no Python file object, no seek, safe from any thread
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
+
+
+def _read_sync(fs: AbstractFileSystem, read: MergedRead) -> bytes | BaseException:
+    if read.start == read.end:
         return b""
+    try:
+        if isinstance(fs, LocalFileSystem):
+            return _read_local(read.url, read.start, read.end)
+        return fs.cat_file(read.url, start=read.start, end=read.end)
+    except Exception as e:
+        return e
+
+
+def _read_many_sync(fs: AbstractFileSystem, reads: list[MergedRead]) -> list[bytes | BaseException]:
+    return [_read_sync(fs, read) for read in reads]
+
+
+async def _execute(
+    fs: AbstractFileSystem, plan: list[MergedRead], concurrency: int
+) -> list[bytes | BaseException]:
+    """The bytes of each merged read (or its exception), in plan order."""
     if isinstance(fs, AsyncFileSystem) and fs.async_impl:
-        return await fs._cat_file(url, start=start, end=end)
-    return await asyncio.to_thread(fs.cat_file, url, start=start, end=end)
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(read: MergedRead) -> bytes | BaseException:
+            if read.start == read.end:
+                return b""
+            async with semaphore:
+                try:
+                    return await fs._cat_file(read.url, start=read.start, end=read.end)
+                except Exception as e:
+                    return e
+
+        return list(await asyncio.gather(*(one(read) for read in plan)))
+    # A blocking filesystem: a few worker-thread calls each doing several reads, rather
+    # than one thread hand-off per chunk (which costs more than reading a small chunk).
+    n_calls = max(1, min(concurrency, math.ceil(len(plan) / _READS_PER_THREAD_CALL)))
+    slices = [plan[i::n_calls] for i in range(n_calls)]
+    done = await asyncio.gather(*(asyncio.to_thread(_read_many_sync, fs, s) for s in slices))
+    out: list[bytes | BaseException] = [b""] * len(plan)
+    for i, results in enumerate(done):
+        out[i::n_calls] = results
+    return out
+
+
+def _scatter(
+    requests: list[Request], plan: list[MergedRead], fetched: list[bytes | BaseException]
+) -> list[bytes | BaseException]:
+    results: list[bytes | BaseException] = [b""] * len(requests)
+    for read, data in zip(plan, fetched):
+        if isinstance(data, BaseException):
+            for i in read.members:
+                results[i] = data
+            continue
+        if len(read.members) == 1 and len(data) == read.end - read.start:
+            results[read.members[0]] = data  # the common case: no copy
+            continue
+        view = memoryview(data)
+        for i in read.members:
+            req = requests[i]
+            if req.end - read.start > len(data):
+                results[i] = OSError(
+                    f"{req.url}: asked for bytes {req.start}-{req.end}, the file ends at "
+                    f"{read.start + len(data)} (it is shorter than when it was scanned)"
+                )
+            else:
+                results[i] = bytes(view[req.start - read.start : req.end - read.start])
+    return results
 
 
 async def fetch_ranges(
@@ -114,30 +196,67 @@ async def fetch_ranges(
     max_gap, max_block
         Coalescing limits (see :func:`plan_reads`).
     concurrency
-        Merged requests in flight at once.
+        Requests (async filesystems) or worker-thread calls (blocking ones) at once.
     """
     plan = plan_reads(requests, max_gap, max_block)
-    semaphore = asyncio.Semaphore(concurrency)
-    results: list[bytes | BaseException] = [b""] * len(requests)
+    return _scatter(requests, plan, await _execute(fs, plan, concurrency))
 
-    async def run(read: MergedRead) -> None:
-        async with semaphore:
-            try:
-                data = await _fetch_one(fs, read.url, read.start, read.end)
-            except Exception as e:
-                for i in read.members:
-                    results[i] = e
-                return
-        view = memoryview(data)
-        for i in read.members:
-            req = requests[i]
-            if req.end - read.start > len(data):
-                results[i] = OSError(
-                    f"{req.url}: asked for bytes {req.start}-{req.end}, the file ends at "
-                    f"{read.start + len(data)} (it is shorter than when it was scanned)"
-                )
+
+class ReadBatcher:
+    """Gathers the single reads issued in one event-loop turn into one :func:`fetch_ranges`.
+
+    zarr asks for every chunk with its own ``_cat_file`` call, concurrently. Batching them
+    lets nearby chunks of one file be merged into one request, and makes one worker-thread
+    hand-off serve many chunks.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]] = []
+
+    async def read(self, fs: AbstractFileSystem, request: Request) -> bytes:
+        """The bytes of one request, fetched together with the others of this turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((fs, request, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        by_fs: dict[int, list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]]] = {}
+        for item in batch:
+            by_fs.setdefault(id(item[0]), []).append(item)
+        for items in by_fs.values():
+            task = asyncio.ensure_future(self._run(items))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    @staticmethod
+    async def _run(items: list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]]) -> None:
+        try:
+            results = await fetch_ranges(items[0][0], [request for _, request, _ in items])
+        except BaseException as e:
+            results = [e] * len(items)
+        for (_, _, future), result in zip(items, results):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
             else:
-                results[i] = bytes(view[req.start - read.start : req.end - read.start])
+                future.set_result(result)
 
-    await asyncio.gather(*(run(read) for read in plan))
-    return results
+
+_background: set[asyncio.Task[None]] = set()
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def read_one(fs: AbstractFileSystem, request: Request) -> bytes:
+    """The bytes of one request, batched with the other reads of this event-loop turn."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = ReadBatcher()
+    return await batcher.read(fs, request)
