@@ -44,6 +44,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     on_error
         ``"raise"`` (default) makes a file that cannot be scanned an error;
         ``"skip"`` leaves it out with a :class:`~fsspec_virtual.SkippedFileWarning`.
+    max_workers
+        Processes that scan files in parallel (default: the usable cores, at most 8);
+        ``1`` scans in the calling process. Small collections are scanned in-process.
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
@@ -60,6 +63,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         target_protocol: str | None = None,
         target_options: dict[str, Any] | None = None,
         on_error: OnError = "raise",
+        max_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -69,6 +73,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         self._spec = CollectionSpec.from_arguments(
             source, concat_dim, target_protocol, target_options, on_error
         )
+        self._max_workers = max_workers
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
 
@@ -93,13 +98,13 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _state(self) -> CollectionState:
         state = peek_state(self._spec)
         if state is None:
-            state = await asyncio.to_thread(get_state, self._spec)
+            state = await asyncio.to_thread(get_state, self._spec, self._max_workers)
         return state
 
     def collection(self) -> CollectionState:
         """The scanned collection (files, combined manifest, metadata); scans if needed."""
         state = peek_state(self._spec)
-        return state if state is not None else get_state(self._spec)
+        return state if state is not None else get_state(self._spec, self._max_workers)
 
     # -- listing ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fsspec import AbstractFileSystem, get_filesystem_class
+from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
 from fsspec.core import split_protocol
 
 from .combine import ScannedFile, combine, concat_coordinate_paths
@@ -23,6 +23,7 @@ from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
 from .manifest import Manifest
 from .materialize import read_array
 from .metadata import render_metadata
+from .pool import default_workers, pool_running, shared_pool
 from .scan import scan_file
 from .source import SourceFile, list_source_files, resolve_filesystem
 
@@ -87,15 +88,20 @@ class CollectionState:
     metadata: dict[str, bytes]
 
 
+#: Below this many files a cold pool's start-up (~1 s) costs more than it saves.
+_POOL_MIN_FILES = 24
+#: Seconds one file's scan may take in a worker process before it is killed.
+SCAN_TIMEOUT = 600.0
+
 _states: dict[CollectionSpec, CollectionState] = {}
 _locks: dict[CollectionSpec, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _scan_one(fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None) -> ScannedFile:
+def _scan_one(
+    fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None
+) -> tuple[ScannedFile, list[str]]:
     manifest, messages = scan_file(fs, source)
-    for message in messages:
-        warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
     coords = {}
     if concat_dim is not None:
         for path in concat_coordinate_paths(manifest, concat_dim):
@@ -103,23 +109,61 @@ def _scan_one(fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None
                 coords[path] = read_array(fs, manifest, path)
             except Exception as e:
                 raise ScanError(source.path, f"cannot read coordinate {path!r}: {e}") from e
-    return ScannedFile(source.path, manifest, coords)
+    return ScannedFile(source.path, manifest, coords), messages
 
 
-def _build(spec: CollectionSpec) -> CollectionState:
+def scan_in_worker(
+    protocol: str, options_json: str, source: SourceFile, concat_dim: str | None
+) -> tuple[ScannedFile, list[str]]:
+    """:func:`_scan_one` in a worker process, which makes its own source filesystem."""
+    fs = filesystem(protocol, **json.loads(options_json))
+    return _scan_one(fs, source, concat_dim)
+
+
+def _scan_all(
+    spec: CollectionSpec, fs: AbstractFileSystem, listed: list[SourceFile], workers: int
+) -> list[tuple[ScannedFile, list[str]] | BaseException]:
+    """Scan every file, in worker processes where that pays, else in this thread."""
+    use_pool = workers > 1 and len(listed) > 1
+    use_pool = use_pool and (len(listed) >= _POOL_MIN_FILES or pool_running(workers))
+    if use_pool:
+        args = [
+            (spec.target_protocol, spec.target_options_json, source, spec.concat_dim)
+            for source in listed
+        ]
+        results = shared_pool(workers).map(scan_in_worker, args, timeout=SCAN_TIMEOUT)
+        return [
+            r
+            if not isinstance(r, BaseException) or isinstance(r, ScanError)
+            else ScanError(source.path, f"{type(r).__name__}: {r}")
+            for source, r in zip(listed, results)
+        ]
+    out: list[tuple[ScannedFile, list[str]] | BaseException] = []
+    for source in listed:
+        try:
+            out.append(_scan_one(fs, source, spec.concat_dim))
+        except ScanError as e:
+            out.append(e)
+    return out
+
+
+def _build(spec: CollectionSpec, workers: int) -> CollectionState:
     options = json.loads(spec.target_options_json)
     fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
     listed = list_source_files(fs, paths)
     scanned: list[ScannedFile] = []
     kept: list[SourceFile] = []
-    for source in listed:
-        try:
-            scanned.append(_scan_one(fs, source, spec.concat_dim))
-            kept.append(source)
-        except ScanError as e:
+    for source, result in zip(listed, _scan_all(spec, fs, listed, workers)):
+        if isinstance(result, BaseException):
             if spec.on_error == "raise":
-                raise
-            warnings.warn(f"skipping {source.path}: {e}", SkippedFileWarning, stacklevel=2)
+                raise result
+            warnings.warn(f"skipping {source.path}: {result}", SkippedFileWarning, stacklevel=2)
+            continue
+        scanned_file, messages = result
+        for message in messages:
+            warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
+        scanned.append(scanned_file)
+        kept.append(source)
     if not scanned:
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
     manifest = combine(scanned, spec.concat_dim)
@@ -131,8 +175,16 @@ def peek_state(spec: CollectionSpec) -> CollectionState | None:
     return _states.get(spec)
 
 
-def get_state(spec: CollectionSpec) -> CollectionState:
-    """The state of a collection, built now if no instance has built it yet (blocking)."""
+def get_state(spec: CollectionSpec, workers: int | None = None) -> CollectionState:
+    """The state of a collection, built now if no instance has built it yet (blocking).
+
+    Parameters
+    ----------
+    spec
+        The collection.
+    workers
+        Scan processes (``1``: scan in this thread); default :func:`default_workers`.
+    """
     state = _states.get(spec)
     if state is not None:
         return state
@@ -141,7 +193,7 @@ def get_state(spec: CollectionSpec) -> CollectionState:
     with lock:
         state = _states.get(spec)
         if state is None:
-            state = _build(spec)
+            state = _build(spec, default_workers() if workers is None else workers)
             _states[spec] = state
     return state
 

@@ -76,3 +76,17 @@ class TestLaziness:
         clone = fsspec.AbstractFileSystem.from_json(fs.to_json())
         assert isinstance(clone, VirtualZarrFileSystem)
         assert clone.cat_file("t2m/.zarray") == fs.cat_file("t2m/.zarray")
+
+
+class TestParallelScan:
+    def test_process_pool_gives_the_same_store(self, collection, scan_counter, monkeypatch):
+        serial = VirtualZarrFileSystem(str(collection), concat_dim="time", max_workers=1)
+        expected = {k: serial.cat_file(k) for k in serial.find("")}
+        state_module.clear_states()
+        monkeypatch.setattr(state_module, "_POOL_MIN_FILES", 2)
+        parallel = VirtualZarrFileSystem(
+            str(collection), concat_dim="time", max_workers=2, skip_instance_cache=True
+        )
+        assert {k: parallel.cat_file(k) for k in parallel.find("")} == expected
+        # the workers scanned: this process's scan_file ran only for the serial store
+        assert len(scan_counter) == 3

@@ -16,7 +16,9 @@ checked against the file itself, dataset by dataset (see PITFALLS.md):
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,20 +50,62 @@ def _gc_disabled() -> Iterator[None]:
             gc.enable()
 
 
-def _datasets(h5: h5py.File) -> dict[str, h5py.Dataset]:
-    """Every dataset reachable by a hard or soft link, by path without the leading '/'."""
-    found: dict[str, h5py.Dataset] = {}
+@functools.cache
+def _recording_translator() -> type:
+    """kerchunk's translator, also recording every dataset it visits."""
+    from kerchunk.hdf import SingleHdf5ToZarr
 
-    def visit(name: str, link: Any) -> None:
-        if isinstance(link, h5py.ExternalLink):
-            found[name] = link  # reported as unsupported below
-            return
-        obj = h5.get(name)
-        if isinstance(obj, h5py.Dataset):
-            found[name] = obj
+    class RecordingTranslator(SingleHdf5ToZarr):  # type: ignore[misc]
+        visited: dict[str, h5py.Dataset]
 
-    h5.visititems_links(visit)
-    return found
+        def _translator(self, name: str, h5obj: Any) -> None:
+            if isinstance(h5obj, h5py.Dataset):
+                self.visited[name] = h5obj
+            super()._translator(name, h5obj)
+
+    return RecordingTranslator
+
+
+def _translate(h5: h5py.File, file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]:
+    """Run kerchunk over every dataset of the file, under every name that links to it.
+
+    Returns the translator, the datasets by path (external links as ``h5py.ExternalLink``)
+    and kerchunk's warning messages.
+    """
+    translator = _recording_translator()(h5, url=url, inline_threshold=0, spec=0, error="warn")
+    translator.visited = {}
+    translator.input_file = file_obj
+    with warnings.catch_warnings(record=True) as caught, _gc_disabled():
+        warnings.simplefilter("always")
+        translator.translate()
+        # visititems sees an object once; other names (hard and soft links) get their own
+        # translation, which kerchunk's preserve_linked_dsets would do by translating twice
+        links: dict[str, Any] = {}
+        h5.visititems_links(lambda name, link: links.setdefault(name, link))
+        found: dict[str, Any] = dict(translator.visited)
+        for name, link in links.items():
+            if name in found:
+                continue
+            if isinstance(link, h5py.ExternalLink):
+                found[name] = link
+                continue
+            obj = h5.get(name)
+            if isinstance(obj, h5py.Dataset):
+                translator._translator(name, obj)
+                found[name] = obj
+    return translator, found, [str(w.message) for w in caught]
+
+
+def _raw_dimensions(store: dict[str, Any]) -> dict[str, list[str]]:
+    """kerchunk's ``_ARRAY_DIMENSIONS`` per array: HDF5 paths of dimension scales."""
+    out = {}
+    for key, value in store.items():
+        if key.endswith("/.zattrs"):
+            raw = value.to_bytes() if hasattr(value, "to_bytes") else value
+            dims = json.loads(raw).get("_ARRAY_DIMENSIONS")
+            if dims:
+                out[key[: -len("/.zattrs")]] = [str(d) for d in dims]
+    return out
 
 
 def _is_dimension_only(dset: h5py.Dataset) -> bool:
@@ -71,36 +115,22 @@ def _is_dimension_only(dset: h5py.Dataset) -> bool:
     return isinstance(name, str) and name.startswith(_NETCDF_DIMENSION_ONLY)
 
 
-def _dimension_scales(datasets: dict[str, h5py.Dataset]) -> dict[str, list[str | None]]:
-    """For each dataset, the path of the dimension scale attached to each axis (or None)."""
-    out: dict[str, list[str | None]] = {}
-    for path, dset in datasets.items():
-        if not isinstance(dset, h5py.Dataset) or "DIMENSION_LIST" not in dset.attrs:
-            continue
-        scales: list[str | None] = []
-        for axis in range(dset.ndim):
-            attached = dset.dims[axis]
-            scales.append(attached[0].name.lstrip("/") if len(attached) == 1 else None)
-        out[path] = scales
-    return out
-
-
-def _dimension_lengths(
-    datasets: dict[str, h5py.Dataset], scales: dict[str, list[str | None]]
-) -> dict[str, int]:
-    """The netCDF length of each dimension: the largest extent along it.
+def _dimension_lengths(datasets: dict[str, Any], dims: dict[str, list[str]]) -> dict[str, int]:
+    """The netCDF length of each dimension scale: the largest extent along it.
 
     In a NetCDF4 file a variable along an unlimited dimension may hold fewer records
     than the dimension (it was written less often); netCDF reads the rest as fill.
     """
     lengths: dict[str, int] = {}
-    for path, axes in scales.items():
-        for axis, scale in enumerate(axes):
-            if scale is not None:
-                extent = datasets[path].shape[axis]
+    for path, names in dims.items():
+        dset = datasets.get(path)
+        if not isinstance(dset, h5py.Dataset) or len(names) != dset.ndim:
+            continue
+        for extent, scale in zip(dset.shape, names):
+            if isinstance(datasets.get(scale), h5py.Dataset):
                 lengths[scale] = max(lengths.get(scale, 0), extent)
-    for scale in list(lengths):
-        if scale in datasets and datasets[scale].ndim == 1:
+    for scale in lengths:
+        if datasets[scale].ndim == 1:
             lengths[scale] = max(lengths[scale], datasets[scale].shape[0])
     return lengths
 
@@ -146,10 +176,6 @@ def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
     return VirtualArray(meta, ChunkGrid.single_inline(data.tobytes(), dset.ndim))
 
 
-def _kerchunk_reasons(caught: list[warnings.WarningMessage]) -> list[str]:
-    return [str(w.message) for w in caught]
-
-
 def _reason_for(path: str, messages: list[str]) -> str:
     for message in messages:
         if f"/{path} " in message or f"/{path}:" in message or f"{path} uses" in message:
@@ -174,22 +200,14 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         The file's manifest (datasets that cannot be served are in ``skipped``) and a
         message for each skipped dataset.
     """
-    from kerchunk.hdf import SingleHdf5ToZarr
-
     with h5py.File(file_obj, mode="r") as h5:
-        translator = SingleHdf5ToZarr(h5, url=url, inline_threshold=0, spec=0, error="warn")
-        translator.input_file = file_obj
-        with warnings.catch_warnings(record=True) as caught, _gc_disabled():
-            warnings.simplefilter("always")
-            translator.translate(preserve_linked_dsets=True)
+        translator, datasets, messages = _translate(h5, file_obj, url)
         manifest = manifest_from_references(translator.store_dict, url)
-        messages = _kerchunk_reasons(caught)
         arrays = dict(manifest.arrays)
         skipped: dict[str, str] = {}
-        datasets = _datasets(h5)
-        scales = _dimension_scales(datasets)
-        dim_lengths = _dimension_lengths(datasets, scales)
-        netcdf = "_NCProperties" in h5.attrs or bool(scales)
+        dims = _raw_dimensions(translator.store_dict)
+        dim_lengths = _dimension_lengths(datasets, dims)
+        netcdf = "_NCProperties" in h5.attrs or bool(dim_lengths)
         for path, dset in datasets.items():
             if isinstance(dset, h5py.ExternalLink):
                 skipped[path] = "HDF5 external links are not supported"
@@ -207,10 +225,10 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
             else:
                 if dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
                     base = _compact_array(dset, base)
-                axes = scales.get(path, [None] * dset.ndim)
+                names = dims.get(path, [])
                 shape = tuple(
-                    max(n, dim_lengths.get(scale, 0)) if scale is not None else n
-                    for n, scale in zip(base.meta.shape, axes)
+                    max(n, dim_lengths.get(name, 0)) if len(names) == dset.ndim else n
+                    for n, name in zip(base.meta.shape, names or [""] * dset.ndim)
                 )
                 try:
                     arrays[path] = apply_fill_semantics(dset, base, shape, netcdf)
