@@ -72,14 +72,17 @@ def encode_times(
     """
     from xarray.coding.times import encode_cf_datetime
 
-    for candidate in [units, *_finer_units(units)]:
+    # the first file's units and dtype; else finer units in integers; else floats
+    attempts = [(units, dtype)]
+    attempts += [(finer, np.dtype("int64")) for finer in _finer_units(units)]
+    attempts += [(units, np.dtype("float64"))]
+    for candidate, target in attempts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             encoded, _, _ = encode_cf_datetime(dates, candidate, calendar)
         encoded = np.asarray(encoded)
-        for target in (dtype, np.dtype("int64"), np.dtype("float64")):
-            with np.errstate(invalid="ignore", over="ignore"):
-                cast = encoded.astype(target)
-            if np.array_equal(cast, encoded) and _round_trips(cast, dates, candidate, calendar):
-                return cast, candidate
+        with np.errstate(invalid="ignore", over="ignore"):
+            cast = encoded.astype(target)
+        if np.array_equal(cast, encoded) and _round_trips(cast, dates, candidate, calendar):
+            return cast, candidate
     raise ValueError(f"cannot encode the combined times exactly in units derived from {units!r}")
