@@ -81,7 +81,11 @@ def _translate(h5: h5py.File, file_obj: Any, url: str) -> tuple[Any, dict[str, A
         # visititems sees an object once; other names (hard and soft links) get their own
         # translation, which kerchunk's preserve_linked_dsets would do by translating twice
         links: dict[str, Any] = {}
-        h5.visititems_links(lambda name, link: links.setdefault(name, link))
+
+        def record(name: str, link: Any) -> None:  # returning a value would stop the visit
+            links[name] = link
+
+        h5.visititems_links(record)
         found: dict[str, Any] = dict(translator.visited)
         for name, link in links.items():
             if name in found:
