@@ -1,0 +1,167 @@
+"""HDF5 files written with h5py: what kerchunk gets wrong, served right (or left out, loudly)."""
+
+from __future__ import annotations
+
+import warnings
+
+import fsspec
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from fsspec_virtual import UnsupportedVariableWarning
+from fsspec_virtual.state import clear_states
+
+
+def _open(path):
+    clear_states()
+    fs = fsspec.filesystem("virtualzarr", path=str(path), skip_instance_cache=True)
+    return fs, zarr.open_group(fs.get_mapper(""), mode="r")
+
+
+def _assert_same(served: np.ndarray, truth: np.ndarray) -> None:
+    assert served.shape == truth.shape
+    assert served.dtype == truth.dtype, (served.dtype, truth.dtype)
+    np.testing.assert_array_equal(served, truth)
+
+
+class TestLinks:
+    def test_hard_and_soft_links_are_served_under_every_name(self, tmp_path):
+        path = tmp_path / "links.h5"
+        with h5py.File(path, "w") as f:
+            f["data"] = np.arange(12, dtype="i4").reshape(3, 4)
+            f["hard"] = f["data"]
+            f["soft"] = h5py.SoftLink("/data")
+            f.create_group("g")["deep"] = h5py.SoftLink("/data")
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            for name in ("data", "hard", "soft", "g/deep"):
+                _assert_same(g[name][...], f[name][()])
+
+    def test_external_link_is_left_out_with_a_warning(self, tmp_path):
+        other = tmp_path / "other.h5"
+        with h5py.File(other, "w") as f:
+            f["x"] = np.arange(3)
+        path = tmp_path / "main.h5"
+        with h5py.File(path, "w") as f:
+            f["own"] = np.arange(5.0)
+            f["ext"] = h5py.ExternalLink(str(other), "/x")
+        with pytest.warns(UnsupportedVariableWarning, match=r"main\.h5.*'ext'.*external"):
+            fs, g = _open(path)
+            g["own"][...]
+        assert "ext" not in fs.collection().manifest.arrays
+
+
+class TestLayoutsAndFills:
+    def test_compact_dataset_is_inlined_not_filled(self, tmp_path):
+        path = tmp_path / "compact.h5"
+        with h5py.File(path, "w") as f:
+            space = h5py.h5s.create_simple((6,))
+            plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            plist.set_layout(h5py.h5d.COMPACT)
+            h5py.h5d.create(f.id, b"c", h5py.h5t.NATIVE_INT32, space, plist).write(
+                h5py.h5s.ALL, h5py.h5s.ALL, np.arange(1, 7, dtype="i4")
+            )
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            assert f["c"].id.get_create_plist().get_layout() == h5py.h5d.COMPACT
+            _assert_same(g["c"][...], f["c"][()])
+
+    def test_real_zeros_are_not_masked(self, tmp_path):
+        path = tmp_path / "zeros.h5"
+        data = np.array([[0.0, 1.5], [0.0, -2.0]], dtype="f8")
+        with h5py.File(path, "w") as f:
+            f.create_dataset("v", data=data, chunks=(1, 2))
+        fs, _ = _open(path)
+        ds = xr.open_zarr(fs.get_mapper(""))
+        np.testing.assert_array_equal(ds["v"].values, data)
+
+    def test_unwritten_chunks_read_as_the_hdf5_fill_value(self, tmp_path):
+        path = tmp_path / "fill.h5"
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset("v", shape=(4, 4), chunks=(2, 2), dtype="i2", fillvalue=-7)
+            d[:2, :2] = 5
+            z = f.create_dataset("z", shape=(4,), chunks=(2,), dtype="f4")
+            z[:2] = 3.0
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            _assert_same(g["v"][...], f["v"][()])
+            _assert_same(g["z"][...], f["z"][()])
+
+    def test_netcdf_variable_shorter_than_its_unlimited_dimension(self, tmp_path):
+        netCDF4 = pytest.importorskip("netCDF4")
+        path = tmp_path / "short.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", None)
+            nc.createDimension("x", 3)
+            nc.createVariable("time", "f8", ("time",))[:] = np.arange(5)
+            full = nc.createVariable("full", "f4", ("time", "x"), chunksizes=(1, 3))
+            full[:] = np.ones((5, 3))
+            short = nc.createVariable("short", "i2", ("time", "x"), chunksizes=(1, 3))
+            short[:2] = [[1, 2, 3], [4, 5, 6]]
+            masked = nc.createVariable(
+                "masked", "f4", ("time", "x"), chunksizes=(1, 3), fill_value=-1.0
+            )
+            masked[:1] = [[7, 8, 9]]
+        fs, _ = _open(path)
+        served = xr.open_zarr(fs.get_mapper(""))
+        truth = xr.open_dataset(path, engine="netcdf4")
+        for name in ("full", "short", "masked"):
+            _assert_same(served[name].values, truth[name].values)
+
+
+class TestTypes:
+    def test_vlen_strings_scalar_and_array(self, tmp_path):
+        path = tmp_path / "strings.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("scalar", data="héllo", dtype=h5py.string_dtype())
+            f.create_dataset("array", data=["a", "bb", "ccc"], dtype=h5py.string_dtype())
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            assert g["scalar"][()] == f["scalar"].asstr()[()]
+            assert list(g["array"][...]) == list(f["array"].asstr()[()])
+
+    def test_big_endian_data(self, tmp_path):
+        path = tmp_path / "be.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("v", data=np.arange(10, dtype=">f8"), chunks=(5,), compression="gzip")
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            np.testing.assert_array_equal(g["v"][...], f["v"][()])
+
+    @pytest.mark.parametrize(
+        ("name", "make", "reason"),
+        [
+            (
+                "enum",
+                lambda f: f.create_dataset(
+                    "enum",
+                    data=np.array([0, 1], "u1"),
+                    dtype=h5py.enum_dtype({"A": 0, "B": 1}, basetype="u1"),
+                ),
+                "enumerated",
+            ),
+            (
+                "cmpd",
+                lambda f: f.create_dataset(
+                    "cmpd", data=np.zeros(2, dtype=[("a", "i4"), ("b", "f8")])
+                ),
+                "compound",
+            ),
+        ],
+    )
+    def test_unsupported_types_are_left_out_loudly(self, tmp_path, name, make, reason):
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as f:
+            f["plain"] = np.arange(3)
+            make(f)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fs, g = _open(path)
+            g["plain"][...]
+        messages = [str(w.message) for w in caught if w.category is UnsupportedVariableWarning]
+        assert any(path.name in m and repr(name) in m and reason in m for m in messages)
+        assert name not in fs.collection().manifest.arrays
+        assert name not in zarr.open_group(fs.get_mapper(""), mode="r")
