@@ -34,6 +34,8 @@ DEFAULT_MAX_BLOCK = 32 * 1024 * 1024
 DEFAULT_CONCURRENCY = 16
 #: Reads done by one worker-thread call, for blocking filesystems.
 _READS_PER_THREAD_CALL = 8
+#: Local reads this small are done on the event loop itself.
+_INLINE_LOCAL_BYTES = 256 * 1024
 
 
 def absolute_range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
@@ -142,6 +144,12 @@ async def _execute(
                     return e
 
         return list(await asyncio.gather(*(one(read) for read in plan)))
+    if (
+        isinstance(fs, LocalFileSystem)
+        and sum(r.end - r.start for r in plan) <= _INLINE_LOCAL_BYTES
+    ):
+        # a thread hand-off costs more than pread-ing a few small ranges of local files
+        return _read_many_sync(fs, plan)
     # A blocking filesystem: a few worker-thread calls each doing several reads, rather
     # than one thread hand-off per chunk (which costs more than reading a small chunk).
     n_calls = max(1, min(concurrency, math.ceil(len(plan) / _READS_PER_THREAD_CALL)))
