@@ -19,9 +19,7 @@ def _summary(fs) -> str:
         f"chunks:            {manifest.n_chunks}",
         f"bytes referenced:  {manifest.n_bytes_referenced}",
     ]
-    for path, reason in manifest.skipped.items():
-        lines.append(f"left out:          {path}: {reason}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + str(fs.report())
 
 
 def _info(args: argparse.Namespace) -> int:

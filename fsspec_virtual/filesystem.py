@@ -17,6 +17,7 @@ from fsspec.spec import AbstractBufferedFile
 from .errors import ReadOnlyError
 from .keys import InlineSource, RangeSource, chunk_keys, resolve_key
 from .reader import Request, absolute_range, fetch_ranges, read_one
+from .report import ScanReport, describe
 from .state import CollectionSpec, CollectionState, OnError, get_state, peek_state
 
 __all__ = ["VirtualZarrFileSystem"]
@@ -77,6 +78,26 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
 
+    def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
+        """The JSON form of the filesystem: its arguments, as fsspec records them.
+
+        Arguments passed as ``None`` are dropped (``None`` is every option's default), as
+        fsspec's encoder cannot write ``None`` and zarr round-trips us through JSON.
+        """
+        from fsspec.json import FilesystemJSONEncoder
+
+        encoder = FilesystemJSONEncoder()
+        options = {k: v for k, v in self.storage_options.items() if v is not None}
+        if not include_password:
+            options.pop("password", None)
+        cls = type(self)
+        return {
+            "cls": f"{cls.__module__}:{cls.__name__}",
+            "protocol": self.protocol,
+            "args": encoder.make_serializable(self.storage_args),
+            **encoder.make_serializable(options),
+        }
+
     # -- keys -------------------------------------------------------------------------
 
     @classmethod
@@ -105,6 +126,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         """The scanned collection (files, combined manifest, metadata); scans if needed."""
         state = peek_state(self._spec)
         return state if state is not None else get_state(self._spec, self._max_workers)
+
+    def report(self) -> ScanReport:
+        """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
+        state = self.collection()
+        return describe(state.manifest, len(state.files))
 
     # -- listing ----------------------------------------------------------------------
 

@@ -165,3 +165,8 @@ class TestTypes:
         assert any(path.name in m and repr(name) in m and reason in m for m in messages)
         assert name not in fs.collection().manifest.arrays
         assert name not in zarr.open_group(fs.get_mapper(""), mode="r")
+        by_path = {v.path: v for v in fs.report().variables}
+        assert by_path[name].how == "skipped" and reason in by_path[name].reason
+        assert by_path["plain"].how == "passthrough"
+        line = next(x for x in str(fs.report()).splitlines() if x.strip().startswith(name))
+        assert "skipped" in line and reason in line

@@ -71,6 +71,16 @@ class TestLaziness:
         assert clone.cat_file("t2m/0.0") == fs.cat_file("t2m/0.0")
         assert len(scan_counter) == 3
 
+    def test_none_arguments_survive_zarrs_json_round_trip(self, collection, scan_counter):
+        fs = VirtualZarrFileSystem(
+            str(collection),
+            concat_dim="time",
+            target_options=None,
+            target_protocol=None,
+            skip_instance_cache=True,
+        )
+        assert "t2m" in zarr.open_group(fs.get_mapper(""), mode="r")
+
     def test_json_round_trip(self, collection, scan_counter):
         fs = VirtualZarrFileSystem(str(collection), concat_dim="time", skip_instance_cache=True)
         clone = fsspec.AbstractFileSystem.from_json(fs.to_json())

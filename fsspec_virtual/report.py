@@ -1,0 +1,77 @@
+"""How each variable of a store is served: passed through, held inline, or left out, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .manifest import INLINE, MISSING, Manifest
+
+__all__ = ["VariableReport", "ScanReport", "describe"]
+
+
+@dataclass(frozen=True, slots=True)
+class VariableReport:
+    """How one variable is served.
+
+    Attributes
+    ----------
+    path
+        The variable's path in the store.
+    how
+        ``"passthrough"`` (byte ranges of the source files), ``"inline"`` (bytes held in
+        memory), ``"mixed"`` (some of each), ``"empty"`` (no chunk written: all fill) or
+        ``"skipped"`` (left out of the store).
+    chunks
+        Chunks by kind: ``{"passthrough": n, "inline": n, "missing": n}``.
+    reason
+        Why a variable is skipped (or inline), else ``""``.
+    """
+
+    path: str
+    how: str
+    chunks: dict[str, int]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReport:
+    """The per-variable report of a store; ``str()`` gives a table."""
+
+    files: int
+    variables: tuple[VariableReport, ...]
+
+    def __str__(self) -> str:
+        width = max([len(v.path) for v in self.variables] + [8])
+        lines = [f"{len(self.variables)} variables from {self.files} file(s)"]
+        for v in self.variables:
+            counts = ", ".join(f"{n} {kind}" for kind, n in v.chunks.items() if n)
+            detail = f" ({counts})" if counts else ""
+            why = f": {v.reason}" if v.reason else ""
+            lines.append(f"  {v.path:<{width}}  {v.how}{detail}{why}")
+        return "\n".join(lines)
+
+
+def describe(manifest: Manifest, files: int) -> ScanReport:
+    """The report of a combined manifest."""
+    variables = []
+    for path, array in sorted(manifest.arrays.items()):
+        fid = array.grid.file_id
+        counts = {
+            "passthrough": int(np.count_nonzero(fid >= 0)),
+            "inline": int(np.count_nonzero(fid == INLINE)),
+            "missing": int(np.count_nonzero(fid == MISSING)),
+        }
+        if counts["passthrough"] and counts["inline"]:
+            how = "mixed"
+        elif counts["passthrough"]:
+            how = "passthrough"
+        elif counts["inline"]:
+            how = "inline"
+        else:
+            how = "empty"
+        variables.append(VariableReport(path, how, counts))
+    for path, reason in sorted(manifest.skipped.items()):
+        variables.append(VariableReport(path, "skipped", {}, reason))
+    return ScanReport(files, tuple(variables))
