@@ -116,6 +116,24 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             key = key[len(root) :].lstrip("/")
         return key
 
+    def _named(self, path: str, key: str) -> str:
+        """``key`` spelled as the caller spelled ``path``: under its chained root or slash.
+
+        Clients (zarr's ``FsspecStore.list_dir``) strip the prefix they passed from the
+        names ``ls`` returns, so names must carry that prefix back.
+        """
+        spelled = str(path)
+        if spelled.startswith("virtualzarr://"):
+            spelled = spelled[len("virtualzarr://") :]
+        spelled = spelled.rstrip("/")
+        own = self._key(path)
+        base = spelled[: len(spelled) - len(own)] if own else spelled
+        if not base:
+            return key
+        if not key:
+            return base.rstrip("/") or base
+        return base + key if base.endswith("/") else f"{base}/{key}"
+
     async def _state(self) -> CollectionState:
         state = peek_state(self._spec)
         if state is None:
@@ -161,17 +179,20 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         entries = self._children(state, key)
         if entries is None:
             entries = [await self._info(path)]
+        else:
+            entries = [{**e, "name": self._named(path, e["name"])} for e in entries]
         return entries if detail else [e["name"] for e in entries]
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         key = self._key(path)
         state = await self._state()
+        name = self._named(path, key)
         if key in state.manifest.groups or key in state.manifest.arrays:
-            return {"name": key, "size": 0, "type": "directory"}
+            return {"name": name, "size": 0, "type": "directory"}
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
             raise FileNotFoundError(key)
-        return {"name": key, "size": source.length, "type": "file"}
+        return {"name": name, "size": source.length, "type": "file"}
 
     # -- reading ----------------------------------------------------------------------
 
@@ -231,10 +252,12 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _cat(
         self, path: str | list[str], recursive: bool = False, on_error: str = "raise", **kwargs: Any
     ) -> bytes | dict[str, bytes | BaseException]:
-        paths = await self._expand_path(path, recursive=recursive)
+        # Expand keys, not paths: a chained root may itself be a glob ("dir/*.nc").
+        keys = [self._key(p) for p in ([path] if isinstance(path, str) else path)]
+        paths = await self._expand_path(keys, recursive=recursive)
         paths = [p for p in paths if not await self._isdir(p)]
         results = await self._cat_ranges(paths, None, None, on_error="return")
-        single = isinstance(path, str) and len(paths) == 1 and not self._is_pattern(path)
+        single = isinstance(path, str) and len(paths) == 1 and not self._is_pattern(keys[0])
         if on_error == "raise":
             for result in results:
                 if isinstance(result, BaseException):

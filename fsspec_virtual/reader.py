@@ -11,7 +11,9 @@ import math
 import os
 import weakref
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
@@ -25,6 +27,8 @@ __all__ = [
     "fetch_ranges",
     "read_one",
 ]
+
+T = TypeVar("T")
 
 #: Ranges of one file closer than this are fetched in one request.
 DEFAULT_MAX_GAP = 64 * 1024
@@ -127,23 +131,40 @@ def _read_many_sync(fs: AbstractFileSystem, reads: list[MergedRead]) -> list[byt
     return [_read_sync(fs, read) for read in reads]
 
 
+async def on_own_loop(fs: AsyncFileSystem, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await ``coroutine`` of ``fs`` on the event loop ``fs`` belongs to.
+
+    A filesystem made in blocking mode (``asynchronous=False``, as fsspec makes them) owns
+    sessions bound to fsspec's I/O loop (aiohttp's for HTTP): awaiting its coroutines on
+    another loop (zarr's) fails, so they run there and we await the result.
+    """
+    own = getattr(fs, "_loop", None)
+    if fs.asynchronous or own is None or own is asyncio.get_running_loop():
+        return await coroutine
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, own))
+
+
 async def _execute(
     fs: AbstractFileSystem, plan: list[MergedRead], concurrency: int
 ) -> list[bytes | BaseException]:
     """The bytes of each merged read (or its exception), in plan order."""
     if isinstance(fs, AsyncFileSystem) and fs.async_impl:
-        semaphore = asyncio.Semaphore(concurrency)
 
-        async def one(read: MergedRead) -> bytes | BaseException:
-            if read.start == read.end:
-                return b""
-            async with semaphore:
-                try:
-                    return await fs._cat_file(read.url, start=read.start, end=read.end)
-                except Exception as e:
-                    return e
+        async def read_all() -> list[bytes | BaseException]:
+            semaphore = asyncio.Semaphore(concurrency)
 
-        return list(await asyncio.gather(*(one(read) for read in plan)))
+            async def one(read: MergedRead) -> bytes | BaseException:
+                if read.start == read.end:
+                    return b""
+                async with semaphore:
+                    try:
+                        return await fs._cat_file(read.url, start=read.start, end=read.end)
+                    except Exception as e:
+                        return e
+
+            return list(await asyncio.gather(*(one(read) for read in plan)))
+
+        return await on_own_loop(fs, read_all())
     if (
         isinstance(fs, LocalFileSystem)
         and sum(r.end - r.start for r in plan) <= _INLINE_LOCAL_BYTES

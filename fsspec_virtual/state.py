@@ -90,6 +90,8 @@ class CollectionState:
 
 #: Below this many files a cold pool's start-up (~1 s) costs more than it saves.
 _POOL_MIN_FILES = 24
+#: Filesystems whose files exist only in this process: worker processes cannot see them.
+_PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
 #: Seconds one file's scan may take in a worker process before it is killed.
 SCAN_TIMEOUT = 600.0
 
@@ -125,6 +127,7 @@ def _scan_all(
 ) -> list[tuple[ScannedFile, list[str]] | BaseException]:
     """Scan every file, in worker processes where that pays, else in this thread."""
     use_pool = workers > 1 and len(listed) > 1
+    use_pool = use_pool and spec.target_protocol not in _PROCESS_LOCAL_PROTOCOLS
     use_pool = use_pool and (len(listed) >= _POOL_MIN_FILES or pool_running(workers))
     if use_pool:
         args = [

@@ -170,3 +170,43 @@ class TestTypes:
         assert by_path["plain"].how == "passthrough"
         line = next(x for x in str(fs.report()).splitlines() if x.strip().startswith(name))
         assert "skipped" in line and reason in line
+
+
+class TestPhonyDimensions:
+    """Datasets without dimension scales get the dimension names netCDF-C gives them."""
+
+    def test_names_match_netcdf4(self, tmp_path):
+        import json
+
+        import netCDF4
+
+        path = tmp_path / "plain.h5"
+        with h5py.File(path, "w") as f:
+            f["a"] = np.arange(10.0)
+            f["b"] = np.zeros((6, 10))
+            f["c"] = np.ones((10, 6))
+            f["d"] = np.zeros((10, 10))  # two axes of one length: two dimensions
+            g = f.create_group("g")
+            g["e"] = np.zeros(10)
+            g["f"] = np.zeros((3, 3))
+            g.create_group("h")["x"] = np.zeros(7)
+            f.create_group("k")["y"] = np.zeros(2)
+        truth = {}
+        with netCDF4.Dataset(path) as nc:
+
+            def walk(group, prefix):
+                for name, var in group.variables.items():
+                    truth[prefix + name] = list(var.dimensions)
+                for name, child in group.groups.items():
+                    walk(child, f"{prefix}{name}/")
+
+            walk(nc, "")
+        fs = fsspec.filesystem("virtualzarr", path=str(path), skip_instance_cache=True)
+        served = {
+            name: json.loads(fs.cat_file(f"{name}/.zattrs"))["_ARRAY_DIMENSIONS"] for name in truth
+        }
+        assert served == truth
+        # and xarray opens the root group without conflicting sizes
+        with xr.open_zarr(fs.get_mapper(""), consolidated=False) as ds:
+            np.testing.assert_array_equal(ds["a"].values, np.arange(10.0))
+            assert ds["b"].dims == tuple(truth["b"])

@@ -37,6 +37,8 @@ def scan_counter(monkeypatch):
         return real(fs, source)
 
     monkeypatch.setattr(state_module, "scan_file", counting)
+    # count in-process scans: small collections must not go to a pool another test started
+    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
     state_module.clear_states()
     yield calls
     state_module.clear_states()

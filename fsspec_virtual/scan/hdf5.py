@@ -16,9 +16,11 @@ checked against the file itself, dataset by dataset (see PITFALLS.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ import numcodecs
 import numpy as np
 
 from ..manifest import ChunkGrid, Manifest, VirtualArray
+from .attributes import json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
 
@@ -38,16 +41,27 @@ __all__ = ["scan_hdf5"]
 _NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable"
 
 
+#: Serialises in-process translations: h5py holds a global lock anyway, and the garbage
+#: collector must stay off for the whole of each one (see :func:`_kerchunk_section`).
+_TRANSLATION_LOCK = threading.Lock()
+
+
 @contextmanager
-def _gc_disabled() -> Iterator[None]:
-    # kerchunk's translate() can deadlock under zarr 3 when gc runs inside it (kerchunk#588)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def _kerchunk_section() -> Iterator[None]:
+    """One translation at a time, with the garbage collector off.
+
+    kerchunk's translator can deadlock under zarr 3 when gc runs inside it (kerchunk#588);
+    its constructor already calls zarr. Holding a lock keeps overlapping scans in threads
+    from re-enabling gc under each other.
+    """
+    with _TRANSLATION_LOCK:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
 
 
 @functools.cache
@@ -66,17 +80,22 @@ def _recording_translator() -> type:
     return RecordingTranslator
 
 
-def _translate(h5: h5py.File, file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]:
+def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]:
     """Run kerchunk over every dataset of the file, under every name that links to it.
 
-    Returns the translator, the datasets by path (external links as ``h5py.ExternalLink``)
-    and kerchunk's warning messages.
+    Must run inside :func:`_kerchunk_section`. Returns the translator (its ``_h5f`` is the
+    open file; close the translator when done), the datasets by path (external links as
+    ``h5py.ExternalLink``) and kerchunk's warning messages.
     """
-    translator = _recording_translator()(h5, url=url, inline_threshold=0, spec=0, error="warn")
-    translator.visited = {}
-    translator.input_file = file_obj
-    with warnings.catch_warnings(record=True) as caught, _gc_disabled():
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # Given the file object (not a path or an h5py.File), kerchunk reads through the
+        # source filesystem's file and does not open the URL a second time itself.
+        translator = _recording_translator()(
+            file_obj, url=url, inline_threshold=0, spec=0, error="warn"
+        )
+        translator.visited = {}
+        h5 = translator._h5f
         translator.translate()
         # visititems sees an object once; other names (hard and soft links) get their own
         # translation, which kerchunk's preserve_linked_dsets would do by translating twice
@@ -98,6 +117,64 @@ def _translate(h5: h5py.File, file_obj: Any, url: str) -> tuple[Any, dict[str, A
                 translator._translator(name, obj)
                 found[name] = obj
     return translator, found, [str(w.message) for w in caught]
+
+
+def _reread(kept: dict[str, Any], source: Any) -> dict[str, Any]:
+    """kerchunk's attributes, with values re-read from h5py where it mangled them."""
+    return {**kept, **json_attributes(source.attrs, kept)}
+
+
+def _with_source_attributes(manifest: Manifest, h5: h5py.File) -> Manifest:
+    """The manifest with attribute values read from h5py (kerchunk chose the names)."""
+    groups = {}
+    for path, attrs in manifest.groups.items():
+        group = h5[path] if path else h5
+        groups[path] = _reread(attrs, group) if isinstance(group, h5py.Group) else attrs
+    arrays = {}
+    for path, array in manifest.arrays.items():
+        dset = h5.get(path)
+        if isinstance(dset, h5py.Dataset):
+            array = replace(array, meta=replace(array.meta, attrs=_reread(array.meta.attrs, dset)))
+        arrays[path] = array
+    return replace(manifest, groups=groups, arrays=arrays)
+
+
+def _with_phony_dimensions(arrays: dict[str, VirtualArray]) -> dict[str, VirtualArray]:
+    """Name the axes of datasets without dimension scales as netCDF-C does.
+
+    kerchunk calls axis ``i`` of every such dataset ``phony_dim_i``, whatever its length,
+    so xarray sees one dimension with conflicting sizes. netCDF-C instead gives each
+    group one phony dimension per distinct length (two when a dataset has two axes of
+    that length), numbered in the order netCDF-C meets them.
+    """
+    by_group: dict[str, list[tuple[str, int]]] = {}  # the group's phony dims: (name, length)
+    counter = 0
+    out = {}
+    # netCDF-C numbers them group by group, child groups before their parent
+    last = chr(0x10FFFF)
+    for path in sorted(arrays, key=lambda p: (*p.split("/")[:-1], last, p.rsplit("/", 1)[-1])):
+        array = arrays[path]
+        meta = array.meta
+        phony = [name == f"phony_dim_{axis}" for axis, name in enumerate(meta.dimensions)]
+        if not any(phony):
+            out[path] = array
+            continue
+        known = by_group.setdefault(path.rpartition("/")[0], [])
+        names = list(meta.dimensions)
+        taken = {name for name, is_phony in zip(names, phony) if not is_phony}
+        for axis, length in enumerate(meta.shape):
+            if not phony[axis]:
+                continue
+            free = [name for name, n in known if n == length and name not in taken]
+            if free:
+                names[axis] = free[0]
+            else:
+                names[axis] = f"phony_dim_{counter}"
+                known.append((names[axis], length))
+                counter += 1
+            taken.add(names[axis])
+        out[path] = replace(array, meta=replace(meta, dimensions=tuple(names)))
+    return out
 
 
 def _raw_dimensions(store: dict[str, Any]) -> dict[str, list[str]]:
@@ -204,10 +281,13 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         The file's manifest (datasets that cannot be served are in ``skipped``) and a
         message for each skipped dataset.
     """
-    with h5py.File(file_obj, mode="r") as h5:
-        translator, datasets, messages = _translate(h5, file_obj, url)
+    with _kerchunk_section():
+        translator, datasets, messages = _translate(file_obj, url)
+    with contextlib.closing(translator):
+        h5 = translator._h5f
         manifest = manifest_from_references(translator.store_dict, url)
-        arrays = dict(manifest.arrays)
+        manifest = _with_source_attributes(manifest, h5)
+        arrays = _with_phony_dimensions(dict(manifest.arrays))
         skipped: dict[str, str] = {}
         dims = _raw_dimensions(translator.store_dict)
         dim_lengths = _dimension_lengths(datasets, dims)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import replace
 from typing import Any
 
 from ..manifest import Manifest
+from .attributes import json_attributes, json_value
 from .translate import manifest_from_references
 
 __all__ = ["scan_netcdf3"]
@@ -25,16 +29,62 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str]]:
     manifest, warnings
         The file's manifest and (always empty) warnings.
     """
-    from kerchunk.netCDF3 import NetCDF3ToZarr
-
     storage_options = fs.storage_options if fs.protocol not in ("file", "local") else {}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     full_url = url if protocol in ("file", "local") else fs.unstrip_protocol(url)
-    translator = NetCDF3ToZarr(full_url, storage_options=storage_options, inline_threshold=0)
-    refs = translator.translate()
-    refs = refs.get("refs", refs)
-    # kerchunk records the URL it was given; chunks must point at our path
-    fixed = {
-        key: [url, *value[1:]] if isinstance(value, list) else value for key, value in refs.items()
-    }
-    return manifest_from_references(fixed, url), []
+    translator = _header_keeping_translator()(
+        full_url, storage_options=storage_options, inline_threshold=0
+    )
+    try:
+        refs = translator.translate()
+        refs = refs.get("refs", refs)
+        # kerchunk records the URL it was given; chunks must point at our path
+        fixed = {
+            key: [url, *value[1:]] if isinstance(value, list) else value
+            for key, value in refs.items()
+        }
+        manifest = manifest_from_references(fixed, url)
+        return _with_source_attributes(manifest, translator), []
+    finally:
+        translator.fp.close()
+
+
+@functools.cache
+def _header_keeping_translator() -> type:
+    """kerchunk's translator, keeping the global attributes as the header holds them.
+
+    kerchunk stores its ``filename`` as a global attribute (overwriting a real one).
+    """
+    from kerchunk.netCDF3 import NetCDF3ToZarr
+
+    class HeaderKeepingTranslator(NetCDF3ToZarr):  # type: ignore[misc]
+        def _read(self) -> None:
+            super()._read()
+            self.__dict__["source_attributes"] = dict(self._attributes)
+
+    return HeaderKeepingTranslator
+
+
+def _zarr_fill(value: Any) -> Any:
+    """A ``_FillValue`` as Zarr v2's ``fill_value`` JSON spells it."""
+    value = json_value(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
+    """Attributes and fill values as netCDF readers see them.
+
+    kerchunk writes NetCDF3 attributes as strings, drops ``_FillValue`` and
+    ``missing_value`` and declares ``missing_value`` as the fill value; xarray would then
+    mask the wrong values, so both are rebuilt from the header scipy parsed.
+    """
+    groups = {**manifest.groups, "": json_attributes(header.__dict__["source_attributes"])}
+    arrays = {}
+    for path, array in manifest.arrays.items():
+        raw = header.variables[path]._attributes
+        attrs = json_attributes({k: v for k, v in raw.items() if k != "_FillValue"})
+        fill = _zarr_fill(raw["_FillValue"]) if "_FillValue" in raw else None
+        arrays[path] = replace(array, meta=replace(array.meta, attrs=attrs, fill_value=fill))
+    return replace(manifest, groups=groups, arrays=arrays)

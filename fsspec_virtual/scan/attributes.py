@@ -1,0 +1,65 @@
+"""Attribute values as netCDF readers show them, in a form Zarr's JSON can hold.
+
+kerchunk's own conversion loses information: NetCDF3 numbers become strings, an empty
+text attribute becomes ``" "``, and NetCDF3's ``_FillValue``/``missing_value`` are
+dropped. Scanners re-read attributes from the source and convert them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["json_value", "json_attributes"]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def json_value(value: Any) -> Any:
+    """One attribute value as netCDF4-python returns it, made JSON-encodable.
+
+    Text (bytes or str, fixed or variable length) becomes ``str``; a one-element array
+    becomes its element (netCDF has no scalar attributes, and netCDF4-python unwraps
+    them); other arrays become lists. NaN and infinities stay floats.
+    """
+    if isinstance(value, (bytes, str)):
+        return _text(value)
+    if type(value).__name__ == "Empty":  # h5py.Empty: a null-dataspace attribute
+        return ""
+    if isinstance(value, (np.generic, np.ndarray)):
+        array = np.asarray(value)
+        if array.dtype.kind in "SUO":
+            items = [_text(v) if isinstance(v, (bytes, str)) else str(v) for v in array.flat]
+            return items[0] if array.size == 1 else items
+        if array.dtype.kind == "b":
+            array = array.astype(np.int8)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"attribute of dtype {array.dtype} has no JSON form")
+        return array.reshape(-1)[0].item() if array.size == 1 else array.reshape(-1).tolist()
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    raise TypeError(f"attribute of type {type(value).__name__} has no JSON form")
+
+
+def json_attributes(
+    source: Mapping[str, Any], names: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """``source``'s attributes (only ``names`` if given) as JSON-encodable values.
+
+    Attributes whose type has no JSON form (references, compound values) are left out;
+    the scanners' callers have already decided which names to keep.
+    """
+    keep = list(source.keys()) if names is None else [n for n in names if n in source]
+    out: dict[str, Any] = {}
+    for name in keep:
+        try:
+            out[name] = json_value(source[name])
+        except (TypeError, OSError):
+            continue
+    return out
