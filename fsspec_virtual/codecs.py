@@ -7,7 +7,7 @@ import numpy as np
 
 from .manifest import ArrayMeta
 
-__all__ = ["encode_chunk", "decode_chunk"]
+__all__ = ["encode_chunk", "decode_chunk", "fill_scalar"]
 
 
 def encode_chunk(data: np.ndarray, meta: ArrayMeta) -> bytes:
@@ -30,3 +30,14 @@ def decode_chunk(raw: bytes, meta: ArrayMeta) -> np.ndarray:
     dtype = np.dtype(meta.dtype)
     out = np.asarray(decoded) if dtype.kind == "O" else np.frombuffer(decoded, dtype=dtype)  # type: ignore[call-overload]
     return out.reshape(meta.chunks)
+
+
+def fill_scalar(meta: ArrayMeta) -> object:
+    """The value zarr fills ``meta``'s missing chunks with (its ``fill_value``, or zero)."""
+    dtype = np.dtype(meta.dtype)
+    value = meta.fill_value
+    if value is None:
+        return "" if dtype.kind in "OSU" else 0
+    if isinstance(value, str) and dtype.kind in "fc":
+        return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}.get(value, value)
+    return value

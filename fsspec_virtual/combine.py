@@ -3,8 +3,9 @@
 The rules follow ``xr.open_mfdataset(..., data_vars="minimal", coords="minimal",
 compat="override")``: files are ordered by their concat coordinate; variables with the
 concat dimension are concatenated; the others, and all attributes, come from the first
-file. Everything that would make concatenated chunks decode differently from the source
-is refused with :class:`IncompatibleSourcesError` naming the variable, the files and the
+file. Concatenated variables are joined by :mod:`fsspec_virtual.concat` (passthrough
+where chunks line up, computed where they do not); what no conversion can reconcile is
+refused with :class:`IncompatibleSourcesError` naming the variable, the files and the
 difference: nothing is ever served wrong.
 """
 
@@ -17,14 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .concat import concatenate_variable, serve_alone
 from .coords import decode_values, encode_times, is_cf_time
 from .errors import IncompatibleSourcesError
-from .manifest import ArrayMeta, ChunkGrid, Manifest, VirtualArray
+from .manifest import ChunkGrid, Manifest, VirtualArray
 
 __all__ = ["ScannedFile", "combine", "concat_coordinate_paths"]
-
-#: Attributes that change how values decode: they must agree between files.
-PACKING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "units")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,65 +92,15 @@ def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
     return ordered + empty
 
 
-def _differences(a: ArrayMeta, b: ArrayMeta, axis: int | None) -> list[str]:
-    """How two files' versions of one variable differ in ways that break combining."""
-    found = []
-    if a.dimensions != b.dimensions:
-        found.append(f"dimensions {a.dimensions} vs {b.dimensions}")
-    shape_a = [s for i, s in enumerate(a.shape) if i != axis]
-    shape_b = [s for i, s in enumerate(b.shape) if i != axis]
-    if shape_a != shape_b or len(a.shape) != len(b.shape):
-        found.append(f"shape {a.shape} vs {b.shape}")
-    if a.dtype != b.dtype:
-        found.append(f"dtype {a.dtype} vs {b.dtype}")
-    if a.chunks != b.chunks:
-        found.append(f"chunk shape {a.chunks} vs {b.chunks}")
-    if (a.compressor, a.filters) != (b.compressor, b.filters):
-        found.append(
-            f"codecs (compressor {a.compressor}, filters {a.filters}) vs "
-            f"(compressor {b.compressor}, filters {b.filters})"
-        )
-    if a.order != b.order:
-        found.append(f"memory order {a.order} vs {b.order}")
-    if axis is not None:
-        if a.fill_value != b.fill_value:
-            found.append(f"fill value {a.fill_value!r} vs {b.fill_value!r}")
-        for name in PACKING_ATTRS:
-            va, vb = a.attrs.get(name), b.attrs.get(name)
-            if va != vb:
-                found.append(f"attribute {name} {va!r} vs {vb!r}")
-    return found
-
-
-def _check_same(path: str, first: ScannedFile, other: ScannedFile, axis: int | None) -> None:
-    diffs = _differences(first.manifest.arrays[path].meta, other.manifest.arrays[path].meta, axis)
-    if diffs:
+def _check_same(path: str, first: ScannedFile, other: ScannedFile) -> None:
+    """A variable without the concat dimension is taken from the first file (xarray's
+    ``compat="override"``); only a different dimension or shape is refused."""
+    a, b = first.manifest.arrays[path].meta, other.manifest.arrays[path].meta
+    if a.dimensions != b.dimensions or a.shape != b.shape:
         raise IncompatibleSourcesError(
-            f"variable {path!r} differs between {first.path} and {other.path}: " + "; ".join(diffs)
+            f"variable {path!r} differs between {first.path} and {other.path}: "
+            f"dimensions {a.dimensions} vs {b.dimensions}, shape {a.shape} vs {b.shape}"
         )
-
-
-def _check_chunk_alignment(path: str, files: list[ScannedFile], axis: int) -> None:
-    chunk = files[0].manifest.arrays[path].meta.chunks[axis]
-    lengths = [f.manifest.arrays[path].meta.shape[axis] for f in files]
-    misaligned = [i for i, n in enumerate(lengths[:-1]) if n % chunk]
-    if misaligned:
-        i = misaligned[0]
-        listing = ", ".join(f"{f.path}: {n}" for f, n in zip(files, lengths))
-        raise IncompatibleSourcesError(
-            f"variable {path!r}: {files[i].path} has length {lengths[i]} along the concat "
-            f"dimension, not a multiple of the chunk length {chunk}, and is not the last "
-            f"file; chunks would be misplaced (lengths: {listing})"
-        )
-
-
-def _concatenate(path: str, files: list[ScannedFile], axis: int) -> VirtualArray:
-    _check_chunk_alignment(path, files, axis)
-    first = files[0].manifest.arrays[path]
-    grids = [f.manifest.arrays[path].grid.with_file_ids_shifted(i) for i, f in enumerate(files)]
-    total = sum(f.manifest.arrays[path].meta.shape[axis] for f in files)
-    shape = tuple(total if i == axis else s for i, s in enumerate(first.meta.shape))
-    return VirtualArray(replace(first.meta, shape=shape), ChunkGrid.concatenate(grids, axis))
 
 
 def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -> VirtualArray:
@@ -210,7 +159,8 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
     if not files:
         raise ValueError("no files to combine")
     if len(files) == 1:
-        return files[0].manifest
+        only = files[0].manifest
+        return replace(only, arrays={p: serve_alone(a) for p, a in only.arrays.items()})
     if concat_dim is None:
         raise IncompatibleSourcesError(
             f"{len(files)} files found ({files[0].path}, {files[1].path}, ...): "
@@ -236,12 +186,12 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
         if path in coord_paths:
             arrays[path] = _combined_coordinate(path, files, concat_dim)
             continue
-        for other in files[1:]:
-            _check_same(path, first, other, axis)
         if axis is None:
-            arrays[path] = first.manifest.arrays[path]
+            for other in files[1:]:
+                _check_same(path, first, other)
+            arrays[path] = serve_alone(first.manifest.arrays[path])
         else:
-            arrays[path] = _concatenate(path, files, axis)
+            arrays[path] = concatenate_variable(path, files, axis)
     if not any(concat_dim in a.meta.dimensions for a in arrays.values()):
         raise IncompatibleSourcesError(
             f"no variable of {first.path} has the concat dimension {concat_dim!r}"

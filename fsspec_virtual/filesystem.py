@@ -14,8 +14,9 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from .compute import compute_chunk
 from .errors import ReadOnlyError
-from .keys import InlineSource, RangeSource, chunk_keys, resolve_key
+from .keys import ComputedSource, InlineSource, RangeSource, chunk_keys, resolve_key
 from .reader import Request, absolute_range, fetch_ranges, read_one
 from .report import ScanReport, describe
 from .state import CollectionSpec, CollectionState, OnError, get_state, peek_state
@@ -48,6 +49,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     max_workers
         Processes that scan files in parallel (default: the usable cores, at most 8);
         ``1`` scans in the calling process. Small collections are scanned in-process.
+    chunk_cache_size
+        Bytes of decoded source chunks kept for computing chunks (default 256 MiB,
+        shared by the instances of one collection; ``0`` keeps none).
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
@@ -65,6 +69,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         target_options: dict[str, Any] | None = None,
         on_error: OnError = "raise",
         max_workers: int | None = None,
+        chunk_cache_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,6 +80,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             source, concat_dim, target_protocol, target_options, on_error
         )
         self._max_workers = max_workers
+        if chunk_cache_size is not None and chunk_cache_size < 0:
+            raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
+        self._chunk_cache_size = chunk_cache_size
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
 
@@ -138,12 +146,24 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         state = peek_state(self._spec)
         if state is None:
             state = await asyncio.to_thread(get_state, self._spec, self._max_workers)
+        return self._configured(state)
+
+    def _configured(self, state: CollectionState) -> CollectionState:
+        if self._chunk_cache_size is not None and state.cache.capacity != self._chunk_cache_size:
+            state.cache.capacity = self._chunk_cache_size
+            if self._chunk_cache_size == 0:
+                state.cache.clear()
         return state
 
     def collection(self) -> CollectionState:
         """The scanned collection (files, combined manifest, metadata); scans if needed."""
         state = peek_state(self._spec)
-        return state if state is not None else get_state(self._spec, self._max_workers)
+        state = state if state is not None else get_state(self._spec, self._max_workers)
+        return self._configured(state)
+
+    async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:
+        urls = state.manifest.urls
+        return await compute_chunk(state.fs, urls, source.array, source.index, state.cache)
 
     def report(self) -> ScanReport:
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
@@ -192,6 +212,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
             raise FileNotFoundError(key)
+        if isinstance(source, ComputedSource) and source.array.meta.compressor is not None:
+            return {"name": name, "size": len(await self._computed(state, source)), "type": "file"}
         return {"name": name, "size": source.length, "type": "file"}
 
     # -- reading ----------------------------------------------------------------------
@@ -206,6 +228,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             raise FileNotFoundError(key)
         if isinstance(source, InlineSource):
             return source.data[slice(start, end)]
+        if isinstance(source, ComputedSource):
+            return (await self._computed(state, source))[slice(start, end)]
         begin, stop = absolute_range(start, end, source.length)
         request = Request(source.url, source.offset + begin, source.offset + stop)
         return await read_one(state.fs, request)
@@ -228,6 +252,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         results: list[bytes | BaseException] = [b""] * n
         requests: list[Request] = []
         targets: list[int] = []
+        computed: list[tuple[int, ComputedSource, int | None, int | None]] = []
         for i, (path, start, end) in enumerate(zip(paths, starts, ends)):
             key = self._key(path)
             source = resolve_key(state.manifest, state.metadata, key)
@@ -235,14 +260,24 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 results[i] = FileNotFoundError(key)
             elif isinstance(source, InlineSource):
                 results[i] = source.data[slice(start, end)]
+            elif isinstance(source, ComputedSource):
+                computed.append((i, source, start, end))
             else:
                 assert isinstance(source, RangeSource)
                 begin, stop = absolute_range(start, end, source.length)
                 requests.append(Request(source.url, source.offset + begin, source.offset + stop))
                 targets.append(i)
-        fetched = await fetch_ranges(state.fs, requests)
+        fetched, made = await asyncio.gather(
+            fetch_ranges(state.fs, requests),
+            asyncio.gather(
+                *(self._computed(state, source) for _, source, _, _ in computed),
+                return_exceptions=True,
+            ),
+        )
         for i, data in zip(targets, fetched):
             results[i] = data
+        for (i, _, start, end), chunk in zip(computed, made):
+            results[i] = chunk if isinstance(chunk, BaseException) else chunk[slice(start, end)]
         if on_error == "raise":
             for result in results:
                 if isinstance(result, BaseException):

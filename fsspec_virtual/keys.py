@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .manifest import INLINE, MISSING, Manifest, VirtualArray
+import numpy as np
 
-__all__ = ["RangeSource", "InlineSource", "ChunkSource", "resolve_key", "chunk_index", "chunk_keys"]
+from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
+
+__all__ = [
+    "RangeSource",
+    "InlineSource",
+    "ComputedSource",
+    "ChunkSource",
+    "resolve_key",
+    "chunk_index",
+    "chunk_keys",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +40,25 @@ class InlineSource:
         return len(self.data)
 
 
-ChunkSource = RangeSource | InlineSource
+@dataclass(frozen=True, slots=True)
+class ComputedSource:
+    """A chunk assembled on request (see :mod:`fsspec_virtual.compute`)."""
+
+    path: str
+    array: VirtualArray
+    index: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        """The chunk's decoded size: exact when the array is uncompressed, else a bound."""
+        meta = self.array.meta
+        n = 1
+        for c in meta.chunks:
+            n *= c
+        return n * np.dtype(meta.dtype).itemsize
+
+
+ChunkSource = RangeSource | InlineSource | ComputedSource
 
 
 def chunk_index(array: VirtualArray, leaf: str) -> tuple[int, ...] | None:
@@ -52,10 +80,16 @@ def chunk_keys(path: str, array: VirtualArray) -> list[tuple[str, int]]:
     grid = array.grid
     prefix = f"{path}/" if path else ""
     if not array.meta.shape:
-        return [] if grid.file_id[()] == MISSING else [(f"{prefix}0", int(grid.length[()]))]
+        fid = grid.file_id[()]
+        if fid == MISSING:
+            return []
+        size = ComputedSource(path, array, ()).length if fid == COMPUTED else int(grid.length[()])
+        return [(f"{prefix}0", size)]
     out = []
+    computed_size = ComputedSource(path, array, ()).length
     for index in zip(*(grid.file_id != MISSING).nonzero()):
-        out.append((prefix + ".".join(str(int(i)) for i in index), int(grid.length[index])))
+        size = computed_size if grid.file_id[index] == COMPUTED else int(grid.length[index])
+        out.append((prefix + ".".join(str(int(i)) for i in index), size))
     return out
 
 
@@ -77,4 +111,6 @@ def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> Chu
         return None
     if file_id == INLINE:
         return InlineSource(grid.inline[int(grid.offset[index])])
+    if file_id == COMPUTED:
+        return ComputedSource(path, array, index)
     return RangeSource(manifest.urls[file_id], int(grid.offset[index]), int(grid.length[index]))

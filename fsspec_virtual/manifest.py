@@ -4,7 +4,9 @@ A :class:`ChunkGrid` holds one variable's chunk locations as three arrays shaped
 chunk grid: ``file_id`` (an index into the manifest's URL table, or a negative sentinel),
 ``offset`` and ``length``. Inline chunks (bytes held in memory) have ``file_id == INLINE``
 and ``offset`` indexes the grid's ``inline`` table. A chunk never written in the source has
-``file_id == MISSING``: the store reports it as a missing key, and zarr fills it.
+``file_id == MISSING``: the store reports it as a missing key, and zarr fills it. A chunk
+with ``file_id == COMPUTED`` has no bytes anywhere: it is assembled on request from the
+source pieces its array's :class:`ComputePlan` lists (see :mod:`fsspec_virtual.compute`).
 
 A :class:`Manifest` is the set of arrays and groups of one file (after scanning) or of a
 whole collection (after combining); both have the same shape, only the URL table differs.
@@ -18,10 +20,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MISSING", "INLINE", "ArrayMeta", "ChunkGrid", "VirtualArray", "Manifest"]
+__all__ = [
+    "MISSING",
+    "INLINE",
+    "COMPUTED",
+    "ArrayMeta",
+    "ChunkGrid",
+    "SourcePart",
+    "ComputePlan",
+    "VirtualArray",
+    "Manifest",
+]
 
 MISSING = -1
 INLINE = -2
+COMPUTED = -3
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,9 @@ class ArrayMeta:
         One name per axis (``_ARRAY_DIMENSIONS``).
     attrs
         User attributes, without ``_ARRAY_DIMENSIONS``.
+    attr_dtypes
+        The source's numpy dtype of numeric attributes (JSON keeps only the value);
+        xarray's unpacking picks its float type from ``scale_factor``'s.
     """
 
     shape: tuple[int, ...]
@@ -53,6 +69,7 @@ class ArrayMeta:
     dimensions: tuple[str, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
     order: str = "C"
+    attr_dtypes: dict[str, str] = field(default_factory=dict)
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -155,6 +172,15 @@ class ChunkGrid:
             (*self.inline, chunk),
         )
 
+    @classmethod
+    def computed(cls, grid_shape: tuple[int, ...]) -> ChunkGrid:
+        """A grid whose chunks are all computed on request."""
+        return cls(
+            np.full(grid_shape, COMPUTED, dtype=np.int32),
+            np.zeros(grid_shape, dtype=np.uint64),
+            np.zeros(grid_shape, dtype=np.uint64),
+        )
+
     def with_file_ids_shifted(self, shift: int) -> ChunkGrid:
         """The same grid with every real file id increased by ``shift``."""
         fid = self.file_id
@@ -182,6 +208,62 @@ class ChunkGrid:
 
 
 @dataclass(frozen=True, slots=True)
+class SourcePart:
+    """One source's contribution to a computed array.
+
+    Attributes
+    ----------
+    start
+        Where the part begins along the plan's axis (0 when there is no axis).
+    meta
+        The source array as its file holds it (shape, chunks, dtype, codecs, fill).
+    grid
+        Its chunks' byte ranges (file ids index the manifest's URL table), or None when
+        the source is read through h5py (no numcodecs codec can decode it).
+    file_id
+        The source file (URL table index), for h5py reads.
+    h5path
+        The dataset's path in the HDF5 file, for h5py reads.
+    unpack
+        Apply xarray's CF mask and scale/offset decoding (with ``meta.attrs`` typed by
+        ``meta.attr_dtypes``) before the values enter the target.
+    """
+
+    start: int
+    meta: ArrayMeta
+    grid: ChunkGrid | None
+    file_id: int = 0
+    h5path: str | None = None
+    unpack: bool = False
+
+    def shifted(self, file_shift: int, start_shift: int) -> SourcePart:
+        """The part with its file ids and start moved (when files are concatenated)."""
+        grid = self.grid.with_file_ids_shifted(file_shift) if self.grid is not None else None
+        return replace(
+            self, start=self.start + start_shift, grid=grid, file_id=self.file_id + file_shift
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ComputePlan:
+    """How the computed chunks of an array are assembled.
+
+    Attributes
+    ----------
+    parts
+        The sources, in order along ``axis``; together they cover the array.
+    axis
+        The axis the parts are laid out along, or None for a single part.
+    reason
+        Why the array is computed, for reports.
+    """
+
+    parts: tuple[SourcePart, ...]
+    axis: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualArray:
     """One array of a manifest: its metadata and its chunk locations.
 
@@ -191,10 +273,13 @@ class VirtualArray:
         The array's Zarr description.
     grid
         Where its chunks live.
+    plan
+        How its :data:`COMPUTED` chunks are assembled, if it has any.
     """
 
     meta: ArrayMeta
     grid: ChunkGrid
+    plan: ComputePlan | None = None
 
     def __post_init__(self) -> None:
         if self.grid.shape != self.meta.grid_shape:

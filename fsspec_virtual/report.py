@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .manifest import INLINE, MISSING, Manifest
+from .manifest import COMPUTED, INLINE, MISSING, Manifest
 
 __all__ = ["VariableReport", "ScanReport", "describe"]
 
@@ -21,12 +21,13 @@ class VariableReport:
         The variable's path in the store.
     how
         ``"passthrough"`` (byte ranges of the source files), ``"inline"`` (bytes held in
-        memory), ``"mixed"`` (some of each), ``"empty"`` (no chunk written: all fill) or
-        ``"skipped"`` (left out of the store).
+        memory), ``"mixed"`` (some of each), ``"computed"`` (some or all chunks
+        assembled on request), ``"empty"`` (no chunk written: all fill) or ``"skipped"``
+        (left out of the store).
     chunks
-        Chunks by kind: ``{"passthrough": n, "inline": n, "missing": n}``.
+        Chunks by kind: ``{"passthrough": n, "inline": n, "computed": n, "missing": n}``.
     reason
-        Why a variable is skipped (or inline), else ``""``.
+        Why a variable is computed or skipped, else ``""``.
     """
 
     path: str
@@ -61,9 +62,12 @@ def describe(manifest: Manifest, files: int) -> ScanReport:
         counts = {
             "passthrough": int(np.count_nonzero(fid >= 0)),
             "inline": int(np.count_nonzero(fid == INLINE)),
+            "computed": int(np.count_nonzero(fid == COMPUTED)),
             "missing": int(np.count_nonzero(fid == MISSING)),
         }
-        if counts["passthrough"] and counts["inline"]:
+        if counts["computed"] or array.plan is not None:
+            how = "computed"
+        elif counts["passthrough"] and counts["inline"]:
             how = "mixed"
         elif counts["passthrough"]:
             how = "passthrough"
@@ -71,7 +75,8 @@ def describe(manifest: Manifest, files: int) -> ScanReport:
             how = "inline"
         else:
             how = "empty"
-        variables.append(VariableReport(path, how, counts))
+        reason = array.plan.reason if array.plan is not None else ""
+        variables.append(VariableReport(path, how, counts, reason))
     for path, reason in sorted(manifest.skipped.items()):
         variables.append(VariableReport(path, "skipped", {}, reason))
     return ScanReport(files, tuple(variables))

@@ -12,13 +12,14 @@ import json
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
 from fsspec.core import split_protocol
 
 from .combine import ScannedFile, combine, concat_coordinate_paths
+from .compute import DecodedChunkCache
 from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
 from .manifest import Manifest
 from .materialize import read_array
@@ -80,12 +81,15 @@ class CollectionState:
         The combined manifest.
     metadata
         Every metadata key and its bytes.
+    cache
+        Decoded source chunks, for computed chunks.
     """
 
     fs: AbstractFileSystem
     files: tuple[SourceFile, ...]
     manifest: Manifest
     metadata: dict[str, bytes]
+    cache: DecodedChunkCache = field(default_factory=DecodedChunkCache, compare=False)
 
 
 #: Below this many files a cold pool's start-up (~1 s) costs more than it saves.

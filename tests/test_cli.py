@@ -82,7 +82,7 @@ class TestInfo:
 
     def test_info_incompatible_files_fails(self, tmp_path):
         write_simple(tmp_path / "a.nc", [0, 1, 2, 3])
-        write_simple(tmp_path / "b.nc", [4, 5, 6, 7], dtype="f8")
+        write_simple(tmp_path / "b.nc", [4, 5, 6, 7], nx=5)
         result = run("info", str(tmp_path), "--concat-dim", "time")
         assert result.returncode != 0
         assert "a.nc" in result.stdout + result.stderr

@@ -9,7 +9,7 @@ from fsspec_virtual.codecs import decode_chunk
 from fsspec_virtual.combine import ScannedFile, combine
 from fsspec_virtual.coords import decode_values
 from fsspec_virtual.errors import IncompatibleSourcesError
-from fsspec_virtual.manifest import INLINE, ArrayMeta, ChunkGrid, Manifest, VirtualArray
+from fsspec_virtual.manifest import COMPUTED, INLINE, ArrayMeta, ChunkGrid, Manifest, VirtualArray
 
 
 def _array(shape, chunks, dims, dtype="<f4", attrs=None, compressor=None) -> VirtualArray:
@@ -28,7 +28,9 @@ def _file(name, times, units="days since 2001-01-01", nt=None, **var_kw) -> Scan
     nt = len(times) if nt is None else nt
     arrays = {
         "time": _array((nt,), (nt,), ("time",), "<i8", {"units": units}),
-        "v": _array((nt, 4), var_kw.pop("chunks", (1, 4)), ("time", "x"), **var_kw),
+        "v": _array(
+            (nt, 4), var_kw.pop("chunks", (1, 4)), var_kw.pop("dims", ("time", "x")), **var_kw
+        ),
         "x": _array((4,), (4,), ("x",)),
     }
     manifest = Manifest((name,), {"": {"source": name}}, arrays)
@@ -80,10 +82,9 @@ class TestChecks:
     @pytest.mark.parametrize(
         ("kw", "fragment"),
         [
-            ({"dtype": "<f8"}, "dtype"),
-            ({"chunks": (2, 4)}, "chunk shape"),
-            ({"compressor": {"id": "zlib", "level": 1}}, "codecs"),
-            ({"attrs": {"scale_factor": 0.5}}, "scale_factor"),
+            ({"dims": ("time", "y")}, "dimensions"),
+            ({"attrs": {"units": "K"}}, "units"),
+            ({"dtype": "|S4"}, "no common type"),
         ],
     )
     def test_mismatch_names_variable_files_and_difference(self, kw, fragment):
@@ -93,11 +94,30 @@ class TestChecks:
         assert "'v'" in message and "a.nc" in message and "b.nc" in message
         assert fragment in message
 
-    def test_misaligned_lengths_are_refused(self):
+    @pytest.mark.parametrize(
+        ("kw", "fragment"),
+        [
+            ({"dtype": "<f8"}, "differ between a.nc and b.nc"),
+            ({"chunks": (2, 4)}, "differ between a.nc and b.nc"),
+            ({"compressor": {"id": "zlib", "level": 1}}, "differ between a.nc and b.nc"),
+            ({"attrs": {"scale_factor": 0.5}}, "packing differs between a.nc and b.nc"),
+        ],
+    )
+    def test_reconcilable_difference_is_computed(self, kw, fragment):
+        out = combine([_file("a.nc", [0, 1]), _file("b.nc", [2, 3], **kw)], "time")
+        array = out.arrays["v"]
+        assert array.plan is not None and fragment in array.plan.reason, array.plan
+        assert [part.start for part in array.plan.parts] == [0, 2]
+
+    def test_misaligned_lengths_pass_through_what_lines_up(self):
         a = _file("a.nc", [0, 1, 2], chunks=(2, 4))
         b = _file("b.nc", [3, 4], chunks=(2, 4))
-        with pytest.raises(IncompatibleSourcesError, match=r"a\.nc has length 3.*chunk length 2"):
-            combine([a, b], "time")
+        array = combine([a, b], "time").arrays["v"]
+        assert array.meta.shape == (5, 4) and array.meta.chunks == (2, 4)
+        assert array.plan is not None and "straddle files a.nc/b.nc" in array.plan.reason
+        # rows 0-1 are a.nc's chunk 0; rows 2-3 straddle; row 4 is b.nc's chunk 0 moved
+        # off b's grid (b's chunk covers rows 3-4): computed too
+        assert array.grid.file_id[:, 0].tolist() == [0, COMPUTED, COMPUTED]
 
     def test_short_last_file_is_fine(self):
         a = _file("a.nc", [0, 1], chunks=(2, 4))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_value", "json_attributes"]
+__all__ = ["json_value", "json_attributes", "attribute_dtypes"]
 
 
 def _text(value: bytes | str) -> str:
@@ -62,4 +62,19 @@ def json_attributes(
             out[name] = json_value(source[name])
         except (TypeError, OSError):
             continue
+    return out
+
+
+def attribute_dtypes(source: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+    """The numpy dtype (``"<f4"``) of each numeric attribute among ``names``.
+
+    JSON keeps an attribute's value but not its width; xarray's unpacking chooses its
+    float type from ``scale_factor``'s, so computed chunks need it.
+    """
+    out = {}
+    for name in names:
+        if name in source:
+            value = source[name]
+            if isinstance(value, (np.generic, np.ndarray)) and value.dtype.kind in "iuf":
+                out[name] = value.dtype.str
     return out

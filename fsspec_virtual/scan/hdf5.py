@@ -32,7 +32,7 @@ import numcodecs
 import numpy as np
 
 from ..manifest import ChunkGrid, Manifest, VirtualArray
-from .attributes import json_attributes
+from .attributes import attribute_dtypes, json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
 
@@ -134,7 +134,9 @@ def _with_source_attributes(manifest: Manifest, h5: h5py.File) -> Manifest:
     for path, array in manifest.arrays.items():
         dset = h5.get(path)
         if isinstance(dset, h5py.Dataset):
-            array = replace(array, meta=replace(array.meta, attrs=_reread(array.meta.attrs, dset)))
+            attrs = _reread(array.meta.attrs, dset)
+            types = attribute_dtypes(dset.attrs, [*attrs, "_FillValue"])
+            array = replace(array, meta=replace(array.meta, attrs=attrs, attr_dtypes=types))
         arrays[path] = array
     return replace(manifest, groups=groups, arrays=arrays)
 

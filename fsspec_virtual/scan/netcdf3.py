@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..manifest import Manifest
-from .attributes import json_attributes, json_value
+from .attributes import attribute_dtypes, json_attributes, json_value
 from .translate import manifest_from_references
 
 __all__ = ["scan_netcdf3"]
@@ -86,5 +86,7 @@ def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
         raw = header.variables[path]._attributes
         attrs = json_attributes({k: v for k, v in raw.items() if k != "_FillValue"})
         fill = _zarr_fill(raw["_FillValue"]) if "_FillValue" in raw else None
-        arrays[path] = replace(array, meta=replace(array.meta, attrs=attrs, fill_value=fill))
+        types = attribute_dtypes(raw, raw)
+        meta = replace(array.meta, attrs=attrs, fill_value=fill, attr_dtypes=types)
+        arrays[path] = replace(array, meta=meta)
     return replace(manifest, groups=groups, arrays=arrays)

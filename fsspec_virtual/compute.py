@@ -1,0 +1,378 @@
+"""Computed chunks: a target chunk assembled from source pieces, decoded, converted, encoded.
+
+A computed chunk's region is covered by the parts of its array's
+:class:`~fsspec_virtual.manifest.ComputePlan`. Each part's overlap is read from its
+source chunks (fetched as byte ranges and decoded with numcodecs, through a bounded cache
+of decoded chunks) or, where no codec exists, through h5py on the source filesystem's
+file object; unpacked with xarray's own CF coders where the plan says so; cast to the
+target dtype; and encoded with the codec the target's ``.zarray`` declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import numpy as np
+from fsspec import AbstractFileSystem
+
+from .codecs import decode_chunk, encode_chunk, fill_scalar
+from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
+from .reader import Request, read_one
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DecodedChunkCache",
+    "compute_chunk",
+    "read_region",
+    "unpack",
+    "unpacked_dtype",
+]
+
+#: Default bound of the decoded-chunk cache, in bytes.
+DEFAULT_CACHE_BYTES = 256 * 2**20
+#: Encoded chunks larger than this are decoded in a worker thread, not on the event loop.
+_DECODE_IN_THREAD_BYTES = 64 * 1024
+
+Region = tuple[tuple[int, int], ...]
+
+
+class DecodedChunkCache:
+    """A bounded LRU of decoded source chunks, shared by the threads of one process.
+
+    Concurrent requests for one chunk on one event loop share a single fetch and decode.
+
+    Parameters
+    ----------
+    capacity
+        Bytes of decoded data kept; 0 keeps nothing (each request decodes).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CACHE_BYTES) -> None:
+        self.capacity = capacity
+        self.loads = 0
+        self._entries: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, Hashable], asyncio.Future[np.ndarray]] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._nbytes
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        """The cached chunk, or None."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        """Keep ``value``, evicting the least recently used chunks beyond the capacity."""
+        if value.nbytes > self.capacity:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._nbytes -= old.nbytes
+            self._entries[key] = value
+            self._nbytes += value.nbytes
+            while self._nbytes > self.capacity:
+                _, evicted = self._entries.popitem(last=False)
+                self._nbytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        """Drop every chunk."""
+        with self._lock:
+            self._entries.clear()
+            self._nbytes = 0
+
+    async def get_or_load(
+        self, key: Hashable, load: Callable[[], Awaitable[np.ndarray]]
+    ) -> np.ndarray:
+        """The chunk for ``key``, loading it once however many ask at the same time."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending_key = (id(asyncio.get_running_loop()), key)
+        pending = self._pending.get(pending_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._pending[pending_key] = future
+        try:
+            value = await load()
+            self.loads += 1
+            self.put(key, value)
+            future.set_result(value)
+            return value
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            del self._pending[pending_key]
+
+
+# -- unpacking ----------------------------------------------------------------------------
+
+_PACKING = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
+
+
+def _typed(value: Any, dtype: str | None) -> Any:
+    if dtype is None or isinstance(value, str):
+        return value
+    return (
+        np.asarray(value, dtype=np.dtype(dtype))[()]
+        if np.ndim(value) == 0
+        else np.asarray(value, dtype=np.dtype(dtype))
+    )
+
+
+def _packing_attrs(meta: ArrayMeta, dtype: np.dtype) -> dict[str, Any]:
+    """The attributes xarray's CF coders read, with the source's numpy types."""
+    attrs = {
+        name: _typed(meta.attrs[name], meta.attr_dtypes.get(name))
+        for name in _PACKING
+        if name in meta.attrs
+    }
+    if meta.fill_value is not None:
+        attrs["_FillValue"] = np.asarray(
+            fill_scalar(meta), dtype=meta.attr_dtypes.get("_FillValue", dtype)
+        )[()]
+    return attrs
+
+
+def unpack(values: np.ndarray, meta: ArrayMeta) -> np.ndarray:
+    """``values`` of ``meta``'s array as xarray decodes them: masked, scaled, offset.
+
+    xarray's own coders do it, so the result (values and float type) is what
+    ``xr.open_dataset`` gives for this file.
+    """
+    import warnings
+
+    import xarray as xr
+    from xarray.coding.variables import CFMaskCoder, CFScaleOffsetCoder
+
+    attrs = _packing_attrs(meta, values.dtype)
+    variable = xr.Variable([f"d{i}" for i in range(values.ndim)], values, attrs=attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # xarray's "multiple fill values" notice
+        for coder in (
+            CFMaskCoder(decode_times=False, decode_timedelta=False),
+            CFScaleOffsetCoder(decode_times=False, decode_timedelta=False),
+        ):
+            variable = coder.decode(variable)
+        return np.asarray(variable.values)
+
+
+def unpacked_dtype(meta: ArrayMeta) -> np.dtype:
+    """The dtype :func:`unpack` gives for ``meta``'s array."""
+    return unpack(np.zeros((0,) * max(len(meta.shape), 1), dtype=meta.dtype), meta).dtype
+
+
+# -- reading parts ------------------------------------------------------------------------
+
+
+class _OpenH5Files:
+    """A few open h5py files, for sources no numcodecs codec can decode."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._files: OrderedDict[tuple[int, str], tuple[Any, Any, threading.Lock]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, fs: AbstractFileSystem, url: str, h5path: str, where: tuple[slice, ...]):
+        import h5py
+
+        key = (id(fs), url)
+        with self._lock:
+            entry = self._files.get(key)
+            if entry is None:
+                handle = fs.open(url, mode="rb")
+                entry = (handle, h5py.File(handle, mode="r"), threading.Lock())
+                self._files[key] = entry
+                while len(self._files) > self._size:
+                    _, (old_handle, old_file, _) = self._files.popitem(last=False)
+                    old_file.close()
+                    old_handle.close()
+            self._files.move_to_end(key)
+        _, h5file, file_lock = entry
+        with file_lock:
+            dataset = h5file[h5path]
+            return dataset[where] if dataset.shape else dataset[()]
+
+    def clear(self) -> None:
+        with self._lock:
+            for handle, h5file, _ in self._files.values():
+                h5file.close()
+                handle.close()
+            self._files.clear()
+
+
+_h5_files = _OpenH5Files()
+
+
+def _overlap(region: Region, chunks: tuple[int, ...]) -> list[range]:
+    """Per axis, the source chunk indices that ``region`` touches."""
+    return [
+        range(lo // c, (hi - 1) // c + 1) if hi > lo else range(0)
+        for (lo, hi), c in zip(region, chunks)
+    ]
+
+
+async def _source_chunk(
+    fs: AbstractFileSystem,
+    urls: tuple[str, ...],
+    part: SourcePart,
+    index: tuple[int, ...],
+    cache: DecodedChunkCache,
+) -> np.ndarray:
+    grid = part.grid
+    assert grid is not None
+    meta = part.meta
+    fid = int(grid.file_id[index])
+    if fid == MISSING:
+        return np.full(meta.chunks, fill_scalar(meta), dtype=np.dtype(meta.dtype))
+    if fid == INLINE:
+        return decode_chunk(grid.inline[int(grid.offset[index])], meta)
+    if fid == COMPUTED:
+        raise AssertionError("a source part cannot itself hold computed chunks")
+    url, offset, length = urls[fid], int(grid.offset[index]), int(grid.length[index])
+
+    async def load() -> np.ndarray:
+        raw = await read_one(fs, Request(url, offset, offset + length))
+        if length > _DECODE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(decode_chunk, raw, meta)
+        return decode_chunk(raw, meta)
+
+    return await cache.get_or_load((url, offset, length), load)
+
+
+async def _read_part(
+    fs: AbstractFileSystem,
+    urls: tuple[str, ...],
+    part: SourcePart,
+    region: Region,
+    cache: DecodedChunkCache,
+) -> np.ndarray:
+    """The raw values of ``region`` (in the part's own coordinates) of one part."""
+    meta = part.meta
+    where = tuple(slice(lo, hi) for lo, hi in region)
+    if part.grid is None:
+        assert part.h5path is not None
+        values = await asyncio.to_thread(_h5_files.read, fs, urls[part.file_id], part.h5path, where)
+        return np.asarray(values)
+    if not meta.shape:
+        return await _source_chunk(fs, urls, part, (), cache)
+    indices = list(np.ndindex(*(len(r) for r in _overlap(region, meta.chunks))))
+    ranges = _overlap(region, meta.chunks)
+    chunk_indices = [tuple(r[i] for r, i in zip(ranges, idx)) for idx in indices]
+    chunks = await asyncio.gather(
+        *(_source_chunk(fs, urls, part, index, cache) for index in chunk_indices)
+    )
+    out = np.empty(tuple(hi - lo for lo, hi in region), dtype=np.dtype(meta.dtype))
+    for index, chunk in zip(chunk_indices, chunks):
+        src, dst = [], []
+        for i, c, (lo, hi) in zip(index, meta.chunks, region):
+            a, b = max(lo, i * c), min(hi, (i + 1) * c)
+            src.append(slice(a - i * c, b - i * c))
+            dst.append(slice(a - lo, b - lo))
+        out[tuple(dst)] = chunk[tuple(src)]
+    return out
+
+
+async def read_region(
+    fs: AbstractFileSystem,
+    urls: tuple[str, ...],
+    array: VirtualArray,
+    region: Region,
+    cache: DecodedChunkCache,
+) -> np.ndarray:
+    """The values of ``region`` of a computed array, in its target dtype.
+
+    Parameters
+    ----------
+    fs
+        The source filesystem.
+    urls
+        The manifest's URL table.
+    array
+        An array with a :class:`~fsspec_virtual.manifest.ComputePlan`.
+    region
+        ``(start, stop)`` per axis, within the array.
+    cache
+        Decoded source chunks.
+    """
+    plan = array.plan
+    if plan is None:
+        raise ValueError("read_region needs an array with a compute plan")
+    meta = array.meta
+    dtype = np.dtype(meta.dtype)
+    out = np.full(tuple(hi - lo for lo, hi in region), fill_scalar(meta), dtype=dtype)
+    jobs = []
+    for part in plan.parts:
+        local = []
+        into = []
+        for axis, (lo, hi) in enumerate(region):
+            size = part.meta.shape[axis]
+            start = part.start if axis == plan.axis else 0
+            a, b = max(lo, start), min(hi, start + size)
+            if a >= b:
+                break
+            local.append((a - start, b - start))
+            into.append(slice(a - lo, b - lo))
+        else:
+            jobs.append((part, tuple(local), tuple(into)))
+    pieces = await asyncio.gather(
+        *(_read_part(fs, urls, part, local, cache) for part, local, _ in jobs)
+    )
+    for (part, _, target), values in zip(jobs, pieces):
+        if part.unpack:
+            values = unpack(values, part.meta)
+        out[target] = values
+    return out
+
+
+def chunk_region(meta: ArrayMeta, index: tuple[int, ...]) -> Region:
+    """The region of the array that chunk ``index`` covers (clipped at the array's edge)."""
+    return tuple((i * c, min((i + 1) * c, s)) for i, c, s in zip(index, meta.chunks, meta.shape))
+
+
+async def compute_chunk(
+    fs: AbstractFileSystem,
+    urls: tuple[str, ...],
+    array: VirtualArray,
+    index: tuple[int, ...],
+    cache: DecodedChunkCache,
+) -> bytes:
+    """The encoded bytes of computed chunk ``index`` of ``array``.
+
+    Parameters
+    ----------
+    fs
+        The source filesystem.
+    urls
+        The manifest's URL table.
+    array
+        The array; ``array.plan`` says where its values come from.
+    index
+        The chunk's grid index.
+    cache
+        Decoded source chunks.
+    """
+    meta = array.meta
+    region = chunk_region(meta, index)
+    values = await read_region(fs, urls, array, region, cache)
+    if values.shape != meta.chunks:  # an edge chunk: pad to the full chunk shape
+        full = np.full(meta.chunks, fill_scalar(meta), dtype=values.dtype)
+        full[tuple(slice(0, n) for n in values.shape)] = values
+        values = full
+    if values.nbytes > _DECODE_IN_THREAD_BYTES and meta.compressor is not None:
+        return await asyncio.to_thread(encode_chunk, values, meta)
+    return encode_chunk(values, meta)

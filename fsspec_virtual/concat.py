@@ -1,0 +1,262 @@
+"""Concatenating one variable across files: passthrough where chunks line up, else computed.
+
+A variable whose files agree in dtype, codecs, chunk shape and fill value, and whose
+per-file lengths line up with the chunk grid, is served as byte ranges of its files.
+Otherwise it gets a regular chunk grid (the first file's chunk shape) whose chunks pass
+through where one file's chunk covers them exactly with the declared codec, and are
+computed (:mod:`fsspec_virtual.compute`) where they straddle files or need converting.
+Files whose CF packing differs (or is float32, which Zarr's JSON attributes cannot
+carry) are served unpacked: the decoded floating-point values, packing attributes removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+
+from .compute import unpacked_dtype
+from .errors import IncompatibleSourcesError
+from .manifest import (
+    COMPUTED,
+    ArrayMeta,
+    ChunkGrid,
+    ComputePlan,
+    Manifest,
+    SourcePart,
+    VirtualArray,
+)
+
+__all__ = ["concatenate_variable", "serve_alone", "PACKING_ATTRS"]
+
+#: Attributes that change how stored values decode.
+PACKING_ATTRS = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
+
+
+class _File(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _hard_differences(a: ArrayMeta, b: ArrayMeta, axis: int) -> list[str]:
+    """Differences no conversion can reconcile."""
+    found = []
+    if a.dimensions != b.dimensions:
+        found.append(f"dimensions {a.dimensions} vs {b.dimensions}")
+    shape_a = [s for i, s in enumerate(a.shape) if i != axis]
+    shape_b = [s for i, s in enumerate(b.shape) if i != axis]
+    if shape_a != shape_b or len(a.shape) != len(b.shape):
+        found.append(f"shape {a.shape} vs {b.shape}")
+    kind_a, kind_b = np.dtype(a.dtype).kind, np.dtype(b.dtype).kind
+    numeric = "biuf"
+    if kind_a != kind_b and not (kind_a in numeric and kind_b in numeric):
+        found.append(f"dtype {a.dtype} vs {b.dtype} (no common type)")
+    if a.attrs.get("units") != b.attrs.get("units"):
+        found.append(f"attribute units {a.attrs.get('units')!r} vs {b.attrs.get('units')!r}")
+    return found
+
+
+def _packing(meta: ArrayMeta) -> tuple[object, ...]:
+    return (meta.fill_value, *(meta.attrs.get(n) for n in PACKING_ATTRS))
+
+
+def _is_packed(meta: ArrayMeta) -> bool:
+    return "scale_factor" in meta.attrs or "add_offset" in meta.attrs
+
+
+def _lossy_packing(meta: ArrayMeta) -> bool:
+    """Packing attributes narrower than float64: their type is lost in Zarr's JSON."""
+    return any(
+        np.dtype(meta.attr_dtypes.get(n, "<f8")).kind == "f"
+        and np.dtype(meta.attr_dtypes.get(n, "<f8")).itemsize < 8
+        for n in ("scale_factor", "add_offset")
+        if n in meta.attrs
+    )
+
+
+def _codec(meta: ArrayMeta) -> tuple[object, ...]:
+    return (meta.dtype, meta.compressor, meta.filters, meta.order, meta.chunks, meta.fill_value)
+
+
+def _parts(arrays: list[VirtualArray], starts: list[int], unpack: bool) -> tuple[SourcePart, ...]:
+    parts: list[SourcePart] = []
+    for file_id, (array, start) in enumerate(zip(arrays, starts)):
+        if array.plan is not None:
+            for part in array.plan.parts:
+                moved = part.shifted(file_id, start)
+                parts.append(replace(moved, unpack=moved.unpack or unpack))
+        else:
+            grid = array.grid.with_file_ids_shifted(file_id)
+            parts.append(SourcePart(start, array.meta, grid, file_id, None, unpack))
+    return tuple(parts)
+
+
+def _hybrid_grid(
+    target: ArrayMeta,
+    arrays: list[VirtualArray],
+    starts: list[int],
+    axis: int,
+) -> ChunkGrid:
+    """Target chunks copied from a file where one file chunk is exactly the target chunk."""
+    c = target.chunks[axis]
+    total = target.shape[axis]
+    grids = []
+    positions = []  # where each file's grid begins in the concatenated grid
+    position = 0
+    eligible = [a.plan is None and _codec(a.meta) == _codec(target) for a in arrays]
+    for file_id, (array, usable) in enumerate(zip(arrays, eligible)):
+        if usable:
+            grids.append(array.grid.with_file_ids_shifted(file_id))
+        else:
+            placeholder = list(target.grid_shape)
+            placeholder[axis] = array.grid.shape[axis]
+            grids.append(ChunkGrid.computed(tuple(placeholder)))
+        positions.append(position)
+        position += array.grid.shape[axis]
+    joined = ChunkGrid.concatenate(grids, axis)
+    n_target = -(-total // c)
+    take = np.full(n_target, -1, dtype=np.int64)
+    for i in range(n_target):
+        lo, hi = i * c, min((i + 1) * c, total)
+        f = int(np.searchsorted(starts, lo, side="right")) - 1
+        extent = arrays[f].meta.shape[axis]
+        if eligible[f] and (lo - starts[f]) % c == 0 and hi <= starts[f] + extent:
+            take[i] = positions[f] + (lo - starts[f]) // c
+    safe = np.maximum(take, 0)
+    shape = [1] * joined.file_id.ndim
+    shape[axis] = n_target
+    computed = (take < 0).reshape(shape)
+    file_id = np.where(computed, np.int32(COMPUTED), np.take(joined.file_id, safe, axis=axis))
+    offset = np.where(computed, np.uint64(0), np.take(joined.offset, safe, axis=axis))
+    length = np.where(computed, np.uint64(0), np.take(joined.length, safe, axis=axis))
+    return ChunkGrid(
+        file_id.astype(np.int32), offset.astype(np.uint64), length.astype(np.uint64), joined.inline
+    )
+
+
+_LOSSY_REASON = "float32 packing (its type is lost in Zarr attributes): served unpacked"
+
+
+def _unpacked(
+    arrays: list[VirtualArray],
+    starts: list[int],
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    axis: int | None,
+    why: str,
+) -> VirtualArray:
+    """The decoded values of the arrays laid end to end, packing attributes removed."""
+    metas = [a.meta for a in arrays]
+    first = metas[0]
+    dtype = np.result_type(*(unpacked_dtype(m) for m in metas))
+    dropped = {*PACKING_ATTRS, "_FillValue"}
+    target = replace(
+        first,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype.str,
+        compressor=None,
+        filters=None,
+        fill_value="NaN" if dtype.kind == "f" else None,
+        attrs={k: v for k, v in first.attrs.items() if k not in dropped},
+        attr_dtypes={k: v for k, v in first.attr_dtypes.items() if k not in dropped},
+    )
+    plan = ComputePlan(_parts(arrays, starts, unpack=True), axis, why)
+    return VirtualArray(target, ChunkGrid.computed(target.grid_shape), plan)
+
+
+def serve_alone(array: VirtualArray) -> VirtualArray:
+    """A variable served from one file: unpacked if its packing cannot pass through."""
+    meta = array.meta
+    if not (_is_packed(meta) and _lossy_packing(meta)) or not meta.shape:
+        return array
+    chunks = tuple(max(c, 1) for c in meta.chunks)
+    return _unpacked([array], [0], meta.shape, chunks, None, _LOSSY_REASON)
+
+
+def _first_difference(files: list[_File], metas: list[ArrayMeta], key) -> str | None:
+    for (fa, a), (fb, b) in itertools.pairwise(zip(files, metas)):
+        if key(a) != key(b):
+            return f"{_name(fa.path)} and {_name(fb.path)}"
+    return None
+
+
+def _straddle(files: list[_File], lengths: list[int], chunk: int) -> str | None:
+    for i, n in enumerate(lengths[:-1]):
+        if n % chunk:
+            return f"{_name(files[i].path)}/{_name(files[i + 1].path)}"
+    return None
+
+
+def concatenate_variable(path: str, files: list[_File], axis: int) -> VirtualArray:
+    """One variable of every file, joined along ``axis``.
+
+    Parameters
+    ----------
+    path
+        The variable's path.
+    files
+        The scanned files, in concat order; each holds ``path``.
+    axis
+        The concat dimension's axis in the variable.
+
+    Raises
+    ------
+    IncompatibleSourcesError
+        If the files' versions differ in a way no conversion reconciles (dimensions,
+        non-concat shape, text vs numbers, units).
+    """
+    arrays = [f.manifest.arrays[path] for f in files]
+    metas = [a.meta for a in arrays]
+    first = metas[0]
+    for other_file, other in zip(files[1:], metas[1:]):
+        hard = _hard_differences(first, other, axis)
+        if hard:
+            raise IncompatibleSourcesError(
+                f"variable {path!r} differs between {files[0].path} and {other_file.path}: "
+                + "; ".join(hard)
+            )
+    lengths = [m.shape[axis] for m in metas]
+    starts = [0, *itertools.accumulate(lengths)][:-1]
+    shape = tuple(sum(lengths) if i == axis else s for i, s in enumerate(first.shape))
+    chunks = tuple(max(c, 1) for c in first.chunks)
+    planned = [a.plan.reason for a in arrays if a.plan is not None]
+
+    packing_between = _first_difference(files, metas, _packing)
+    lossy = any(_is_packed(m) and _lossy_packing(m) for m in metas)
+    if packing_between or lossy:
+        why = (
+            f"packing differs between {packing_between}: served unpacked"
+            if packing_between
+            else _LOSSY_REASON
+        )
+        return _unpacked(arrays, starts, shape, chunks, axis, why)
+
+    if all(m.dtype == first.dtype for m in metas):
+        declared = first  # exactly, byte order included (NetCDF3 is big-endian)
+    else:
+        dtype = np.result_type(*(np.dtype(m.dtype) for m in metas))
+        declared = replace(first, dtype=dtype.str, compressor=None, filters=None)
+    target = replace(declared, shape=shape, chunks=chunks)
+    straddle = _straddle(files, lengths, chunks[axis])
+    codecs_between = _first_difference(files, metas, _codec)
+    if not planned and not straddle and not codecs_between:
+        grids = [a.grid.with_file_ids_shifted(i) for i, a in enumerate(arrays)]
+        return VirtualArray(target, ChunkGrid.concatenate(grids, axis))
+    reasons = []
+    if straddle:
+        reasons.append(f"chunks straddle files {straddle}")
+    if codecs_between:
+        reasons.append(f"dtype, codecs, chunks or fill value differ between {codecs_between}")
+    reasons.extend(planned[:1])
+    plan = ComputePlan(_parts(arrays, starts, unpack=False), axis, "; ".join(reasons))
+    return VirtualArray(target, _hybrid_grid(target, arrays, starts, axis), plan)
