@@ -11,6 +11,7 @@ target dtype; and encoded with the codec the target's ``.zarray`` declares.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -216,6 +217,8 @@ class _OpenH5Files:
 
 
 _h5_files = _OpenH5Files()
+# h5py files over Python file objects can crash the interpreter if left to its shutdown
+atexit.register(_h5_files.clear)
 
 
 def _overlap(region: Region, chunks: tuple[int, ...]) -> list[range]:

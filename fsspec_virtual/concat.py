@@ -12,6 +12,7 @@ carry) are served unpacked: the decoded floating-point values, packing attribute
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -113,9 +114,9 @@ def _hybrid_grid(
     positions = []  # where each file's grid begins in the concatenated grid
     position = 0
     eligible = [a.plan is None and _codec(a.meta) == _codec(target) for a in arrays]
-    for file_id, (array, usable) in enumerate(zip(arrays, eligible)):
+    for index, (array, usable) in enumerate(zip(arrays, eligible)):
         if usable:
-            grids.append(array.grid.with_file_ids_shifted(file_id))
+            grids.append(array.grid.with_file_ids_shifted(index))
         else:
             placeholder = list(target.grid_shape)
             placeholder[axis] = array.grid.shape[axis]
@@ -183,21 +184,21 @@ def serve_alone(array: VirtualArray) -> VirtualArray:
     return _unpacked([array], [0], meta.shape, chunks, None, _LOSSY_REASON)
 
 
-def _first_difference(files: list[_File], metas: list[ArrayMeta], key) -> str | None:
+def _first_difference(files: Sequence[_File], metas: list[ArrayMeta], key) -> str | None:
     for (fa, a), (fb, b) in itertools.pairwise(zip(files, metas)):
         if key(a) != key(b):
             return f"{_name(fa.path)} and {_name(fb.path)}"
     return None
 
 
-def _straddle(files: list[_File], lengths: list[int], chunk: int) -> str | None:
+def _straddle(files: Sequence[_File], lengths: list[int], chunk: int) -> str | None:
     for i, n in enumerate(lengths[:-1]):
         if n % chunk:
             return f"{_name(files[i].path)}/{_name(files[i + 1].path)}"
     return None
 
 
-def concatenate_variable(path: str, files: list[_File], axis: int) -> VirtualArray:
+def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> VirtualArray:
     """One variable of every file, joined along ``axis``.
 
     Parameters

@@ -136,15 +136,6 @@ class TestTypes:
         ("name", "make", "reason"),
         [
             (
-                "enum",
-                lambda f: f.create_dataset(
-                    "enum",
-                    data=np.array([0, 1], "u1"),
-                    dtype=h5py.enum_dtype({"A": 0, "B": 1}, basetype="u1"),
-                ),
-                "enumerated",
-            ),
-            (
                 "cmpd",
                 lambda f: f.create_dataset(
                     "cmpd", data=np.zeros(2, dtype=[("a", "i4"), ("b", "f8")])
@@ -171,6 +162,26 @@ class TestTypes:
         assert by_path["plain"].how == "passthrough"
         line = next(x for x in str(fs.report()).splitlines() if x.strip().startswith(name))
         assert "skipped" in line and reason in line
+
+
+class TestEnums:
+    def test_enum_is_its_base_integers_with_cf_flags(self, tmp_path):
+        path = tmp_path / "enum.h5"
+        mapping = {"clear": 0, "cloudy": 2, "fog": 1}
+        with h5py.File(path, "w") as f:
+            f.create_dataset(
+                "sky", data=np.array([0, 2, 1, 2], "u1"), dtype=h5py.enum_dtype(mapping, "u1")
+            )
+            f["flags"] = np.array([True, False, True])
+        fs, g = _open(path)
+        with h5py.File(path) as f:
+            _assert_same(g["sky"][...], f["sky"][()].astype("u1"))
+            assert g["sky"].dtype == np.dtype("u1")
+            np.testing.assert_array_equal(g["flags"][...], f["flags"][()], strict=True)
+        attrs = g["sky"].attrs.asdict()
+        assert attrs["flag_values"] == [0, 1, 2]
+        assert attrs["flag_meanings"] == "clear fog cloudy"
+        assert "flag_values" not in g["flags"].attrs
 
 
 class TestPhonyDimensions:

@@ -464,6 +464,11 @@ class TestOddFeatures:
             lambda: xr.open_zarr(fs.get_mapper(""), consolidated=True).load()
         )
         assert_same_variable(ds["ok"].variable, expected["ok"].variable, "ok")
+        if feature == "enum":
+            # served as the base integers, with the enum's names as CF flag attributes
+            attrs = ds["odd"].attrs
+            assert attrs.pop("flag_values") == [0, 1]
+            assert attrs.pop("flag_meanings") == "clear cloudy"
         if "odd" in ds.variables:
             assert_same_dataset(ds, expected)
         else:

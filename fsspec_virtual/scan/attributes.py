@@ -7,12 +7,13 @@ dropped. Scanners re-read attributes from the source and convert them here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_value", "json_attributes", "attribute_dtypes"]
+__all__ = ["json_value", "json_attributes", "attribute_dtypes", "zarr_fill_value"]
 
 
 def _text(value: bytes | str) -> str:
@@ -78,3 +79,11 @@ def attribute_dtypes(source: Mapping[str, Any], names: Iterable[str]) -> dict[st
             if isinstance(value, (np.generic, np.ndarray)) and value.dtype.kind in "iuf":
                 out[name] = value.dtype.str
     return out
+
+
+def zarr_fill_value(value: Any) -> Any:
+    """A ``_FillValue`` attribute as Zarr v2's ``fill_value`` JSON spells it."""
+    value = json_value(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value

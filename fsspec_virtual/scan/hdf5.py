@@ -31,7 +31,7 @@ import h5py
 import numcodecs
 import numpy as np
 
-from ..manifest import ChunkGrid, Manifest, VirtualArray
+from ..manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, SourcePart, VirtualArray
 from .attributes import attribute_dtypes, json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
@@ -220,8 +220,6 @@ def _dimension_lengths(datasets: dict[str, Any], dims: dict[str, list[str]]) -> 
 
 def _unsupported_type(dtype: np.dtype) -> str | None:
     """Why a dataset's type cannot be served yet, or None."""
-    if h5py.check_enum_dtype(dtype) is not None:
-        return "enumerated (or boolean) HDF5 types are not supported yet"
     if h5py.check_ref_dtype(dtype) is not None:
         return "HDF5 object/region references are not supported"
     if dtype.names is not None:
@@ -259,6 +257,81 @@ def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
     return VirtualArray(meta, ChunkGrid.single_inline(data.tobytes(), dset.ndim))
 
 
+#: Target chunks of datasets read through h5py hold about this many bytes when the source
+#: has no chunks of its own.
+_H5PY_CHUNK_BYTES = 4 * 2**20
+
+
+def _served_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a dataset is served with: an enum's base type, booleans as ``bool``."""
+    mapping = h5py.check_enum_dtype(dtype)
+    if mapping is not None and set(mapping) == {"FALSE", "TRUE"}:
+        return np.dtype(bool)
+    return np.dtype(dtype.str)  # drops h5py's enum metadata
+
+
+def _enum_attrs(dtype: np.dtype) -> dict[str, Any]:
+    """CF flag attributes for an enumerated type (none for booleans)."""
+    mapping = h5py.check_enum_dtype(dtype)
+    if mapping is None or set(mapping) == {"FALSE", "TRUE"}:
+        return {}
+    items = sorted(mapping.items(), key=lambda kv: kv[1])
+    return {
+        "flag_values": [int(v) for _, v in items],
+        "flag_meanings": " ".join(str(k) for k, _ in items),
+    }
+
+
+def _with_enum(dset: h5py.Dataset, array: VirtualArray) -> VirtualArray:
+    """An enumerated dataset as its base integers (or bools) with the names in attributes."""
+    if h5py.check_enum_dtype(dset.dtype) is None:
+        return array
+    meta = array.meta
+    meta = replace(
+        meta, dtype=_served_dtype(dset.dtype).str, attrs={**meta.attrs, **_enum_attrs(dset.dtype)}
+    )
+    return replace(array, meta=meta)
+
+
+def _target_chunks(dset: h5py.Dataset) -> tuple[int, ...]:
+    if dset.chunks is not None:
+        return tuple(dset.chunks)
+    if not dset.shape:
+        return ()
+    row = max(1, int(np.prod(dset.shape[1:])) * dset.dtype.itemsize)
+    return (max(1, min(dset.shape[0], _H5PY_CHUNK_BYTES // row)), *dset.shape[1:])
+
+
+def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str) -> VirtualArray:
+    """A dataset no byte range can serve (its filter has no numcodecs codec, or its fill
+    semantics do not fit): computed by reading through h5py on the source file object."""
+    from .attributes import zarr_fill_value
+
+    dtype = _served_dtype(dset.dtype)
+    hidden = {"_FillValue", "DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME"}
+    hidden |= {"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties"}
+    names = [n for n in dset.attrs if n not in hidden]
+    attrs = {**json_attributes(dset.attrs, names), **_enum_attrs(dset.dtype)}
+    fill = zarr_fill_value(dset.attrs["_FillValue"]) if "_FillValue" in dset.attrs else None
+    dims = tuple(str(d).rsplit("/", 1)[-1] for d in translator._get_array_dims(dset))
+    meta = ArrayMeta(
+        shape=tuple(dset.shape),
+        chunks=_target_chunks(dset),
+        dtype=dtype.str,
+        compressor=None,
+        filters=None,
+        fill_value=fill,
+        dimensions=dims,
+        attrs=attrs,
+        attr_dtypes=attribute_dtypes(dset.attrs, [*names, "_FillValue"]),
+    )
+    reason = f"read through h5py: {why}" if why else "read through h5py"
+    part = SourcePart(0, meta, None, 0, path.lstrip("/"))
+    return VirtualArray(
+        meta, ChunkGrid.computed(meta.grid_shape), ComputePlan((part,), None, reason)
+    )
+
+
 def _reason_for(path: str, messages: list[str]) -> str:
     for message in messages:
         if f"/{path} " in message or f"/{path}:" in message or f"{path} uses" in message:
@@ -289,7 +362,7 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         h5 = translator._h5f
         manifest = manifest_from_references(translator.store_dict, url)
         manifest = _with_source_attributes(manifest, h5)
-        arrays = _with_phony_dimensions(dict(manifest.arrays))
+        arrays = dict(manifest.arrays)
         skipped: dict[str, str] = {}
         dims = _raw_dimensions(translator.store_dict)
         dim_lengths = _dimension_lengths(datasets, dims)
@@ -305,7 +378,8 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
                 skipped[path] = reason
             elif base is None:
                 if not _is_dimension_only(dset):
-                    skipped[path] = _reason_for(path, messages)
+                    why = _reason_for(path, messages)
+                    arrays[path] = _read_through_h5py(translator, dset, path, why)
             elif dset.dtype.kind == "O":  # variable-length strings (others are refused above)
                 arrays[path] = _string_array(dset, base)
             else:
@@ -317,9 +391,9 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
                     for n, name in zip(base.meta.shape, names or [""] * dset.ndim)
                 )
                 try:
-                    arrays[path] = apply_fill_semantics(dset, base, shape, netcdf)
+                    arrays[path] = _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
                 except UnservableError as e:
-                    arrays.pop(path)
-                    skipped[path] = str(e)
+                    arrays[path] = _read_through_h5py(translator, dset, path, str(e))
+        arrays = _with_phony_dimensions(arrays)
     warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
     return replace(manifest, arrays=arrays, skipped=skipped), warnings_out

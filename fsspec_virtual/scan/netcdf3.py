@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import replace
 from typing import Any
 
 from ..manifest import Manifest
-from .attributes import attribute_dtypes, json_attributes, json_value
+from .attributes import attribute_dtypes, json_attributes, zarr_fill_value
 from .translate import manifest_from_references
 
 __all__ = ["scan_netcdf3"]
@@ -65,14 +64,6 @@ def _header_keeping_translator() -> type:
     return HeaderKeepingTranslator
 
 
-def _zarr_fill(value: Any) -> Any:
-    """A ``_FillValue`` as Zarr v2's ``fill_value`` JSON spells it."""
-    value = json_value(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
 def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
     """Attributes and fill values as netCDF readers see them.
 
@@ -85,7 +76,7 @@ def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
     for path, array in manifest.arrays.items():
         raw = header.variables[path]._attributes
         attrs = json_attributes({k: v for k, v in raw.items() if k != "_FillValue"})
-        fill = _zarr_fill(raw["_FillValue"]) if "_FillValue" in raw else None
+        fill = zarr_fill_value(raw["_FillValue"]) if "_FillValue" in raw else None
         types = attribute_dtypes(raw, raw)
         meta = replace(array.meta, attrs=attrs, fill_value=fill, attr_dtypes=types)
         arrays[path] = replace(array, meta=meta)
