@@ -173,7 +173,7 @@ class TestEnums:
                 "sky", data=np.array([0, 2, 1, 2], "u1"), dtype=h5py.enum_dtype(mapping, "u1")
             )
             f["flags"] = np.array([True, False, True])
-        fs, g = _open(path)
+        _, g = _open(path)
         with h5py.File(path) as f:
             _assert_same(g["sky"][...], f["sky"][()].astype("u1"))
             assert g["sky"].dtype == np.dtype("u1")
