@@ -19,7 +19,14 @@ from .errors import ReadOnlyError
 from .keys import ComputedSource, InlineSource, RangeSource, chunk_keys, resolve_key
 from .reader import Request, absolute_range, fetch_ranges, read_one
 from .report import ScanReport, describe
-from .state import CollectionSpec, CollectionState, OnError, get_state, peek_state
+from .state import (
+    CollectionSpec,
+    CollectionState,
+    OnError,
+    get_state,
+    get_state_async,
+    peek_state,
+)
 
 __all__ = ["VirtualZarrFileSystem"]
 
@@ -145,7 +152,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _state(self) -> CollectionState:
         state = peek_state(self._spec)
         if state is None:
-            state = await asyncio.to_thread(get_state, self._spec, self._max_workers)
+            state = await get_state_async(self._spec, self._max_workers)
         return self._configured(state)
 
     def _configured(self, state: CollectionState) -> CollectionState:

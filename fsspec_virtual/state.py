@@ -8,6 +8,8 @@ on an event loop: kerchunk calls zarr's synchronous API).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import threading
 import warnings
@@ -28,7 +30,14 @@ from .pool import default_workers, pool_running, shared_pool
 from .scan import scan_file
 from .source import SourceFile, list_source_files, resolve_filesystem
 
-__all__ = ["CollectionSpec", "CollectionState", "get_state", "peek_state", "clear_states"]
+__all__ = [
+    "CollectionSpec",
+    "CollectionState",
+    "get_state",
+    "get_state_async",
+    "peek_state",
+    "clear_states",
+]
 
 OnError = Literal["raise", "skip"]
 
@@ -203,6 +212,33 @@ def get_state(spec: CollectionSpec, workers: int | None = None) -> CollectionSta
             state = _build(spec, default_workers() if workers is None else workers)
             _states[spec] = state
     return state
+
+
+#: Builds started from coroutines run here, never in an event loop's default executor:
+#: zarr's loop needs its executor's threads for the codec work kerchunk's translation
+#: asks of it, and concurrent first reads would otherwise all block in that pool.
+_builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vz-scan")
+_building: dict[CollectionSpec, concurrent.futures.Future[CollectionState]] = {}
+
+
+async def get_state_async(spec: CollectionSpec, workers: int | None = None) -> CollectionState:
+    """:func:`get_state` for coroutines: concurrent callers share one build."""
+    state = _states.get(spec)
+    if state is not None:
+        return state
+    with _locks_guard:
+        future = _building.get(spec)
+        if future is None:
+            future = _builder.submit(get_state, spec, workers)
+            _building[spec] = future
+            future.add_done_callback(lambda _: _forget_build(spec, future))
+    return await asyncio.wrap_future(future)
+
+
+def _forget_build(spec: CollectionSpec, future: concurrent.futures.Future[CollectionState]) -> None:
+    with _locks_guard:
+        if _building.get(spec) is future:
+            del _building[spec]
 
 
 def clear_states() -> None:

@@ -91,8 +91,15 @@ def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]
         warnings.simplefilter("always")
         # Given the file object (not a path or an h5py.File), kerchunk reads through the
         # source filesystem's file and does not open the URL a second time itself.
+        # unsupported_inline_threshold=0: kerchunk would otherwise inline small datasets
+        # with filters it cannot reference; our h5py path serves (and reports) them all
         translator = _recording_translator()(
-            file_obj, url=url, inline_threshold=0, spec=0, error="warn"
+            file_obj,
+            url=url,
+            inline_threshold=0,
+            spec=0,
+            error="warn",
+            unsupported_inline_threshold=0,
         )
         translator.visited = {}
         h5 = translator._h5f
