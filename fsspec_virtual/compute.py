@@ -377,5 +377,5 @@ async def compute_chunk(
         full[tuple(slice(0, n) for n in values.shape)] = values
         values = full
     if values.nbytes > _DECODE_IN_THREAD_BYTES and meta.compressor is not None:
-        return await asyncio.to_thread(encode_chunk, values, meta)
-    return encode_chunk(values, meta)
+        return await asyncio.to_thread(encode_chunk, values, meta, fastest=True)
+    return encode_chunk(values, meta, fastest=True)
