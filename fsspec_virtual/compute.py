@@ -191,6 +191,9 @@ class _OpenH5Files:
     def read(self, fs: AbstractFileSystem, url: str, h5path: str, where: tuple[slice, ...]):
         import h5py
 
+        from .scan.hdf5 import _load_filter_plugins
+
+        _load_filter_plugins()  # a worker process scanned; this one may not have them yet
         key = (id(fs), url)
         with self._lock:
             entry = self._files.get(key)

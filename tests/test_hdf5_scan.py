@@ -222,3 +222,22 @@ class TestPhonyDimensions:
         with xr.open_zarr(fs.get_mapper(""), consolidated=False) as ds:
             np.testing.assert_array_equal(ds["a"].values, np.arange(10.0))
             assert ds["b"].dims == tuple(truth["b"])
+
+
+class TestFiltersH5pyLacks:
+    def test_left_out_naming_the_filter_and_the_fix(self, tmp_path, monkeypatch):
+        path = tmp_path / "lzf.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("packed", data=np.arange(20.0), chunks=(5,), compression="lzf")
+            f["plain"] = np.arange(3)
+        real = h5py.h5z.filter_avail
+        monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != 32000 and real(code))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fs, g = _open(path)
+            np.testing.assert_array_equal(g["plain"][...], np.arange(3))
+        assert "packed" not in g
+        entry = {v.path: v for v in fs.report().variables}["packed"]
+        assert entry.how == "skipped" and "32000" in entry.reason and "hdf5plugin" in entry.reason
+        messages = [str(w.message) for w in caught if w.category is UnsupportedVariableWarning]
+        assert any("packed" in m and "hdf5plugin" in m for m in messages), messages

@@ -300,6 +300,35 @@ def _with_enum(dset: h5py.Dataset, array: VirtualArray) -> VirtualArray:
     return replace(array, meta=meta)
 
 
+@functools.cache
+def _load_filter_plugins() -> bool:
+    """Register hdf5plugin's filters with h5py, if it is installed."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _unavailable_filters(dset: h5py.Dataset) -> str:
+    """Why h5py cannot decode ``dset`` (a filter it lacks), or ``""``."""
+    plist = dset.id.get_create_plist()
+    lacking = []
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code) and not (
+            _load_filter_plugins() and h5py.h5z.filter_avail(code)
+        ):
+            label = name.decode(errors="replace").split(";")[0] if name else "unnamed"
+            lacking.append(f"{label} (filter id {code})")
+    if not lacking:
+        return ""
+    return (
+        f"HDF5 filter {', '.join(lacking)} has no numcodecs codec and is not available to "
+        "h5py (pip install hdf5plugin)"
+    )
+
+
 def _target_chunks(dset: h5py.Dataset) -> tuple[int, ...]:
     if dset.chunks is not None:
         return tuple(dset.chunks)
@@ -384,7 +413,12 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
                 arrays.pop(path, None)
                 skipped[path] = reason
             elif base is None:
-                if not _is_dimension_only(dset):
+                if _is_dimension_only(dset):
+                    continue
+                missing = _unavailable_filters(dset)
+                if missing:
+                    skipped[path] = missing
+                else:
                     why = _reason_for(path, messages)
                     arrays[path] = _read_through_h5py(translator, dset, path, why)
             elif dset.dtype.kind == "O":  # variable-length strings (others are refused above)
