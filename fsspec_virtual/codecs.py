@@ -7,7 +7,7 @@ import numpy as np
 
 from .manifest import ArrayMeta
 
-__all__ = ["encode_chunk", "decode_chunk", "fill_scalar"]
+__all__ = ["encode_chunk", "decode_chunk", "fill_scalar", "filled"]
 
 
 #: Settings that make a codec encode fastest while its decoder stays the same: a zlib
@@ -32,7 +32,7 @@ def encode_chunk(data: np.ndarray, meta: ArrayMeta, *, fastest: bool = False) ->
     With ``fastest``, compressors run at their fastest setting (zlib and gzip store,
     blosc copies): any decoder of the declared codec reads the result.
     """
-    encoded: object = np.ascontiguousarray(data, dtype=np.dtype(meta.dtype))
+    encoded: object = np.ascontiguousarray(data, dtype=meta.numpy_dtype)
     for config in meta.filters or ():
         config = _fastest(dict(config)) if fastest else dict(config)
         encoded = numcodecs.get_codec(config).encode(encoded)
@@ -49,14 +49,22 @@ def decode_chunk(raw: bytes, meta: ArrayMeta) -> np.ndarray:
         decoded = numcodecs.get_codec(dict(meta.compressor)).decode(decoded)
     for config in reversed(meta.filters or ()):
         decoded = numcodecs.get_codec(dict(config)).decode(decoded)
-    dtype = np.dtype(meta.dtype)
+    dtype = meta.numpy_dtype
     out = np.asarray(decoded) if dtype.kind == "O" else np.frombuffer(decoded, dtype=dtype)  # type: ignore[call-overload]
     return out.reshape(meta.chunks)
 
 
+def filled(shape: tuple[int, ...], meta: ArrayMeta, dtype: np.dtype | None = None) -> np.ndarray:
+    """An array of ``shape`` holding ``meta``'s fill (zeros for structured types)."""
+    dtype = meta.numpy_dtype if dtype is None else dtype
+    if dtype.names is not None:
+        return np.zeros(shape, dtype=dtype)
+    return np.full(shape, fill_scalar(meta), dtype=dtype)
+
+
 def fill_scalar(meta: ArrayMeta) -> object:
     """The value zarr fills ``meta``'s missing chunks with (its ``fill_value``, or zero)."""
-    dtype = np.dtype(meta.dtype)
+    dtype = meta.numpy_dtype
     value = meta.fill_value
     if value is None:
         return "" if dtype.kind in "OSU" else 0

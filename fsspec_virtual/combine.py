@@ -118,7 +118,7 @@ def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -
                 f"{meta.dtype}/{meta.attrs.get('units')!r}"
             )
     attrs = dict(first.attrs)
-    dtype = np.dtype(first.dtype)
+    dtype = first.numpy_dtype
     if is_cf_time(first.attrs):
         parts = [decode_values(f.coords[path], f.manifest.arrays[path].meta.attrs) for f in files]
         values, attrs["units"] = encode_times(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from fsspec import AbstractFileSystem
 
-from .codecs import decode_chunk, encode_chunk, fill_scalar
+from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
 from .reader import Request, read_one
 
@@ -244,7 +244,7 @@ async def _source_chunk(
     meta = part.meta
     fid = int(grid.file_id[index])
     if fid == MISSING:
-        return np.full(meta.chunks, fill_scalar(meta), dtype=np.dtype(meta.dtype))
+        return filled(meta.chunks, meta)
     if fid == INLINE:
         return decode_chunk(grid.inline[int(grid.offset[index])], meta)
     if fid == COMPUTED:
@@ -282,7 +282,7 @@ async def _read_part(
     chunks = await asyncio.gather(
         *(_source_chunk(fs, urls, part, index, cache) for index in chunk_indices)
     )
-    out = np.empty(tuple(hi - lo for lo, hi in region), dtype=np.dtype(meta.dtype))
+    out = np.empty(tuple(hi - lo for lo, hi in region), dtype=meta.numpy_dtype)
     for index, chunk in zip(chunk_indices, chunks):
         src, dst = [], []
         for i, c, (lo, hi) in zip(index, meta.chunks, region):
@@ -319,8 +319,8 @@ async def read_region(
     if plan is None:
         raise ValueError("read_region needs an array with a compute plan")
     meta = array.meta
-    dtype = np.dtype(meta.dtype)
-    out = np.full(tuple(hi - lo for lo, hi in region), fill_scalar(meta), dtype=dtype)
+    dtype = meta.numpy_dtype
+    out = filled(tuple(hi - lo for lo, hi in region), meta, dtype)
     jobs = []
     for part in plan.parts:
         local = []
@@ -376,7 +376,7 @@ async def compute_chunk(
     region = chunk_region(meta, index)
     values = await read_region(fs, urls, array, region, cache)
     if values.shape != meta.chunks:  # an edge chunk: pad to the full chunk shape
-        full = np.full(meta.chunks, fill_scalar(meta), dtype=values.dtype)
+        full = filled(meta.chunks, meta, values.dtype)
         full[tuple(slice(0, n) for n in values.shape)] = values
         values = full
     if values.nbytes > _DECODE_IN_THREAD_BYTES and meta.compressor is not None:

@@ -57,7 +57,7 @@ def _hard_differences(a: ArrayMeta, b: ArrayMeta, axis: int) -> list[str]:
     shape_b = [s for i, s in enumerate(b.shape) if i != axis]
     if shape_a != shape_b or len(a.shape) != len(b.shape):
         found.append(f"shape {a.shape} vs {b.shape}")
-    kind_a, kind_b = np.dtype(a.dtype).kind, np.dtype(b.dtype).kind
+    kind_a, kind_b = a.numpy_dtype.kind, b.numpy_dtype.kind
     numeric = "biuf"
     if kind_a != kind_b and not (kind_a in numeric and kind_b in numeric):
         found.append(f"dtype {a.dtype} vs {b.dtype} (no common type)")
@@ -245,7 +245,7 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
     if all(m.dtype == first.dtype for m in metas):
         declared = first  # exactly, byte order included (NetCDF3 is big-endian)
     else:
-        dtype = np.result_type(*(np.dtype(m.dtype) for m in metas))
+        dtype = np.result_type(*(m.numpy_dtype for m in metas))
         declared = replace(first, dtype=dtype.str, compressor=None, filters=None)
     target = replace(declared, shape=shape, chunks=chunks)
     straddle = _straddle(files, lengths, chunks[axis])

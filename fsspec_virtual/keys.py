@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
 
 __all__ = [
@@ -55,7 +53,7 @@ class ComputedSource:
         n = 1
         for c in meta.chunks:
             n *= c
-        return n * np.dtype(meta.dtype).itemsize
+        return n * meta.numpy_dtype.itemsize
 
 
 ChunkSource = RangeSource | InlineSource | ComputedSource

@@ -14,6 +14,7 @@ whole collection (after combining); both have the same shape, only the URL table
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,6 +38,18 @@ INLINE = -2
 COMPUTED = -3
 
 
+def numpy_dtype(spelled: str) -> np.dtype:
+    """A v2 dtype spelling as numpy's dtype; structured types are a JSON field list."""
+    if spelled.startswith("["):
+        return np.dtype([tuple(field) for field in json.loads(spelled)])
+    return np.dtype(spelled)
+
+
+def dtype_spelling(dtype: np.dtype) -> str:
+    """How :class:`ArrayMeta` spells ``dtype`` (the inverse of :func:`numpy_dtype`)."""
+    return json.dumps(dtype.descr) if dtype.names is not None else dtype.str
+
+
 @dataclass(frozen=True, slots=True)
 class ArrayMeta:
     """The Zarr (v2) description of one array, plus its dimension names and attributes.
@@ -46,7 +59,8 @@ class ArrayMeta:
     shape, chunks
         Array and chunk shape.
     dtype
-        Numpy dtype string as written in a v2 ``.zarray`` (``"<f4"``, ``"|O"``).
+        Numpy dtype string as written in a v2 ``.zarray`` (``"<f4"``, ``"|O"``); for a
+        structured type, the JSON of its field list (``'[["a", "<i4"], ["b", "<f8"]]'``).
     compressor, filters
         numcodecs configurations, as in ``.zarray``.
     fill_value
@@ -80,13 +94,18 @@ class ArrayMeta:
         """What must be equal for two arrays' chunks to be decoded the same way."""
         return (self.dtype, self.compressor, self.filters, self.order)
 
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """:attr:`dtype` as a numpy dtype (structured types included)."""
+        return numpy_dtype(self.dtype)
+
     def to_zarray(self) -> dict[str, Any]:
         """The ``.zarray`` document."""
         return {
             "zarr_format": 2,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
-            "dtype": self.dtype,
+            "dtype": json.loads(self.dtype) if self.dtype.startswith("[") else self.dtype,
             "compressor": self.compressor,
             "filters": list(self.filters) if self.filters is not None else None,
             "fill_value": self.fill_value,

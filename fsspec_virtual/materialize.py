@@ -41,7 +41,7 @@ def read_array(fs: AbstractFileSystem, manifest: Manifest, path: str) -> np.ndar
         reading = read_region(fs, manifest.urls, array, whole, DecodedChunkCache(0))
         return asyncio.run(reading)
     meta, grid = array.meta, array.grid
-    dtype = np.dtype(meta.dtype)
+    dtype = meta.numpy_dtype
     out = np.full(meta.shape, _decode_fill(meta.fill_value, dtype), dtype=dtype)
     indices = list(np.ndindex(grid.shape))
     remote = [i for i in indices if grid.file_id[i] >= 0]

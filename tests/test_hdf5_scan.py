@@ -138,7 +138,9 @@ class TestTypes:
             (
                 "cmpd",
                 lambda f: f.create_dataset(
-                    "cmpd", data=np.zeros(2, dtype=[("a", "i4"), ("b", "f8")])
+                    "cmpd",
+                    shape=(2,),
+                    dtype=np.dtype([("a", "i4"), ("b", h5py.string_dtype())]),
                 ),
                 "compound",
             ),
@@ -162,6 +164,25 @@ class TestTypes:
         assert by_path["plain"].how == "passthrough"
         line = next(x for x in str(fs.report()).splitlines() if x.strip().startswith(name))
         assert "skipped" in line and reason in line
+
+
+class TestCompound:
+    def test_served_as_a_structured_array(self, tmp_path):
+        path = tmp_path / "cmpd.h5"
+        values = np.array(
+            [(b"2014-04-01", 60, 15.06), (b"2014-04-02", 61, -1.5)],
+            dtype=[("date", "S10"), ("n", "<i4"), ("mean", ">f8")],
+        )
+        with h5py.File(path, "w") as f:
+            f["rows"] = values
+        fs, g = _open(path)
+        served = g["rows"][...]
+        assert served.dtype.names == values.dtype.names
+        for name in values.dtype.names:
+            np.testing.assert_array_equal(served[name], values[name], strict=False)
+            assert served[name].dtype.kind == values[name].dtype.kind
+        with xr.open_zarr(fs.get_mapper(""), consolidated=False) as ds:
+            assert ds["rows"].values.tolist() == values.tolist()
 
 
 class TestEnums:

@@ -106,7 +106,7 @@ def apply_fill_semantics(
     meta = array.meta
     if "_FillValue" not in dset.attrs and "_FillValue" not in meta.attrs:
         meta = replace(meta, fill_value=None)
-    dtype = np.dtype(meta.dtype)
+    dtype = meta.numpy_dtype
     extent = meta.shape
     grown = shape != extent
     if grown:

@@ -31,7 +31,15 @@ import h5py
 import numcodecs
 import numpy as np
 
-from ..manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, SourcePart, VirtualArray
+from ..manifest import (
+    ArrayMeta,
+    ChunkGrid,
+    ComputePlan,
+    Manifest,
+    SourcePart,
+    VirtualArray,
+    dtype_spelling,
+)
 from .attributes import attribute_dtypes, json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
@@ -229,11 +237,11 @@ def _unsupported_type(dtype: np.dtype) -> str | None:
     """Why a dataset's type cannot be served yet, or None."""
     if h5py.check_ref_dtype(dtype) is not None:
         return "HDF5 object/region references are not supported"
-    if dtype.names is not None:
-        return "compound HDF5 types are not supported yet"
+    if dtype.names is not None and _packed_compound(dtype) is None:
+        return "compound HDF5 types with nested, variable-length or array fields are not supported"
     if dtype.kind == "O" and h5py.check_string_dtype(dtype) is None:
         return "variable-length sequences are not supported yet"
-    if dtype.kind == "V":
+    if dtype.kind == "V" and dtype.names is None:
         return "opaque HDF5 types are not supported yet"
     return None
 
@@ -258,7 +266,7 @@ def _string_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
 def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
     """A compact dataset (its data lives in the object header), held inline."""
     meta = replace(base.meta, chunks=dset.shape, compressor=None, filters=None)
-    data = np.asarray(dset[()], dtype=np.dtype(meta.dtype))
+    data = np.asarray(dset[()], dtype=meta.numpy_dtype)
     if data.size == 0:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
     return VirtualArray(meta, ChunkGrid.single_inline(data.tobytes(), dset.ndim))
@@ -269,8 +277,26 @@ def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
 _H5PY_CHUNK_BYTES = 4 * 2**20
 
 
+def _packed_compound(dtype: np.dtype) -> np.dtype | None:
+    """A compound type as a packed structured dtype of scalar numeric or fixed-string
+    fields (what Zarr v2 and xarray read), or None if it has other fields."""
+    fields = []
+    for name, spec in (dtype.fields or {}).items():
+        field = spec[0]
+        if field.names is not None or field.shape or field.kind not in "biufS":
+            return None
+        # little-endian fields: xarray cannot cast structured arrays with big-endian ones
+        fields.append((name, field.newbyteorder("<").str if field.kind != "S" else field.str))
+    return np.dtype(fields)
+
+
 def _served_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype a dataset is served with: an enum's base type, booleans as ``bool``."""
+    """The dtype a dataset is served with: an enum's base type, booleans as ``bool``,
+    a compound type packed."""
+    if dtype.names is not None:
+        packed = _packed_compound(dtype)
+        assert packed is not None  # refused by _unsupported_type
+        return packed
     mapping = h5py.check_enum_dtype(dtype)
     if mapping is not None and set(mapping) == {"FALSE", "TRUE"}:
         return np.dtype(bool)
@@ -348,12 +374,14 @@ def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str)
     hidden |= {"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties"}
     names = [n for n in dset.attrs if n not in hidden]
     attrs = {**json_attributes(dset.attrs, names), **_enum_attrs(dset.dtype)}
-    fill = zarr_fill_value(dset.attrs["_FillValue"]) if "_FillValue" in dset.attrs else None
+    fill = None
+    if "_FillValue" in dset.attrs and dtype.names is None:
+        fill = zarr_fill_value(dset.attrs["_FillValue"])
     dims = tuple(str(d).rsplit("/", 1)[-1] for d in translator._get_array_dims(dset))
     meta = ArrayMeta(
         shape=tuple(dset.shape),
         chunks=_target_chunks(dset),
-        dtype=dtype.str,
+        dtype=dtype_spelling(dtype),
         compressor=None,
         filters=None,
         fill_value=fill,
@@ -412,6 +440,8 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
             if reason is not None:
                 arrays.pop(path, None)
                 skipped[path] = reason
+            elif dset.dtype.names is not None:  # kerchunk's compound handling is not ours
+                arrays[path] = _read_through_h5py(translator, dset, path, "compound type")
             elif base is None:
                 if _is_dimension_only(dset):
                     continue
