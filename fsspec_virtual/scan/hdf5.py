@@ -72,18 +72,40 @@ def _kerchunk_section() -> Iterator[None]:
                 gc.enable()
 
 
+#: Attributes of netCDF's and HDF5's own bookkeeping, never shown to users (as h5netcdf).
+_HIDDEN_ATTRS = frozenset(
+    {
+        "REFERENCE_LIST",
+        "CLASS",
+        "DIMENSION_LIST",
+        "NAME",
+        "_Netcdf4Dimid",
+        "_Netcdf4Coordinates",
+        "_nc3_strict",
+        "_NCProperties",
+    }
+)
+
+
 @functools.cache
 def _recording_translator() -> type:
-    """kerchunk's translator, also recording every dataset it visits."""
+    """kerchunk's translator, also recording every dataset it visits and the raw
+    attributes of every object, which it does not copy into zarr: kerchunk's copy costs
+    two zarr round-trips per object and mangles values (NetCDF numbers, empty text)."""
     from kerchunk.hdf import SingleHdf5ToZarr
 
     class RecordingTranslator(SingleHdf5ToZarr):  # type: ignore[misc]
         visited: dict[str, h5py.Dataset]
+        attributes: dict[str, dict[str, Any]]
 
         def _translator(self, name: str, h5obj: Any) -> None:
             if isinstance(h5obj, h5py.Dataset):
                 self.visited[name] = h5obj
             super()._translator(name, h5obj)
+
+        def _transfer_attrs(self, h5obj: Any, zobj: Any) -> None:
+            names = [n for n in h5obj.attrs if n not in _HIDDEN_ATTRS]
+            self.attributes[h5obj.name] = _raw_attributes(h5obj, names)
 
     return RecordingTranslator
 
@@ -110,6 +132,7 @@ def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]
             unsupported_inline_threshold=0,
         )
         translator.visited = {}
+        translator.attributes = {}
         h5 = translator._h5f
         translator.translate()
         # visititems sees an object once; other names (hard and soft links) get their own
@@ -134,23 +157,44 @@ def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]
     return translator, found, [str(w.message) for w in caught]
 
 
-def _reread(kept: dict[str, Any], source: Any) -> dict[str, Any]:
-    """kerchunk's attributes, with values re-read from h5py where it mangled them."""
-    return {**kept, **json_attributes(source.attrs, kept)}
+def _raw_attributes(source: Any, names: list[str]) -> dict[str, Any]:
+    """The named attributes of an h5py object that exist, each read once."""
+    raw = {}
+    for name in names:
+        try:
+            raw[name] = source.attrs[name]
+        except (KeyError, OSError):
+            continue
+    return raw
 
 
-def _with_source_attributes(manifest: Manifest, h5: h5py.File) -> Manifest:
-    """The manifest with attribute values read from h5py (kerchunk chose the names)."""
+def _object_attributes(recorded: dict[str, dict[str, Any]], obj: Any) -> dict[str, Any]:
+    """An object's raw attributes, as recorded during translation or read now (a dataset
+    reached through a second link is recorded under its first name)."""
+    raw = recorded.get(obj.name)
+    if raw is None:
+        raw = _raw_attributes(obj, [n for n in obj.attrs if n not in _HIDDEN_ATTRS])
+    return raw
+
+
+def _with_source_attributes(
+    manifest: Manifest, h5: h5py.File, recorded: dict[str, dict[str, Any]]
+) -> Manifest:
+    """The manifest with attributes from the source (kerchunk left them out)."""
     groups = {}
     for path, attrs in manifest.groups.items():
         group = h5[path] if path else h5
-        groups[path] = _reread(attrs, group) if isinstance(group, h5py.Group) else attrs
+        if isinstance(group, h5py.Group):
+            attrs = {**attrs, **json_attributes(_object_attributes(recorded, group))}
+        groups[path] = attrs
     arrays = {}
     for path, array in manifest.arrays.items():
         dset = h5.get(path)
         if isinstance(dset, h5py.Dataset):
-            attrs = _reread(array.meta.attrs, dset)
-            types = attribute_dtypes(dset.attrs, [*attrs, "_FillValue"])
+            raw = _object_attributes(recorded, dset)
+            shown = {k: v for k, v in raw.items() if k != "_FillValue"}
+            attrs = {**array.meta.attrs, **json_attributes(shown)}
+            types = attribute_dtypes(raw, raw)
             array = replace(array, meta=replace(array.meta, attrs=attrs, attr_dtypes=types))
         arrays[path] = array
     return replace(manifest, groups=groups, arrays=arrays)
@@ -370,9 +414,7 @@ def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str)
     from .attributes import zarr_fill_value
 
     dtype = _served_dtype(dset.dtype)
-    hidden = {"_FillValue", "DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME"}
-    hidden |= {"_Netcdf4Dimid", "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties"}
-    names = [n for n in dset.attrs if n not in hidden]
+    names = [n for n in dset.attrs if n not in _HIDDEN_ATTRS and n != "_FillValue"]
     attrs = {**json_attributes(dset.attrs, names), **_enum_attrs(dset.dtype)}
     fill = None
     if "_FillValue" in dset.attrs and dtype.names is None:
@@ -425,7 +467,7 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
     with contextlib.closing(translator):
         h5 = translator._h5f
         manifest = manifest_from_references(translator.store_dict, url)
-        manifest = _with_source_attributes(manifest, h5)
+        manifest = _with_source_attributes(manifest, h5, translator.attributes)
         arrays = dict(manifest.arrays)
         skipped: dict[str, str] = {}
         dims = _raw_dimensions(translator.store_dict)
