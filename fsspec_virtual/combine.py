@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .concat import concatenate_variable, serve_alone
+from .concat import coarsened, concatenate_variable, serve_alone
 from .coords import decode_values, encode_times, is_cf_time
 from .errors import IncompatibleSourcesError
 from .manifest import ChunkGrid, Manifest, VirtualArray
@@ -160,7 +160,9 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
         raise ValueError("no files to combine")
     if len(files) == 1:
         only = files[0].manifest
-        return replace(only, arrays={p: serve_alone(a) for p, a in only.arrays.items()})
+        return replace(
+            only, arrays={p: coarsened(serve_alone(a), None) for p, a in only.arrays.items()}
+        )
     if concat_dim is None:
         raise IncompatibleSourcesError(
             f"{len(files)} files found ({files[0].path}, {files[1].path}, ...): "
@@ -189,9 +191,9 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
         if axis is None:
             for other in files[1:]:
                 _check_same(path, first, other)
-            arrays[path] = serve_alone(first.manifest.arrays[path])
+            arrays[path] = coarsened(serve_alone(first.manifest.arrays[path]), None)
         else:
-            arrays[path] = concatenate_variable(path, files, axis)
+            arrays[path] = coarsened(concatenate_variable(path, files, axis), axis)
     if not any(concat_dim in a.meta.dimensions for a in arrays.values()):
         raise IncompatibleSourcesError(
             f"no variable of {first.path} has the concat dimension {concat_dim!r}"

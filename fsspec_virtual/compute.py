@@ -22,7 +22,7 @@ from fsspec import AbstractFileSystem
 
 from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
-from .reader import Request, read_one
+from .reader import Request, fetch_ranges, read_one
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -260,6 +260,42 @@ async def _source_chunk(
     return await cache.get_or_load((url, offset, length), load)
 
 
+def _within(index: tuple[int, ...], meta: ArrayMeta, region: Region) -> bool:
+    return all(
+        lo <= i * c and min((i + 1) * c, n) <= hi
+        for i, c, n, (lo, hi) in zip(index, meta.chunks, meta.shape, region)
+    )
+
+
+async def _decode_batch(
+    fs: AbstractFileSystem,
+    urls: tuple[str, ...],
+    part: SourcePart,
+    indices: list[tuple[int, ...]],
+) -> list[np.ndarray]:
+    """Source chunks fetched together (nearby ranges merged) and decoded, uncached."""
+    if not indices:
+        return []
+    grid = part.grid
+    assert grid is not None
+    requests = []
+    for index in indices:
+        offset, length = int(grid.offset[index]), int(grid.length[index])
+        requests.append(Request(urls[int(grid.file_id[index])], offset, offset + length))
+    raws = await fetch_ranges(fs, requests)
+    for raw in raws:
+        if isinstance(raw, BaseException):
+            raise raw
+    meta = part.meta
+
+    def decode_all() -> list[np.ndarray]:
+        return [decode_chunk(raw, meta) for raw in raws]  # type: ignore[arg-type]
+
+    if sum(r.end - r.start for r in requests) > _DECODE_IN_THREAD_BYTES:
+        return await asyncio.to_thread(decode_all)
+    return decode_all()
+
+
 async def _read_part(
     fs: AbstractFileSystem,
     urls: tuple[str, ...],
@@ -279,11 +315,29 @@ async def _read_part(
     indices = list(np.ndindex(*(len(r) for r in _overlap(region, meta.chunks))))
     ranges = _overlap(region, meta.chunks)
     chunk_indices = [tuple(r[i] for r, i in zip(ranges, idx)) for idx in indices]
-    chunks = await asyncio.gather(
-        *(_source_chunk(fs, urls, part, index, cache) for index in chunk_indices)
+    # Source chunks wholly inside the region serve no other target chunk: fetched in one
+    # merged batch, decoded, used once. Those on its edge go through the shared cache.
+    inside = [_within(index, meta, region) for index in chunk_indices]
+    grid = part.grid
+    batch = [
+        i for i, index in enumerate(chunk_indices) if inside[i] and int(grid.file_id[index]) >= 0
+    ]
+    in_batch = set(batch)
+    others = [i for i in range(len(chunk_indices)) if i not in in_batch]
+    chunks: list[np.ndarray | None] = [None] * len(chunk_indices)
+    shared, batched = await asyncio.gather(
+        asyncio.gather(*(_source_chunk(fs, urls, part, chunk_indices[i], cache) for i in others)),
+        _decode_batch(fs, urls, part, [chunk_indices[i] for i in batch]),
     )
+    for i, chunk in zip(others, shared):
+        chunks[i] = chunk
+    for i, chunk in zip(batch, batched):
+        chunks[i] = chunk
+    cache.loads += len(batch)
     out = np.empty(tuple(hi - lo for lo, hi in region), dtype=meta.numpy_dtype)
-    for index, chunk in zip(chunk_indices, chunks):
+    for index, maybe in zip(chunk_indices, chunks):
+        assert maybe is not None
+        chunk = maybe
         src, dst = [], []
         for i, c, (lo, hi) in zip(index, meta.chunks, region):
             a, b = max(lo, i * c), min(hi, (i + 1) * c)
