@@ -1,4 +1,4 @@
-"""The ``fsspec-virtual`` command: ``info`` and ``demo``."""
+"""The ``fsspec-virtual`` command: ``info``, ``scan`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,24 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    import time
+
+    from .filesystem import VirtualZarrFileSystem
+
+    fs = VirtualZarrFileSystem(args.path, concat_dim=args.concat_dim, cache_dir=args.cache_dir)
+    cache = fs._scan_cache
+    assert cache is not None
+    start = time.perf_counter()
+    state = fs.collection()
+    elapsed = time.perf_counter() - start
+    print(
+        f"{len(state.files)} files: {cache.misses} scanned, {cache.hits} reused from the scan "
+        f"cache at {cache.fs.unstrip_protocol(cache.root)}, in {elapsed:.1f} s"
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
@@ -66,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.add_argument("path", help="directory, glob, file or URL of the source files")
     info.add_argument("--concat-dim", default=None, help="dimension to concatenate along")
     info.set_defaults(run=_info)
+    scan = commands.add_parser("scan", help="scan a collection into the persistent scan cache")
+    scan.add_argument("path", help="directory, glob, file or URL of the source files")
+    scan.add_argument("--concat-dim", default=None, help="dimension to concatenate along")
+    scan.add_argument("--cache-dir", default=None, help="cache location (directory or URL)")
+    scan.set_defaults(run=_scan)
     demo = commands.add_parser("demo", help="write a sample collection and open it")
     demo.add_argument("dir", nargs="?", default=None, help="where to write (default: a temp dir)")
     demo.set_defaults(run=_demo)

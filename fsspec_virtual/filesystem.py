@@ -19,6 +19,7 @@ from .errors import ReadOnlyError
 from .keys import ComputedSource, InlineSource, RangeSource, chunk_keys, resolve_key
 from .reader import Request, absolute_range, fetch_ranges, read_one
 from .report import ScanReport, describe
+from .scan_cache import ScanCache
 from .state import (
     CollectionSpec,
     CollectionState,
@@ -59,6 +60,13 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     chunk_cache_size
         Bytes of decoded source chunks kept for computing chunks (default 256 MiB,
         shared by the instances of one collection; ``0`` keeps none).
+    cache
+        Keep each file's scan in a persistent cache and reuse it while the file's size and
+        modification time (or ETag) are unchanged (default True).
+    cache_dir
+        Where: a directory or any fsspec URL (default ``$XDG_CACHE_HOME/fsspec-virtual``).
+    cache_options
+        Options of ``cache_dir``'s filesystem.
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
@@ -77,6 +85,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         on_error: OnError = "raise",
         max_workers: int | None = None,
         chunk_cache_size: int | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,6 +101,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
+        self._scan_cache = ScanCache(cache_dir, cache_options) if cache else None
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
 
@@ -152,7 +164,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _state(self) -> CollectionState:
         state = peek_state(self._spec)
         if state is None:
-            state = await get_state_async(self._spec, self._max_workers)
+            state = await get_state_async(self._spec, self._max_workers, self._scan_cache)
         return self._configured(state)
 
     def _configured(self, state: CollectionState) -> CollectionState:
@@ -165,7 +177,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     def collection(self) -> CollectionState:
         """The scanned collection (files, combined manifest, metadata); scans if needed."""
         state = peek_state(self._spec)
-        state = state if state is not None else get_state(self._spec, self._max_workers)
+        if state is None:
+            state = get_state(self._spec, self._max_workers, self._scan_cache)
         return self._configured(state)
 
     async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:

@@ -27,7 +27,8 @@ from .manifest import Manifest
 from .materialize import read_array
 from .metadata import render_metadata
 from .pool import default_workers, pool_running, shared_pool
-from .scan import scan_file
+from .scan import SCANNER_VERSION, scan_file
+from .scan_cache import ScanCache
 from .source import SourceFile, list_source_files, resolve_filesystem
 
 __all__ = [
@@ -163,13 +164,43 @@ def _scan_all(
     return out
 
 
-def _build(spec: CollectionSpec, workers: int) -> CollectionState:
+def _scan_or_reuse(
+    spec: CollectionSpec,
+    fs: AbstractFileSystem,
+    listed: list[SourceFile],
+    workers: int,
+    cache: ScanCache | None,
+) -> list[tuple[ScannedFile, list[str]] | BaseException]:
+    """Each file's scan: from the persistent cache where it holds one, else scanned now
+    (and stored)."""
+    if cache is None:
+        return _scan_all(spec, fs, listed, workers)
+    keys = [cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) for s in listed]
+    results: list[tuple[ScannedFile, list[str]] | BaseException | None] = []
+    for source, key in zip(listed, keys):
+        hit = cache.get(key)
+        if hit is None:
+            results.append(None)
+        else:
+            manifest, coords, messages = hit
+            results.append((ScannedFile(source.path, manifest, coords), messages))
+    todo = [i for i, r in enumerate(results) if r is None]
+    fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers) if todo else []
+    for i, result in zip(todo, fresh):
+        results[i] = result
+        if not isinstance(result, BaseException):
+            scanned_file, messages = result
+            cache.put(keys[i], scanned_file.manifest, scanned_file.coords, messages)
+    return [r for r in results if r is not None]
+
+
+def _build(spec: CollectionSpec, workers: int, cache: ScanCache | None) -> CollectionState:
     options = json.loads(spec.target_options_json)
     fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
     listed = list_source_files(fs, paths)
     scanned: list[ScannedFile] = []
     kept: list[SourceFile] = []
-    for source, result in zip(listed, _scan_all(spec, fs, listed, workers)):
+    for source, result in zip(listed, _scan_or_reuse(spec, fs, listed, workers, cache)):
         if isinstance(result, BaseException):
             if spec.on_error == "raise":
                 raise result
@@ -191,7 +222,9 @@ def peek_state(spec: CollectionSpec) -> CollectionState | None:
     return _states.get(spec)
 
 
-def get_state(spec: CollectionSpec, workers: int | None = None) -> CollectionState:
+def get_state(
+    spec: CollectionSpec, workers: int | None = None, cache: ScanCache | None = None
+) -> CollectionState:
     """The state of a collection, built now if no instance has built it yet (blocking).
 
     Parameters
@@ -200,6 +233,8 @@ def get_state(spec: CollectionSpec, workers: int | None = None) -> CollectionSta
         The collection.
     workers
         Scan processes (``1``: scan in this thread); default :func:`default_workers`.
+    cache
+        The persistent scan cache to reuse and fill, if any.
     """
     state = _states.get(spec)
     if state is not None:
@@ -209,7 +244,7 @@ def get_state(spec: CollectionSpec, workers: int | None = None) -> CollectionSta
     with lock:
         state = _states.get(spec)
         if state is None:
-            state = _build(spec, default_workers() if workers is None else workers)
+            state = _build(spec, default_workers() if workers is None else workers, cache)
             _states[spec] = state
     return state
 
@@ -221,7 +256,9 @@ _builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pref
 _building: dict[CollectionSpec, concurrent.futures.Future[CollectionState]] = {}
 
 
-async def get_state_async(spec: CollectionSpec, workers: int | None = None) -> CollectionState:
+async def get_state_async(
+    spec: CollectionSpec, workers: int | None = None, cache: ScanCache | None = None
+) -> CollectionState:
     """:func:`get_state` for coroutines: concurrent callers share one build."""
     state = _states.get(spec)
     if state is not None:
@@ -229,7 +266,7 @@ async def get_state_async(spec: CollectionSpec, workers: int | None = None) -> C
     with _locks_guard:
         future = _building.get(spec)
         if future is None:
-            future = _builder.submit(get_state, spec, workers)
+            future = _builder.submit(get_state, spec, workers, cache)
             _building[spec] = future
             future.add_done_callback(lambda _: _forget_build(spec, future))
     return await asyncio.wrap_future(future)

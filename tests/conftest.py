@@ -484,3 +484,12 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_scan_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The persistent scan cache of the whole run lives in a temporary directory, never in
+    the user's cache (subprocesses such as the CLI inherit it through the environment)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield

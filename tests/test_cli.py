@@ -121,3 +121,16 @@ class TestDemo:
         assert result.stdout.strip()
         written = [p for p in tmp_path.rglob("*") if p.is_file()]
         assert written, "the demo wrote its files somewhere other than the temp directory"
+
+
+class TestScan:
+    def test_scan_fills_the_cache_then_reuses_it(self, tmp_path):
+        for i in range(3):
+            write_simple(tmp_path / f"f{i}.nc", [4 * i + k for k in range(4)])
+        cache = tmp_path / "cache-dir"
+        first = run("scan", str(tmp_path), "--concat-dim", "time", "--cache-dir", str(cache))
+        assert first.returncode == 0, first.stderr
+        assert "3 files: 3 scanned, 0 reused" in first.stdout, first.stdout
+        second = run("scan", str(tmp_path), "--concat-dim", "time", "--cache-dir", str(cache))
+        assert second.returncode == 0, second.stderr
+        assert "3 files: 0 scanned, 3 reused" in second.stdout, second.stdout

@@ -1,0 +1,257 @@
+"""A persistent cache of scan results: one entry per (file, size, identity, scanner version).
+
+An entry is a file's scanned manifest and concat coordinates in a compact binary form (an
+``.npz`` of numpy arrays plus one JSON document of metadata), behind a header holding a
+SHA-256 of the payload. Entries are written under a temporary name and renamed, so readers
+never see a torn entry; an entry that fails its checksum or cannot be decoded is discarded
+with a warning and the file is scanned again. The cache may live on any fsspec URL (a bucket
+shared by a team).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+from fsspec import AbstractFileSystem
+
+from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, SourcePart, VirtualArray
+from .source import SourceFile
+
+__all__ = ["ScanCache", "default_cache_dir", "CorruptCacheEntryWarning"]
+
+_MAGIC = b"FSVSCAN1"
+_FORMAT = 1
+
+
+class CorruptCacheEntryWarning(UserWarning):
+    """A cache entry failed its checksum or could not be read; it was discarded."""
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/fsspec-virtual`` (``~/.cache/fsspec-virtual`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return os.path.join(base, "fsspec-virtual", "scans")
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _meta_doc(meta: ArrayMeta) -> dict[str, Any]:
+    doc = asdict(meta)
+    doc["filters"] = list(meta.filters) if meta.filters is not None else None
+    return doc
+
+
+def _meta_from(doc: dict[str, Any]) -> ArrayMeta:
+    filters = doc.pop("filters")
+    return ArrayMeta(
+        **{
+            **doc,
+            "shape": tuple(doc["shape"]),
+            "chunks": tuple(doc["chunks"]),
+            "dimensions": tuple(doc["dimensions"]),
+            "filters": tuple(filters) if filters is not None else None,
+        }
+    )
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def grid(self, grid: ChunkGrid) -> str:
+        name = f"g{len(self.arrays)}"
+        self.arrays[f"{name}.file_id"] = grid.file_id
+        self.arrays[f"{name}.offset"] = grid.offset
+        self.arrays[f"{name}.length"] = grid.length
+        lengths = np.array([len(b) for b in grid.inline], dtype=np.uint64)
+        self.arrays[f"{name}.inline_lengths"] = lengths
+        self.arrays[f"{name}.inline"] = np.frombuffer(b"".join(grid.inline), dtype=np.uint8)
+        return name
+
+
+def _read_grid(arrays: Any, name: str) -> ChunkGrid:
+    lengths = arrays[f"{name}.inline_lengths"]
+    blob = arrays[f"{name}.inline"].tobytes()
+    inline, at = [], 0
+    for n in lengths.tolist():
+        inline.append(blob[at : at + n])
+        at += n
+    return ChunkGrid(
+        arrays[f"{name}.file_id"].copy(),
+        arrays[f"{name}.offset"].copy(),
+        arrays[f"{name}.length"].copy(),
+        tuple(inline),
+    )
+
+
+def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: list[str]) -> bytes:
+    """One file's scan result as cache-entry bytes (header, checksum, payload)."""
+    writer = _Writer()
+    arrays_doc = {}
+    for path, array in manifest.arrays.items():
+        plan = None
+        if array.plan is not None:
+            plan = {
+                "axis": array.plan.axis,
+                "reason": array.plan.reason,
+                "parts": [
+                    {
+                        "start": part.start,
+                        "meta": _meta_doc(part.meta),
+                        "grid": writer.grid(part.grid) if part.grid is not None else None,
+                        "file_id": part.file_id,
+                        "h5path": part.h5path,
+                        "unpack": part.unpack,
+                    }
+                    for part in array.plan.parts
+                ],
+            }
+        arrays_doc[path] = {
+            "meta": _meta_doc(array.meta),
+            "grid": writer.grid(array.grid),
+            "plan": plan,
+        }
+    coords_doc = {}
+    for i, (path, values) in enumerate(coords.items()):
+        writer.arrays[f"c{i}"] = np.asarray(values)
+        coords_doc[path] = f"c{i}"
+    doc = {
+        "format": _FORMAT,
+        "urls": list(manifest.urls),
+        "groups": manifest.groups,
+        "skipped": manifest.skipped,
+        "arrays": arrays_doc,
+        "coords": coords_doc,
+        "messages": messages,
+    }
+    writer.arrays["doc"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **writer.arrays)  # type: ignore[arg-type]
+    payload = buffer.getvalue()
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def decode_entry(data: bytes) -> tuple[Manifest, dict[str, np.ndarray], list[str]]:
+    """The scan result held in cache-entry bytes.
+
+    Raises
+    ------
+    ValueError
+        If the bytes are not an intact entry of this format.
+    """
+    if len(data) < len(_MAGIC) + 32 or not data.startswith(_MAGIC):
+        raise ValueError("not a scan-cache entry (bad header)")
+    digest, payload = data[len(_MAGIC) : len(_MAGIC) + 32], data[len(_MAGIC) + 32 :]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ValueError("checksum mismatch (truncated or corrupted entry)")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+        doc = json.loads(arrays["doc"].tobytes())
+        if doc.get("format") != _FORMAT:
+            raise ValueError(f"entry format {doc.get('format')} is not {_FORMAT}")
+        out = {}
+        for path, entry in doc["arrays"].items():
+            plan = None
+            if entry["plan"] is not None:
+                parts = tuple(
+                    SourcePart(
+                        part["start"],
+                        _meta_from(part["meta"]),
+                        _read_grid(arrays, part["grid"]) if part["grid"] is not None else None,
+                        part["file_id"],
+                        part["h5path"],
+                        part["unpack"],
+                    )
+                    for part in entry["plan"]["parts"]
+                )
+                plan = ComputePlan(parts, entry["plan"]["axis"], entry["plan"]["reason"])
+            out[path] = VirtualArray(
+                _meta_from(entry["meta"]), _read_grid(arrays, entry["grid"]), plan
+            )
+        coords = {path: arrays[name].copy() for path, name in doc["coords"].items()}
+    manifest = Manifest(tuple(doc["urls"]), doc["groups"], out, doc["skipped"])
+    return manifest, coords, list(doc["messages"])
+
+
+# -- the cache ----------------------------------------------------------------------------
+
+
+class ScanCache:
+    """Scan results on disk (or any fsspec URL), keyed by file identity.
+
+    Parameters
+    ----------
+    location
+        A directory or fsspec URL; default :func:`default_cache_dir`.
+    storage_options
+        Options of ``location``'s filesystem.
+    """
+
+    def __init__(self, location: str | None = None, storage_options: dict | None = None):
+        location = location or default_cache_dir()
+        self.fs: AbstractFileSystem
+        self.fs, self.root = fsspec.core.url_to_fs(location, **(storage_options or {}))
+        self.root = self.root.rstrip("/")
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, protocol: str, source: SourceFile, concat_dim: str | None, version: int) -> str:
+        """The entry name of one file's scan (its path, size, identity, scanner version)."""
+        ident = json.dumps(
+            [protocol, source.path, source.size, source.identity, concat_dim, version]
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key[:2]}/{key}.scan"
+
+    def get(self, key: str) -> tuple[Manifest, dict[str, np.ndarray], list[str]] | None:
+        """The cached scan, or None (a corrupt entry is removed with a warning)."""
+        path = self._path(key)
+        try:
+            data = self.fs.cat_file(path)
+        except (FileNotFoundError, OSError):
+            self.misses += 1
+            return None
+        try:
+            result = decode_entry(data)
+        except Exception as e:
+            warnings.warn(
+                f"scan cache entry {path} is unusable ({e}); it is discarded and the file "
+                "scanned again",
+                CorruptCacheEntryWarning,
+                stacklevel=2,
+            )
+            try:
+                self.fs.rm_file(path)
+            except OSError:
+                pass
+            self.misses += 1
+            return None
+        self.hits += 1
+        return result
+
+    def put(
+        self, key: str, manifest: Manifest, coords: dict[str, np.ndarray], messages: list[str]
+    ) -> None:
+        """Store a scan: written under a temporary name, then renamed into place."""
+        path = self._path(key)
+        data = encode_entry(manifest, coords, messages)
+        parent = path.rsplit("/", 1)[0]
+        try:
+            self.fs.makedirs(parent, exist_ok=True)
+            temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+            self.fs.pipe_file(temporary, data)
+            self.fs.mv(temporary, path)
+        except OSError as e:
+            warnings.warn(f"cannot write scan cache entry {path}: {e}", stacklevel=2)
