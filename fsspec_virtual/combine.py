@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .concat import coarsened, concatenate_variable, serve_alone
-from .coords import decode_values, encode_times, is_cf_time
+from .coords import decode_many, encode_times, is_cf_time
 from .errors import IncompatibleSourcesError
 from .manifest import ChunkGrid, Manifest, VirtualArray
 
@@ -72,8 +72,10 @@ def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
         )
     assert key_path is not None
     decoded = {}
-    for f in files:
-        values = decode_values(f.coords[key_path], f.manifest.arrays[key_path].meta.attrs)
+    all_values = decode_many(
+        [f.coords[key_path] for f in files], [f.manifest.arrays[key_path].meta.attrs for f in files]
+    )
+    for f, values in zip(files, all_values):
         if values.size and not bool(np.all(values[1:] > values[:-1])):
             raise IncompatibleSourcesError(
                 f"coordinate {concat_dim!r} of {f.path} is not strictly increasing"
@@ -120,7 +122,9 @@ def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -
     attrs = dict(first.attrs)
     dtype = first.numpy_dtype
     if is_cf_time(first.attrs):
-        parts = [decode_values(f.coords[path], f.manifest.arrays[path].meta.attrs) for f in files]
+        parts = decode_many(
+            [f.coords[path] for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
+        )
         values, attrs["units"] = encode_times(
             np.concatenate(parts), first.attrs["units"], first.attrs.get("calendar"), dtype
         )

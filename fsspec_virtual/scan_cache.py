@@ -1,8 +1,9 @@
 """A persistent cache of scan results: one entry per (file, size, identity, scanner version).
 
-An entry is a file's scanned manifest and concat coordinates in a compact binary form (an
-``.npz`` of numpy arrays plus one JSON document of metadata), behind a header holding a
-SHA-256 of the payload. Entries are written under a temporary name and renamed, so readers
+An entry is a file's scanned manifest and concat coordinates in a compact binary form (one
+JSON document of metadata followed by the raw bytes of its numpy arrays: an ``.npz`` costs
+a zip-member lookup per array, too slow for thousands of entries), behind a header holding
+a SHA-256 of the payload. Entries are written under a temporary name and renamed, so readers
 never see a torn entry; an entry that fails its checksum or cannot be decoded is discarded
 with a warning and the file is scanned again. The cache may live on any fsspec URL (a bucket
 shared by a team).
@@ -11,9 +12,9 @@ shared by a team).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import struct
 import uuid
 import warnings
 from dataclasses import asdict
@@ -30,7 +31,8 @@ from .source import SourceFile
 __all__ = ["ScanCache", "default_cache_dir", "CorruptCacheEntryWarning"]
 
 _MAGIC = b"FSVSCAN1"
-_FORMAT = 1
+_FORMAT = 2
+_LENGTH = struct.Struct("<Q")
 
 
 class CorruptCacheEntryWarning(UserWarning):
@@ -88,9 +90,9 @@ def _read_grid(arrays: Any, name: str) -> ChunkGrid:
         inline.append(blob[at : at + n])
         at += n
     return ChunkGrid(
-        arrays[f"{name}.file_id"].copy(),
-        arrays[f"{name}.offset"].copy(),
-        arrays[f"{name}.length"].copy(),
+        arrays[f"{name}.file_id"],
+        arrays[f"{name}.offset"],
+        arrays[f"{name}.length"],
         tuple(inline),
     )
 
@@ -135,10 +137,17 @@ def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: li
         "coords": coords_doc,
         "messages": messages,
     }
-    writer.arrays["doc"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **writer.arrays)  # type: ignore[arg-type]
-    payload = buffer.getvalue()
+    buffers, blobs, at = {}, [], 0
+    for name, values in writer.arrays.items():
+        flat = np.ascontiguousarray(values)
+        if flat.dtype.kind == "O" or flat.dtype.names:
+            raise TypeError(f"cannot cache an array of dtype {flat.dtype} ({name})")
+        buffers[name] = [flat.dtype.str, list(flat.shape), at, flat.nbytes]
+        blobs.append(flat.tobytes())
+        at += flat.nbytes
+    doc["buffers"] = buffers
+    head = json.dumps(doc).encode()
+    payload = _LENGTH.pack(len(head)) + head + b"".join(blobs)
     return _MAGIC + hashlib.sha256(payload).digest() + payload
 
 
@@ -155,30 +164,33 @@ def decode_entry(data: bytes) -> tuple[Manifest, dict[str, np.ndarray], list[str
     digest, payload = data[len(_MAGIC) : len(_MAGIC) + 32], data[len(_MAGIC) + 32 :]
     if hashlib.sha256(payload).digest() != digest:
         raise ValueError("checksum mismatch (truncated or corrupted entry)")
-    with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
-        doc = json.loads(arrays["doc"].tobytes())
-        if doc.get("format") != _FORMAT:
-            raise ValueError(f"entry format {doc.get('format')} is not {_FORMAT}")
-        out = {}
-        for path, entry in doc["arrays"].items():
-            plan = None
-            if entry["plan"] is not None:
-                parts = tuple(
-                    SourcePart(
-                        part["start"],
-                        _meta_from(part["meta"]),
-                        _read_grid(arrays, part["grid"]) if part["grid"] is not None else None,
-                        part["file_id"],
-                        part["h5path"],
-                        part["unpack"],
-                    )
-                    for part in entry["plan"]["parts"]
+    (size,) = _LENGTH.unpack_from(payload)
+    doc = json.loads(payload[_LENGTH.size : _LENGTH.size + size])
+    if doc.get("format") != _FORMAT:
+        raise ValueError(f"entry format {doc.get('format')} is not {_FORMAT}")
+    blob = memoryview(payload)[_LENGTH.size + size :]
+    arrays = {
+        name: np.frombuffer(blob[at : at + n], dtype=np.dtype(dtype)).reshape(shape).copy()
+        for name, (dtype, shape, at, n) in doc["buffers"].items()
+    }
+    out = {}
+    for path, entry in doc["arrays"].items():
+        plan = None
+        if entry["plan"] is not None:
+            parts = tuple(
+                SourcePart(
+                    part["start"],
+                    _meta_from(part["meta"]),
+                    _read_grid(arrays, part["grid"]) if part["grid"] is not None else None,
+                    part["file_id"],
+                    part["h5path"],
+                    part["unpack"],
                 )
-                plan = ComputePlan(parts, entry["plan"]["axis"], entry["plan"]["reason"])
-            out[path] = VirtualArray(
-                _meta_from(entry["meta"]), _read_grid(arrays, entry["grid"]), plan
+                for part in entry["plan"]["parts"]
             )
-        coords = {path: arrays[name].copy() for path, name in doc["coords"].items()}
+            plan = ComputePlan(parts, entry["plan"]["axis"], entry["plan"]["reason"])
+        out[path] = VirtualArray(_meta_from(entry["meta"]), _read_grid(arrays, entry["grid"]), plan)
+    coords = {path: arrays[name] for path, name in doc["coords"].items()}
     manifest = Manifest(tuple(doc["urls"]), doc["groups"], out, doc["skipped"])
     return manifest, coords, list(doc["messages"])
 
@@ -208,7 +220,7 @@ class ScanCache:
     def key(self, protocol: str, source: SourceFile, concat_dim: str | None, version: int) -> str:
         """The entry name of one file's scan (its path, size, identity, scanner version)."""
         ident = json.dumps(
-            [protocol, source.path, source.size, source.identity, concat_dim, version]
+            [protocol, source.path, source.size, source.identity, concat_dim, version, _FORMAT]
         )
         return hashlib.sha256(ident.encode()).hexdigest()
 
