@@ -102,3 +102,16 @@ class TestParallelScan:
         assert {k: parallel.cat_file(k) for k in parallel.find("")} == expected
         # the workers scanned: this process's scan_file ran only for the serial store
         assert len(scan_counter) == 3
+
+
+def test_report_from_a_thread_running_an_event_loop(collection, scan_counter):
+    """As in a notebook: a loop runs in the calling thread while the store scans."""
+    import asyncio
+
+    async def cell():
+        fs = VirtualZarrFileSystem(str(collection), concat_dim="time", skip_instance_cache=True)
+        return fs.report()
+
+    report = asyncio.run(cell())
+    assert {v.path: v.how for v in report.variables}["t2m"] == "passthrough"
+    assert len(scan_counter) == 3
