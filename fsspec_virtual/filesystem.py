@@ -7,6 +7,7 @@ shared collection state (:mod:`fsspec_virtual.state`) and reads (:mod:`fsspec_vi
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from .state import (
     get_state,
     get_state_async,
     peek_state,
+    refresh_state,
+    refresh_state_async,
 )
 
 __all__ = ["VirtualZarrFileSystem"]
@@ -67,6 +70,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         Where: a directory or any fsspec URL (default ``$XDG_CACHE_HOME/fsspec-virtual``).
     cache_options
         Options of ``cache_dir``'s filesystem.
+    listing_ttl
+        Seconds after which an access lists the sources again (see :meth:`refresh`);
+        default None: only :meth:`refresh` does.
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
@@ -88,6 +94,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         cache: bool = True,
         cache_dir: str | None = None,
         cache_options: dict[str, Any] | None = None,
+        listing_ttl: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,6 +109,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
         self._scan_cache = ScanCache(cache_dir, cache_options) if cache else None
+        self._listing_ttl = listing_ttl
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
 
@@ -165,6 +173,23 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         state = peek_state(self._spec)
         if state is None:
             state = await get_state_async(self._spec, self._max_workers, self._scan_cache)
+        elif self._stale(state):
+            spec, workers, cache = self._spec, self._max_workers, self._scan_cache
+            state = await refresh_state_async(spec, workers, cache, state)
+        return self._configured(state)
+
+    def _stale(self, state: CollectionState) -> bool:
+        ttl = self._listing_ttl
+        return ttl is not None and time.monotonic() - state.built_at > ttl
+
+    def refresh(self) -> CollectionState:
+        """List the sources again: new files join the dataset (in coordinate order), changed
+        files are scanned again, deleted ones leave it; unchanged files are not rescanned.
+
+        The metadata keys follow at once; zarr and xarray objects opened before keep the
+        shapes they read, so reopen them to see new data.
+        """
+        state = refresh_state(self._spec, self._max_workers, self._scan_cache)
         return self._configured(state)
 
     def _configured(self, state: CollectionState) -> CollectionState:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "CollectionState",
     "get_state",
     "get_state_async",
+    "refresh_state",
+    "refresh_state_async",
     "peek_state",
     "clear_states",
 ]
@@ -93,6 +96,10 @@ class CollectionState:
         Every metadata key and its bytes.
     cache
         Decoded source chunks, for computed chunks.
+    scanned
+        Each kept file's scan, for reuse by :func:`refresh_state`.
+    built_at
+        ``time.monotonic()`` when the state was built (for ``listing_ttl``).
     """
 
     fs: AbstractFileSystem
@@ -100,6 +107,8 @@ class CollectionState:
     manifest: Manifest
     metadata: dict[str, bytes]
     cache: DecodedChunkCache = field(default_factory=DecodedChunkCache, compare=False)
+    scanned: tuple[tuple[ScannedFile, tuple[str, ...]], ...] = field(default=(), compare=False)
+    built_at: float = field(default_factory=time.monotonic, compare=False)
 
 
 #: Below this many files a cold pool's start-up (~1 s) costs more than it saves.
@@ -170,37 +179,56 @@ def _scan_or_reuse(
     listed: list[SourceFile],
     workers: int,
     cache: ScanCache | None,
+    previous: CollectionState | None = None,
 ) -> list[tuple[ScannedFile, list[str]] | BaseException]:
-    """Each file's scan: from the persistent cache where it holds one, else scanned now
-    (and stored)."""
-    if cache is None:
-        return _scan_all(spec, fs, listed, workers)
-    keys = [cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) for s in listed]
+    """Each file's scan: from the previous state or the persistent cache where the file is
+    unchanged (same path, size and identity), else scanned now (and stored)."""
+    known: dict[SourceFile, tuple[ScannedFile, list[str]]] = {}
+    if previous is not None:
+        for source, (earlier, notes) in zip(previous.files, previous.scanned):
+            known[source] = (earlier, list(notes))
+    keys = [
+        cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) if cache else ""
+        for s in listed
+    ]
     results: list[tuple[ScannedFile, list[str]] | BaseException | None] = []
     for source, key in zip(listed, keys):
-        hit = cache.get(key)
-        if hit is None:
-            results.append(None)
-        else:
-            manifest, coords, messages = hit
-            results.append((ScannedFile(source.path, manifest, coords), messages))
+        hit = known.get(source) if source.identity else None
+        if hit is None and cache is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                manifest, coords, cached_notes = cached
+                hit = (ScannedFile(source.path, manifest, coords), cached_notes)
+        results.append(hit)
     todo = [i for i, r in enumerate(results) if r is None]
     fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers) if todo else []
     for i, result in zip(todo, fresh):
         results[i] = result
-        if not isinstance(result, BaseException):
-            scanned_file, messages = result
-            cache.put(keys[i], scanned_file.manifest, scanned_file.coords, messages)
+        if cache is not None and not isinstance(result, BaseException):
+            done, found = result
+            cache.put(keys[i], done.manifest, done.coords, found)
     return [r for r in results if r is not None]
 
 
-def _build(spec: CollectionSpec, workers: int, cache: ScanCache | None) -> CollectionState:
-    options = json.loads(spec.target_options_json)
-    fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
+def _build(
+    spec: CollectionSpec,
+    workers: int,
+    cache: ScanCache | None,
+    previous: CollectionState | None = None,
+) -> CollectionState:
+    if previous is not None:
+        fs = previous.fs
+        fs.invalidate_cache()  # listings must be fresh
+        paths = [fs._strip_protocol(p) for p in spec.paths]
+    else:
+        options = json.loads(spec.target_options_json)
+        fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
     listed = list_source_files(fs, paths)
     scanned: list[ScannedFile] = []
     kept: list[SourceFile] = []
-    for source, result in zip(listed, _scan_or_reuse(spec, fs, listed, workers, cache)):
+    memo: list[tuple[ScannedFile, tuple[str, ...]]] = []
+    results = _scan_or_reuse(spec, fs, listed, workers, cache, previous)
+    for source, result in zip(listed, results):
         if isinstance(result, BaseException):
             if spec.on_error == "raise":
                 raise result
@@ -211,10 +239,19 @@ def _build(spec: CollectionSpec, workers: int, cache: ScanCache | None) -> Colle
             warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
         scanned.append(scanned_file)
         kept.append(source)
+        memo.append((scanned_file, tuple(messages)))
     if not scanned:
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
     manifest = combine(scanned, spec.concat_dim)
-    return CollectionState(fs, tuple(kept), manifest, render_metadata(manifest))
+    cache_of_chunks = previous.cache if previous is not None else DecodedChunkCache()
+    return CollectionState(
+        fs,
+        tuple(kept),
+        manifest,
+        render_metadata(manifest),
+        cache_of_chunks,
+        tuple(memo),
+    )
 
 
 def peek_state(spec: CollectionSpec) -> CollectionState | None:
@@ -276,6 +313,41 @@ def _forget_build(spec: CollectionSpec, future: concurrent.futures.Future[Collec
     with _locks_guard:
         if _building.get(spec) is future:
             del _building[spec]
+
+
+def refresh_state(
+    spec: CollectionSpec,
+    workers: int | None = None,
+    cache: ScanCache | None = None,
+    seen: CollectionState | None = None,
+) -> CollectionState:
+    """List the sources again and rebuild the state, scanning only new or changed files.
+
+    The new state replaces the old one in a single assignment: a request sees one or the
+    other, never a mix. With ``seen`` (the state the caller found stale), nothing is done
+    if another caller has replaced it meanwhile.
+    """
+    with _locks_guard:
+        lock = _locks.setdefault(spec, threading.Lock())
+    with lock:
+        previous = _states.get(spec)
+        if seen is not None and previous is not None and previous is not seen:
+            return previous
+        state = _build(spec, default_workers() if workers is None else workers, cache, previous)
+        _states[spec] = state
+    return state
+
+
+async def refresh_state_async(
+    spec: CollectionSpec,
+    workers: int | None,
+    cache: ScanCache | None,
+    seen: CollectionState,
+) -> CollectionState:
+    """:func:`refresh_state` for coroutines, on the builder threads (never a loop's
+    default executor, which zarr needs; see ``_builder``)."""
+    future = _builder.submit(refresh_state, spec, workers, cache, seen)
+    return await asyncio.wrap_future(future)
 
 
 def clear_states() -> None:

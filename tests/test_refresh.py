@@ -1,0 +1,107 @@
+"""refresh() and listing_ttl: the store follows its directory, rescanning only what changed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import fsspec_virtual.state as state_module
+from fsspec_virtual import VirtualZarrFileSystem
+
+
+def _write(path: Path, start: int, value: float, steps: int = 3) -> Path:
+    ds = xr.Dataset(
+        {"v": (("time", "x"), np.full((steps, 4), value, dtype="f4") + np.arange(4, dtype="f4"))},
+        coords={
+            "time": (
+                "time",
+                np.arange(start, start + steps, dtype="f8"),
+                {"units": "days since 2000-01-01"},
+            )
+        },
+    )
+    ds.to_netcdf(path, encoding={"v": {"chunksizes": (1, 4)}})
+    return path
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    calls: list[str] = []
+    real = state_module.scan_file
+
+    def counting(fs, source):
+        calls.append(Path(source.path).name)
+        return real(fs, source)
+
+    monkeypatch.setattr(state_module, "scan_file", counting)
+    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
+    state_module.clear_states()
+    yield calls
+    state_module.clear_states()
+
+
+def _store(directory: Path, **kwargs) -> VirtualZarrFileSystem:
+    return VirtualZarrFileSystem(
+        str(directory),
+        concat_dim="time",
+        cache=False,
+        max_workers=1,
+        skip_instance_cache=True,
+        **kwargs,
+    )
+
+
+def _assert_equals_mfdataset(fs: VirtualZarrFileSystem, directory: Path) -> None:
+    paths = sorted(directory.glob("*.nc"))
+    with xr.open_zarr(fs.get_mapper("")) as ds, xr.open_mfdataset(paths) as truth:
+        xr.testing.assert_identical(ds.load(), truth.load())
+
+
+def test_new_file_extends_the_axis_where_it_falls(tmp_path, scans):
+    _write(tmp_path / "a.nc", 0, 1.0)
+    _write(tmp_path / "c.nc", 6, 3.0)
+    fs = _store(tmp_path)
+    assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (6, 4)
+    _write(tmp_path / "b.nc", 3, 2.0)  # falls between the two in time
+    state = fs.refresh()
+    assert len(state.files) == 3
+    assert sorted(scans) == ["a.nc", "b.nc", "c.nc"], "only the new file is scanned again"
+    assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (9, 4)
+    _assert_equals_mfdataset(fs, tmp_path)
+
+
+def test_changed_and_deleted_files(tmp_path, scans):
+    for i in range(3):
+        _write(tmp_path / f"f{i}.nc", 3 * i, float(i))
+    fs = _store(tmp_path)
+    fs.ls("")
+    time.sleep(0.01)
+    _write(tmp_path / "f1.nc", 3, 9.0, steps=2)  # rewritten: other values, shorter
+    (tmp_path / "f2.nc").unlink()
+    fs.refresh()
+    assert scans.count("f1.nc") == 2 and scans.count("f0.nc") == 1
+    _assert_equals_mfdataset(fs, tmp_path)
+
+
+def test_listing_ttl_refreshes_on_access(tmp_path, scans):
+    _write(tmp_path / "a.nc", 0, 1.0)
+    fs = _store(tmp_path, listing_ttl=0.0)
+    assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (3, 4)
+    _write(tmp_path / "b.nc", 3, 2.0)
+    time.sleep(0.01)
+    assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (6, 4)
+    _assert_equals_mfdataset(fs, tmp_path)
+
+
+def test_without_ttl_the_listing_is_kept(tmp_path, scans):
+    _write(tmp_path / "a.nc", 0, 1.0)
+    fs = _store(tmp_path)
+    fs.ls("")
+    _write(tmp_path / "b.nc", 3, 2.0)
+    assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (3, 4)
+    assert scans == ["a.nc"]
