@@ -13,6 +13,7 @@ from .errors import (
     ReadOnlyError,
     ScanError,
     SkippedFileWarning,
+    StaleSourceError,
     UnsupportedVariableWarning,
     VirtualZarrError,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "NoSourceFilesError",
     "IncompatibleSourcesError",
     "ReadOnlyError",
+    "StaleSourceError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
 ]

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 import numpy as np
 from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
+from .errors import StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
-from .reader import Request, fetch_ranges, read_one
+from .reader import Request, Version, check_version, fetch_ranges, read_one
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -39,6 +42,8 @@ DEFAULT_CACHE_BYTES = 256 * 2**20
 _DECODE_IN_THREAD_BYTES = 64 * 1024
 
 Region = tuple[tuple[int, int], ...]
+#: Source URL -> its size and identity when scanned (see :mod:`fsspec_virtual.reader`).
+Versions = Mapping[str, Version]
 
 
 class DecodedChunkCache:
@@ -188,13 +193,28 @@ class _OpenH5Files:
         self._files: OrderedDict[tuple[int, str], tuple[Any, Any, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, fs: AbstractFileSystem, url: str, h5path: str, where: tuple[slice, ...]):
+    def read(
+        self,
+        fs: AbstractFileSystem,
+        url: str,
+        h5path: str,
+        where: tuple[slice, ...],
+        version: Version | None = None,
+    ) -> Any:
         import h5py
 
         from .scan.hdf5 import _load_filter_plugins
 
         _load_filter_plugins()  # a worker process scanned; this one may not have them yet
         key = (id(fs), url)
+        if version is not None and isinstance(fs, LocalFileSystem):
+            try:
+                check_version(url, os.stat(url), version)
+            except (StaleSourceError, FileNotFoundError) as e:
+                self.forget(key)
+                if isinstance(e, StaleSourceError):
+                    raise
+                raise StaleSourceError(url, f"it no longer exists: {e}") from e
         with self._lock:
             entry = self._files.get(key)
             if entry is None:
@@ -210,6 +230,13 @@ class _OpenH5Files:
         with file_lock:
             dataset = h5file[h5path]
             return dataset[where] if dataset.shape else dataset[()]
+
+    def forget(self, key: tuple[int, str]) -> None:
+        with self._lock:
+            entry = self._files.pop(key, None)
+        if entry is not None:
+            entry[1].close()
+            entry[0].close()
 
     def clear(self) -> None:
         with self._lock:
@@ -238,6 +265,7 @@ async def _source_chunk(
     part: SourcePart,
     index: tuple[int, ...],
     cache: DecodedChunkCache,
+    versions: Versions,
 ) -> np.ndarray:
     grid = part.grid
     assert grid is not None
@@ -252,7 +280,7 @@ async def _source_chunk(
     url, offset, length = urls[fid], int(grid.offset[index]), int(grid.length[index])
 
     async def load() -> np.ndarray:
-        raw = await read_one(fs, Request(url, offset, offset + length))
+        raw = await read_one(fs, Request(url, offset, offset + length, versions.get(url)))
         if length > _DECODE_IN_THREAD_BYTES:
             return await asyncio.to_thread(decode_chunk, raw, meta)
         return decode_chunk(raw, meta)
@@ -272,6 +300,7 @@ async def _decode_batch(
     urls: tuple[str, ...],
     part: SourcePart,
     indices: list[tuple[int, ...]],
+    versions: Versions,
 ) -> list[np.ndarray]:
     """Source chunks fetched together (nearby ranges merged) and decoded, uncached."""
     if not indices:
@@ -281,7 +310,8 @@ async def _decode_batch(
     requests = []
     for index in indices:
         offset, length = int(grid.offset[index]), int(grid.length[index])
-        requests.append(Request(urls[int(grid.file_id[index])], offset, offset + length))
+        url = urls[int(grid.file_id[index])]
+        requests.append(Request(url, offset, offset + length, versions.get(url)))
     raws = await fetch_ranges(fs, requests)
     for raw in raws:
         if isinstance(raw, BaseException):
@@ -302,16 +332,20 @@ async def _read_part(
     part: SourcePart,
     region: Region,
     cache: DecodedChunkCache,
+    versions: Versions,
 ) -> np.ndarray:
     """The raw values of ``region`` (in the part's own coordinates) of one part."""
     meta = part.meta
     where = tuple(slice(lo, hi) for lo, hi in region)
     if part.grid is None:
         assert part.h5path is not None
-        values = await asyncio.to_thread(_h5_files.read, fs, urls[part.file_id], part.h5path, where)
+        url = urls[part.file_id]
+        values = await asyncio.to_thread(
+            _h5_files.read, fs, url, part.h5path, where, versions.get(url)
+        )
         return np.asarray(values)
     if not meta.shape:
-        return await _source_chunk(fs, urls, part, (), cache)
+        return await _source_chunk(fs, urls, part, (), cache, versions)
     indices = list(np.ndindex(*(len(r) for r in _overlap(region, meta.chunks))))
     ranges = _overlap(region, meta.chunks)
     chunk_indices = [tuple(r[i] for r, i in zip(ranges, idx)) for idx in indices]
@@ -326,8 +360,10 @@ async def _read_part(
     others = [i for i in range(len(chunk_indices)) if i not in in_batch]
     chunks: list[np.ndarray | None] = [None] * len(chunk_indices)
     shared, batched = await asyncio.gather(
-        asyncio.gather(*(_source_chunk(fs, urls, part, chunk_indices[i], cache) for i in others)),
-        _decode_batch(fs, urls, part, [chunk_indices[i] for i in batch]),
+        asyncio.gather(
+            *(_source_chunk(fs, urls, part, chunk_indices[i], cache, versions) for i in others)
+        ),
+        _decode_batch(fs, urls, part, [chunk_indices[i] for i in batch], versions),
     )
     for i, chunk in zip(others, shared):
         chunks[i] = chunk
@@ -353,6 +389,7 @@ async def read_region(
     array: VirtualArray,
     region: Region,
     cache: DecodedChunkCache,
+    versions: Versions | None = None,
 ) -> np.ndarray:
     """The values of ``region`` of a computed array, in its target dtype.
 
@@ -368,7 +405,11 @@ async def read_region(
         ``(start, stop)`` per axis, within the array.
     cache
         Decoded source chunks.
+    versions
+        Each source file's size and identity when scanned: a changed file raises
+        :class:`~fsspec_virtual.StaleSourceError` instead of being read.
     """
+    versions = versions or {}
     plan = array.plan
     if plan is None:
         raise ValueError("read_region needs an array with a compute plan")
@@ -390,7 +431,7 @@ async def read_region(
         else:
             jobs.append((part, tuple(local), tuple(into)))
     pieces = await asyncio.gather(
-        *(_read_part(fs, urls, part, local, cache) for part, local, _ in jobs)
+        *(_read_part(fs, urls, part, local, cache, versions) for part, local, _ in jobs)
     )
     for (part, _, target), values in zip(jobs, pieces):
         if part.unpack:
@@ -410,6 +451,7 @@ async def compute_chunk(
     array: VirtualArray,
     index: tuple[int, ...],
     cache: DecodedChunkCache,
+    versions: Versions | None = None,
 ) -> bytes:
     """The encoded bytes of computed chunk ``index`` of ``array``.
 
@@ -425,10 +467,12 @@ async def compute_chunk(
         The chunk's grid index.
     cache
         Decoded source chunks.
+    versions
+        Each source file's size and identity when scanned (see :func:`read_region`).
     """
     meta = array.meta
     region = chunk_region(meta, index)
-    values = await read_region(fs, urls, array, region, cache)
+    values = await read_region(fs, urls, array, region, cache, versions)
     if values.shape != meta.chunks:  # an edge chunk: pad to the full chunk shape
         full = filled(meta.chunks, meta, values.dtype)
         full[tuple(slice(0, n) for n in values.shape)] = values

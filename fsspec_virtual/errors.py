@@ -12,6 +12,7 @@ __all__ = [
     "NoSourceFilesError",
     "IncompatibleSourcesError",
     "ReadOnlyError",
+    "StaleSourceError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
 ]
@@ -58,6 +59,19 @@ class IncompatibleSourcesError(VirtualZarrError, ValueError):
 
 class ReadOnlyError(VirtualZarrError, PermissionError):
     """The virtual store is read-only."""
+
+
+class StaleSourceError(VirtualZarrError, OSError):
+    """A source file changed (or vanished) since it was scanned: its old offsets would
+    read wrong bytes, so nothing is served from it until ``fs.refresh()``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path} changed since it was scanned ({reason}); call fs.refresh()")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
 
 
 class UnsupportedVariableWarning(UserWarning):

@@ -208,7 +208,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
 
     async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:
         urls = state.manifest.urls
-        return await compute_chunk(state.fs, urls, source.array, source.index, state.cache)
+        return await compute_chunk(
+            state.fs, urls, source.array, source.index, state.cache, state.versions
+        )
 
     def report(self) -> ScanReport:
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
@@ -276,7 +278,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if isinstance(source, ComputedSource):
             return (await self._computed(state, source))[slice(start, end)]
         begin, stop = absolute_range(start, end, source.length)
-        request = Request(source.url, source.offset + begin, source.offset + stop)
+        version = state.versions.get(source.url)
+        request = Request(source.url, source.offset + begin, source.offset + stop, version)
         return await read_one(state.fs, request)
 
     async def _cat_ranges(
@@ -310,7 +313,10 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             else:
                 assert isinstance(source, RangeSource)
                 begin, stop = absolute_range(start, end, source.length)
-                requests.append(Request(source.url, source.offset + begin, source.offset + stop))
+                version = state.versions.get(source.url)
+                requests.append(
+                    Request(source.url, source.offset + begin, source.offset + stop, version)
+                )
                 targets.append(i)
         fetched, made = await asyncio.gather(
             fetch_ranges(state.fs, requests),

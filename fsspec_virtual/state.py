@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import threading
 import time
@@ -80,7 +81,7 @@ class CollectionSpec:
         return cls(paths, concat_dim, protocol, options, on_error)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CollectionState:
     """A scanned, combined collection, ready to serve keys.
 
@@ -109,6 +110,11 @@ class CollectionState:
     cache: DecodedChunkCache = field(default_factory=DecodedChunkCache, compare=False)
     scanned: tuple[tuple[ScannedFile, tuple[str, ...]], ...] = field(default=(), compare=False)
     built_at: float = field(default_factory=time.monotonic, compare=False)
+
+    @functools.cached_property
+    def versions(self) -> dict[str, tuple[int, str]]:
+        """Each file's size and identity when scanned: reads check them (local files)."""
+        return {f.path: (f.size, f.identity) for f in self.files}
 
 
 #: Below this many files a cold pool's start-up (~1 s) costs more than it saves.

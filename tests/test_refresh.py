@@ -105,3 +105,55 @@ def test_without_ttl_the_listing_is_kept(tmp_path, scans):
     _write(tmp_path / "b.nc", 3, 2.0)
     assert zarr.open_group(fs.get_mapper(""), mode="r")["v"].shape == (3, 4)
     assert scans == ["a.nc"]
+
+
+class TestStaleReads:
+    """A file rewritten or deleted after its scan is never read at its old offsets."""
+
+    def test_rewritten_file_raises_then_refresh_serves_new_values(self, tmp_path, scans):
+        from fsspec_virtual import StaleSourceError
+
+        _write(tmp_path / "a.nc", 0, 1.0)
+        _write(tmp_path / "b.nc", 3, 2.0)
+        fs = _store(tmp_path)
+        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        before = group["v"][...]
+        time.sleep(0.01)
+        # other values and another layout (contiguous, compressed): old offsets are garbage
+        ds = xr.open_dataset(tmp_path / "b.nc").load()
+        ds["v"] = ds["v"] * 0 + 42
+        (tmp_path / "b.nc").unlink()
+        ds.to_netcdf(tmp_path / "b.nc", encoding={"v": {"zlib": True, "contiguous": False}})
+        with pytest.raises(StaleSourceError, match=r"b\.nc"):
+            group["v"][...]
+        np.testing.assert_array_equal(group["v"][:3], before[:3])  # a.nc is unchanged
+        fs.refresh()
+        _assert_equals_mfdataset(fs, tmp_path)
+
+    def test_deleted_file_is_an_error_not_fill_values(self, tmp_path, scans):
+        from fsspec_virtual import StaleSourceError
+
+        _write(tmp_path / "a.nc", 0, 1.0)
+        _write(tmp_path / "b.nc", 3, 2.0)
+        fs = _store(tmp_path)
+        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        (tmp_path / "b.nc").unlink()
+        with pytest.raises(StaleSourceError, match="no longer exists"):
+            group["v"][...]
+
+    def test_rewritten_file_read_through_h5py(self, tmp_path, scans):
+        import h5py
+
+        from fsspec_virtual import StaleSourceError
+
+        path = tmp_path / "lzf.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("v", data=np.arange(20.0), chunks=(5,), compression="lzf")
+        fs = VirtualZarrFileSystem(str(path), cache=False, skip_instance_cache=True)
+        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        np.testing.assert_array_equal(group["v"][...], np.arange(20.0))
+        time.sleep(0.01)
+        with h5py.File(path, "w") as f:
+            f.create_dataset("v", data=-np.arange(30.0), chunks=(7,), compression="lzf")
+        with pytest.raises(StaleSourceError, match=r"lzf\.h5"):
+            group["v"][...]
