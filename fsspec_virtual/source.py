@@ -94,7 +94,8 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     return {name: info for name, info in found.items() if info.get("type") != "directory"}
 
 
-def _identity(info: dict[str, Any]) -> str:
+def file_identity(info: dict[str, Any]) -> str:
+    """What changes when a file is rewritten, from its ``info``: ETag, or mtime."""
     for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "modified"):
         if info.get(key) is not None:
             return str(info[key])
@@ -125,7 +126,7 @@ def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFi
             raise NoSourceFilesError(f"cannot read {name}: {head}") from head
         fmt = sniff_format(head)
         if fmt is not None:
-            files.append(SourceFile(name, int(info.get("size") or 0), _identity(info), fmt))
+            files.append(SourceFile(name, int(info.get("size") or 0), file_identity(info), fmt))
     if not files:
         where = ", ".join(paths)
         raise NoSourceFilesError(

@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
@@ -24,6 +24,7 @@ from fsspec.core import split_protocol
 
 from .combine import ScannedFile, combine, concat_coordinate_paths
 from .compute import DecodedChunkCache
+from .concat import keep_layouts
 from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
 from .manifest import Manifest
 from .materialize import read_array
@@ -31,7 +32,7 @@ from .metadata import render_metadata
 from .pool import default_workers, pool_running, shared_pool
 from .scan import SCANNER_VERSION, scan_file
 from .scan_cache import ScanCache
-from .source import SourceFile, list_source_files, resolve_filesystem
+from .source import SourceFile, file_identity, list_source_files, resolve_filesystem
 
 __all__ = [
     "CollectionSpec",
@@ -129,23 +130,50 @@ _locks: dict[CollectionSpec, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _scan_one(
-    fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None
-) -> tuple[ScannedFile, list[str]]:
-    manifest, messages = scan_file(fs, source)
-    coords = {}
-    if concat_dim is not None:
-        for path in concat_coordinate_paths(manifest, concat_dim):
-            try:
-                coords[path] = read_array(fs, manifest, path)
-            except Exception as e:
-                raise ScanError(source.path, f"cannot read coordinate {path!r}: {e}") from e
-    return ScannedFile(source.path, manifest, coords), messages
+#: Times a file that changes while it is scanned is scanned again before giving up.
+_SCAN_ATTEMPTS = 3
+
+Scanned = tuple[ScannedFile, list[str], SourceFile]
+
+
+def _as_it_is_now(fs: AbstractFileSystem, source: SourceFile) -> SourceFile:
+    fs.invalidate_cache(source.path)
+    info = fs.info(source.path)
+    return replace(source, size=int(info.get("size") or 0), identity=file_identity(info))
+
+
+def _scan_one(fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None) -> Scanned:
+    """Scan one file; returns the scan, its messages and the file version it describes.
+
+    A file replaced between its listing and its scan, or during it, is scanned again: the
+    version recorded (and later checked by every read) is the one whose bytes were read.
+    """
+    for _ in range(_SCAN_ATTEMPTS):
+        manifest, messages = scan_file(fs, source)
+        coords = {}
+        try:
+            if concat_dim is not None:
+                for path in concat_coordinate_paths(manifest, concat_dim):
+                    coords[path] = read_array(fs, manifest, path)
+            unchanged = _as_it_is_now(fs, source)
+        except FileNotFoundError as e:
+            raise ScanError(source.path, f"it vanished while being scanned: {e}") from e
+        except OSError as e:  # the file changed under the coordinate read
+            unchanged = None
+            error: Exception = e
+        if unchanged is not None and (unchanged.size, unchanged.identity) == (
+            source.size,
+            source.identity,
+        ):
+            return ScannedFile(source.path, manifest, coords), messages, source
+        source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
+        error = ScanError(source.path, "it changed while being scanned")
+    raise ScanError(source.path, f"it kept changing while being scanned ({error})")
 
 
 def scan_in_worker(
     protocol: str, options_json: str, source: SourceFile, concat_dim: str | None
-) -> tuple[ScannedFile, list[str]]:
+) -> Scanned:
     """:func:`_scan_one` in a worker process, which makes its own source filesystem."""
     fs = filesystem(protocol, **json.loads(options_json))
     return _scan_one(fs, source, concat_dim)
@@ -153,7 +181,7 @@ def scan_in_worker(
 
 def _scan_all(
     spec: CollectionSpec, fs: AbstractFileSystem, listed: list[SourceFile], workers: int
-) -> list[tuple[ScannedFile, list[str]] | BaseException]:
+) -> list[Scanned | BaseException]:
     """Scan every file, in worker processes where that pays, else in this thread."""
     use_pool = workers > 1 and len(listed) > 1
     use_pool = use_pool and spec.target_protocol not in _PROCESS_LOCAL_PROTOCOLS
@@ -170,7 +198,7 @@ def _scan_all(
             else ScanError(source.path, f"{type(r).__name__}: {r}")
             for source, r in zip(listed, results)
         ]
-    out: list[tuple[ScannedFile, list[str]] | BaseException] = []
+    out: list[Scanned | BaseException] = []
     for source in listed:
         try:
             out.append(_scan_one(fs, source, spec.concat_dim))
@@ -186,33 +214,34 @@ def _scan_or_reuse(
     workers: int,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
-) -> list[tuple[ScannedFile, list[str]] | BaseException]:
+) -> list[Scanned | BaseException]:
     """Each file's scan: from the previous state or the persistent cache where the file is
     unchanged (same path, size and identity), else scanned now (and stored)."""
-    known: dict[SourceFile, tuple[ScannedFile, list[str]]] = {}
+    known: dict[SourceFile, Scanned] = {}
     if previous is not None:
         for source, (earlier, notes) in zip(previous.files, previous.scanned):
-            known[source] = (earlier, list(notes))
+            known[source] = (earlier, list(notes), source)
     keys = [
         cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) if cache else ""
         for s in listed
     ]
-    results: list[tuple[ScannedFile, list[str]] | BaseException | None] = []
+    results: list[Scanned | BaseException | None] = []
     for source, key in zip(listed, keys):
         hit = known.get(source) if source.identity else None
         if hit is None and cache is not None:
             cached = cache.get(key)
             if cached is not None:
                 manifest, coords, cached_notes = cached
-                hit = (ScannedFile(source.path, manifest, coords), cached_notes)
+                hit = (ScannedFile(source.path, manifest, coords), cached_notes, source)
         results.append(hit)
     todo = [i for i, r in enumerate(results) if r is None]
     fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers) if todo else []
     for i, result in zip(todo, fresh):
         results[i] = result
         if cache is not None and not isinstance(result, BaseException):
-            done, found = result
-            cache.put(keys[i], done.manifest, done.coords, found)
+            done, found, version = result
+            key = cache.key(spec.target_protocol, version, spec.concat_dim, SCANNER_VERSION)
+            cache.put(key, done.manifest, done.coords, found)
     return [r for r in results if r is not None]
 
 
@@ -235,20 +264,32 @@ def _build(
     memo: list[tuple[ScannedFile, tuple[str, ...]]] = []
     results = _scan_or_reuse(spec, fs, listed, workers, cache, previous)
     for source, result in zip(listed, results):
+        if isinstance(result, BaseException) and previous is not None:
+            # a refresh keeps what it knew of a file that is being rewritten right now: its
+            # reads raise StaleSourceError until a later refresh catches it at rest
+            earlier = next(
+                (hit for f, hit in zip(previous.files, previous.scanned) if f.path == source.path),
+                None,
+            )
+            if earlier is not None and source.path in previous.versions:
+                old = next(f for f in previous.files if f.path == source.path)
+                result = (earlier[0], list(earlier[1]), old)
         if isinstance(result, BaseException):
             if spec.on_error == "raise":
                 raise result
             warnings.warn(f"skipping {source.path}: {result}", SkippedFileWarning, stacklevel=2)
             continue
-        scanned_file, messages = result
+        scanned_file, messages, as_scanned = result
         for message in messages:
             warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
         scanned.append(scanned_file)
-        kept.append(source)
+        kept.append(as_scanned)
         memo.append((scanned_file, tuple(messages)))
     if not scanned:
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
     manifest = combine(scanned, spec.concat_dim)
+    if previous is not None:
+        manifest = keep_layouts(manifest, previous.manifest)
     cache_of_chunks = previous.cache if previous is not None else DecodedChunkCache()
     return CollectionState(
         fs,
