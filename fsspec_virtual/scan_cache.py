@@ -227,13 +227,19 @@ class ScanCache:
     def _path(self, key: str) -> str:
         return f"{self.root}/{key[:2]}/{key}.scan"
 
-    def get(self, key: str) -> tuple[Manifest, dict[str, np.ndarray], list[str]] | None:
-        """The cached scan, or None (a corrupt entry is removed with a warning)."""
+    def get(
+        self, key: str, files: int = 1
+    ) -> tuple[Manifest, dict[str, np.ndarray], list[str]] | None:
+        """The cached scan, or None (a corrupt entry is removed with a warning).
+
+        ``files`` is how many files the entry stands for, in the ``hits``/``misses`` counts
+        (a whole collection's entry: its files on a hit, none on a miss).
+        """
         path = self._path(key)
         try:
             data = self.fs.cat_file(path)
         except (FileNotFoundError, OSError):
-            self.misses += 1
+            self.misses += 1 if files == 1 else 0
             return None
         try:
             result = decode_entry(data)
@@ -248,9 +254,9 @@ class ScanCache:
                 self.fs.rm_file(path)
             except OSError:
                 pass
-            self.misses += 1
+            self.misses += 1 if files == 1 else 0
             return None
-        self.hits += 1
+        self.hits += files
         return result
 
     def put(

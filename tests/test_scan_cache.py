@@ -96,14 +96,16 @@ def test_corrupt_entry_is_discarded_and_rebuilt(tmp_path, scans):
     _write(data / "a.nc", 0, value=1)
     expected = _values(_open(data, tmp_path / "cache"))
     entries = list((tmp_path / "cache").rglob("*.scan"))
-    assert len(entries) == 1
-    entries[0].write_bytes(entries[0].read_bytes()[:-40])  # torn
+    assert len(entries) == 2  # the file's scan, and the combined collection
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:-40])  # torn
     state_module.clear_states()
     with pytest.warns(CorruptCacheEntryWarning, match="unusable"):
         served = _values(_open(data, tmp_path / "cache"))
     np.testing.assert_array_equal(served, expected)
     assert len(scans) == 2
-    decode_entry(entries[0].read_bytes())  # rebuilt intact
+    for entry in entries:
+        decode_entry(entry.read_bytes())  # rebuilt intact
 
 
 def test_cache_false_writes_nothing(tmp_path, scans):
@@ -167,7 +169,8 @@ def test_two_processes_fill_one_cache(tmp_path):
         expected = float(truth["v"].sum())
     assert [float(out) for out, _ in outputs] == [expected, expected]
     entries = list(cache.rglob("*.scan"))
-    assert len(entries) == 12 and not list(cache.rglob("*.tmp"))
+    # one entry per file, and one for the combined collection
+    assert len(entries) == 13 and not list(cache.rglob("*.tmp"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for entry in entries:
