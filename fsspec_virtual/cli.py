@@ -39,12 +39,21 @@ def _scan(args: argparse.Namespace) -> int:
     import time
 
     from .filesystem import VirtualZarrFileSystem
+    from .state import get_state
 
     fs = VirtualZarrFileSystem(args.path, concat_dim=args.concat_dim, cache_dir=args.cache_dir)
     cache = fs._scan_cache
     assert cache is not None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        bar = "#" * (width * done // total)
+        print(f"\rscanning [{bar:<{width}}] {done}/{total} files", end="", file=sys.stderr)
+        if done == total:
+            print(file=sys.stderr)
+
     start = time.perf_counter()
-    state = fs.collection()
+    state = get_state(fs._spec, fs._max_workers, cache, progress=show)
     elapsed = time.perf_counter() - start
     print(
         f"{len(state.files)} files: {cache.misses} scanned, {cache.hits} reused from the scan "

@@ -148,6 +148,7 @@ class WorkerPool:
         function: Callable[..., Any],
         arguments: Sequence[tuple[Any, ...]],
         timeout: float | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> list[Any]:
         """``function(*args)`` for each args, in order; a failure is returned as its exception.
 
@@ -159,6 +160,8 @@ class WorkerPool:
             One tuple of arguments per call.
         timeout
             Seconds one call may take before its worker is killed.
+        on_done
+            Called (from a pool thread) after each call completes.
         """
         results: list[Any] = [None] * len(arguments)
         pending: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -172,6 +175,8 @@ class WorkerPool:
                 except queue.Empty:
                     return
                 results[i] = self._run_one(function, arguments[i], timeout)
+                if on_done is not None:
+                    on_done()
 
         threads = [threading.Thread(target=drain) for _ in range(min(self.size, len(arguments)))]
         for thread in threads:

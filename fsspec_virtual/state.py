@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -180,8 +180,30 @@ def scan_in_worker(
     return _scan_one(fs, source, concat_dim)
 
 
+#: Told the number of files scanned so far and the number to scan.
+Progress = Callable[[int, int], None]
+
+
+def _counter(total: int, progress: Progress | None) -> Callable[[], None]:
+    done = [0]
+    lock = threading.Lock()
+
+    def tick() -> None:
+        with lock:
+            done[0] += 1
+            count = done[0]
+        if progress is not None:
+            progress(count, total)
+
+    return tick
+
+
 def _scan_all(
-    spec: CollectionSpec, fs: AbstractFileSystem, listed: list[SourceFile], workers: int
+    spec: CollectionSpec,
+    fs: AbstractFileSystem,
+    listed: list[SourceFile],
+    workers: int,
+    progress: Progress | None = None,
 ) -> list[Scanned | BaseException]:
     """Scan every file, in worker processes where that pays, else in this thread."""
     use_pool = workers > 1 and len(listed) > 1
@@ -192,7 +214,8 @@ def _scan_all(
             (spec.target_protocol, spec.target_options_json, source, spec.concat_dim)
             for source in listed
         ]
-        results = shared_pool(workers).map(scan_in_worker, args, timeout=SCAN_TIMEOUT)
+        tick = _counter(len(listed), progress)
+        results = shared_pool(workers).map(scan_in_worker, args, timeout=SCAN_TIMEOUT, on_done=tick)
         return [
             r
             if not isinstance(r, BaseException) or isinstance(r, ScanError)
@@ -200,11 +223,13 @@ def _scan_all(
             for source, r in zip(listed, results)
         ]
     out: list[Scanned | BaseException] = []
+    tick = _counter(len(listed), progress)
     for source in listed:
         try:
             out.append(_scan_one(fs, source, spec.concat_dim))
         except ScanError as e:
             out.append(e)
+        tick()
     return out
 
 
@@ -215,6 +240,7 @@ def _scan_or_reuse(
     workers: int,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
+    progress: Progress | None = None,
 ) -> list[Scanned | BaseException]:
     """Each file's scan: from the previous state or the persistent cache where the file is
     unchanged (same path, size and identity), else scanned now (and stored)."""
@@ -236,7 +262,7 @@ def _scan_or_reuse(
                 hit = (ScannedFile(source.path, manifest, coords), cached_notes, source)
         results.append(hit)
     todo = [i for i, r in enumerate(results) if r is None]
-    fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers) if todo else []
+    fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers, progress) if todo else []
     for i, result in zip(todo, fresh):
         results[i] = result
         if cache is not None and not isinstance(result, BaseException):
@@ -268,6 +294,7 @@ def _build(
     workers: int,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
+    progress: Progress | None = None,
 ) -> CollectionState:
     if previous is not None:
         fs = previous.fs
@@ -292,7 +319,7 @@ def _build(
     scanned: list[ScannedFile] = []
     kept: list[SourceFile] = []
     memo: list[tuple[ScannedFile, tuple[str, ...]]] = []
-    results = _scan_or_reuse(spec, fs, listed, workers, cache, previous)
+    results = _scan_or_reuse(spec, fs, listed, workers, cache, previous, progress)
     for source, result in zip(listed, results):
         if isinstance(result, BaseException) and previous is not None:
             # a refresh keeps what it knew of a file that is being rewritten right now: its
@@ -340,7 +367,10 @@ def peek_state(spec: CollectionSpec) -> CollectionState | None:
 
 
 def get_state(
-    spec: CollectionSpec, workers: int | None = None, cache: ScanCache | None = None
+    spec: CollectionSpec,
+    workers: int | None = None,
+    cache: ScanCache | None = None,
+    progress: Progress | None = None,
 ) -> CollectionState:
     """The state of a collection, built now if no instance has built it yet (blocking).
 
@@ -352,6 +382,8 @@ def get_state(
         Scan processes (``1``: scan in this thread); default :func:`default_workers`.
     cache
         The persistent scan cache to reuse and fill, if any.
+    progress
+        Called with (files scanned, files to scan) as scans complete.
     """
     state = _states.get(spec)
     if state is not None:
@@ -361,7 +393,8 @@ def get_state(
     with lock:
         state = _states.get(spec)
         if state is None:
-            state = _build(spec, default_workers() if workers is None else workers, cache)
+            n = default_workers() if workers is None else workers
+            state = _build(spec, n, cache, progress=progress)
             _states[spec] = state
     return state
 
