@@ -493,3 +493,26 @@ def _private_scan_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         yield
+
+
+@pytest.fixture
+def scan_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths of the files scanned in this process during the test, in order.
+
+    Small collections never go to a worker pool another test started, and every test
+    starts and ends with no collection state in the process.
+    """
+    import fsspec_virtual.state as state_module
+
+    calls: list[str] = []
+    real = state_module.scan_file
+
+    def counting(fs: Any, source: Any) -> Any:
+        calls.append(source.path)
+        return real(fs, source)
+
+    monkeypatch.setattr(state_module, "scan_file", counting)
+    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
+    state_module.clear_states()
+    yield calls
+    state_module.clear_states()

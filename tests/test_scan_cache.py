@@ -30,19 +30,8 @@ def _write(path: Path, start: int, value: float = 0.0, steps: int = 3) -> Path:
 
 
 @pytest.fixture
-def scans(monkeypatch):
-    calls: list[str] = []
-    real = state_module.scan_file
-
-    def counting(fs, source):
-        calls.append(source.path)
-        return real(fs, source)
-
-    monkeypatch.setattr(state_module, "scan_file", counting)
-    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
-    state_module.clear_states()
-    yield calls
-    state_module.clear_states()
+def scans(scan_calls):
+    return scan_calls
 
 
 def _open(directory: Path, cache_dir: Path, **kwargs) -> VirtualZarrFileSystem:

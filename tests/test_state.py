@@ -28,20 +28,8 @@ def collection(tmp_path):
 
 
 @pytest.fixture
-def scan_counter(monkeypatch):
-    calls = []
-    real = state_module.scan_file
-
-    def counting(fs, source):
-        calls.append(source.path)
-        return real(fs, source)
-
-    monkeypatch.setattr(state_module, "scan_file", counting)
-    # count in-process scans: small collections must not go to a pool another test started
-    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
-    state_module.clear_states()
-    yield calls
-    state_module.clear_states()
+def scan_counter(scan_calls):
+    return scan_calls
 
 
 class TestLaziness:
