@@ -10,9 +10,11 @@ from __future__ import annotations
 from .errors import (
     IncompatibleSourcesError,
     NoSourceFilesError,
+    RangeNotSupportedError,
     ReadOnlyError,
     ScanError,
     SkippedFileWarning,
+    SourceReadError,
     StaleSourceError,
     UnsupportedVariableWarning,
     VirtualZarrError,
@@ -27,6 +29,8 @@ __all__ = [
     "IncompatibleSourcesError",
     "ReadOnlyError",
     "StaleSourceError",
+    "SourceReadError",
+    "RangeNotSupportedError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
 ]

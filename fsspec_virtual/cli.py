@@ -41,24 +41,29 @@ def _scan(args: argparse.Namespace) -> int:
     from .filesystem import VirtualZarrFileSystem
     from .state import get_state
 
-    fs = VirtualZarrFileSystem(args.path, concat_dim=args.concat_dim, cache_dir=args.cache_dir)
+    fs = VirtualZarrFileSystem(
+        args.path,
+        concat_dim=args.concat_dim,
+        cache_dir=args.cache_dir,
+        max_workers=args.workers,
+        scheduler=args.scheduler,
+        progress=True,
+    )
     cache = fs._scan_cache
     assert cache is not None
-
-    def show(done: int, total: int) -> None:
-        width = 30
-        bar = "#" * (width * done // total)
-        print(f"\rscanning [{bar:<{width}}] {done}/{total} files", end="", file=sys.stderr)
-        if done == total:
-            print(file=sys.stderr)
-
     start = time.perf_counter()
-    state = get_state(fs._spec, fs._max_workers, cache, progress=show)
+    state = get_state(fs._spec, fs._scanning, cache)
     elapsed = time.perf_counter() - start
     print(
         f"{len(state.files)} files: {cache.misses} scanned, {cache.hits} reused from the scan "
         f"cache at {cache.fs.unstrip_protocol(cache.root)}, in {elapsed:.1f} s"
     )
+    remote, cost = state.scan_cost
+    if remote:
+        print(
+            f"remote scans: {cost.requests} requests ({cost.requests / remote:.1f} per file), "
+            f"{cost.bytes} bytes read"
+        )
     return 0
 
 
@@ -97,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan.add_argument("path", help="directory, glob, file or URL of the source files")
     scan.add_argument("--concat-dim", default=None, help="dimension to concatenate along")
     scan.add_argument("--cache-dir", default=None, help="cache location (directory or URL)")
+    scan.add_argument("--workers", type=int, default=None, help="scan processes (default: cores)")
+    scan.add_argument(
+        "--scheduler",
+        choices=["processes", "dask"],
+        default="processes",
+        help="scan in a pool of processes (default) or on the current Dask client",
+    )
     scan.set_defaults(run=_scan)
     demo = commands.add_parser("demo", help="write a sample collection and open it")
     demo.add_argument("dir", nargs="?", default=None, help="where to write (default: a temp dir)")

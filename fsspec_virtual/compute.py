@@ -25,7 +25,15 @@ from fsspec.implementations.local import LocalFileSystem
 from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
 from .errors import StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
-from .reader import Request, Version, check_version, fetch_ranges, read_one
+from .reader import (
+    DEFAULT_READ_OPTIONS,
+    ReadOptions,
+    Request,
+    Version,
+    check_version,
+    fetch_ranges,
+    read_one,
+)
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -266,6 +274,7 @@ async def _source_chunk(
     index: tuple[int, ...],
     cache: DecodedChunkCache,
     versions: Versions,
+    reading: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> np.ndarray:
     grid = part.grid
     assert grid is not None
@@ -280,7 +289,8 @@ async def _source_chunk(
     url, offset, length = urls[fid], int(grid.offset[index]), int(grid.length[index])
 
     async def load() -> np.ndarray:
-        raw = await read_one(fs, Request(url, offset, offset + length, versions.get(url)))
+        request = Request(url, offset, offset + length, versions.get(url))
+        raw = await read_one(fs, request, reading)
         if length > _DECODE_IN_THREAD_BYTES:
             return await asyncio.to_thread(decode_chunk, raw, meta)
         return decode_chunk(raw, meta)
@@ -301,6 +311,7 @@ async def _decode_batch(
     part: SourcePart,
     indices: list[tuple[int, ...]],
     versions: Versions,
+    reading: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> list[np.ndarray]:
     """Source chunks fetched together (nearby ranges merged) and decoded, uncached."""
     if not indices:
@@ -312,7 +323,7 @@ async def _decode_batch(
         offset, length = int(grid.offset[index]), int(grid.length[index])
         url = urls[int(grid.file_id[index])]
         requests.append(Request(url, offset, offset + length, versions.get(url)))
-    raws = await fetch_ranges(fs, requests)
+    raws = await fetch_ranges(fs, requests, reading)
     for raw in raws:
         if isinstance(raw, BaseException):
             raise raw
@@ -333,6 +344,7 @@ async def _read_part(
     region: Region,
     cache: DecodedChunkCache,
     versions: Versions,
+    reading: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> np.ndarray:
     """The raw values of ``region`` (in the part's own coordinates) of one part."""
     meta = part.meta
@@ -345,7 +357,7 @@ async def _read_part(
         )
         return np.asarray(values)
     if not meta.shape:
-        return await _source_chunk(fs, urls, part, (), cache, versions)
+        return await _source_chunk(fs, urls, part, (), cache, versions, reading)
     indices = list(np.ndindex(*(len(r) for r in _overlap(region, meta.chunks))))
     ranges = _overlap(region, meta.chunks)
     chunk_indices = [tuple(r[i] for r, i in zip(ranges, idx)) for idx in indices]
@@ -361,9 +373,12 @@ async def _read_part(
     chunks: list[np.ndarray | None] = [None] * len(chunk_indices)
     shared, batched = await asyncio.gather(
         asyncio.gather(
-            *(_source_chunk(fs, urls, part, chunk_indices[i], cache, versions) for i in others)
+            *(
+                _source_chunk(fs, urls, part, chunk_indices[i], cache, versions, reading)
+                for i in others
+            )
         ),
-        _decode_batch(fs, urls, part, [chunk_indices[i] for i in batch], versions),
+        _decode_batch(fs, urls, part, [chunk_indices[i] for i in batch], versions, reading),
     )
     for i, chunk in zip(others, shared):
         chunks[i] = chunk
@@ -390,6 +405,7 @@ async def read_region(
     region: Region,
     cache: DecodedChunkCache,
     versions: Versions | None = None,
+    reading: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> np.ndarray:
     """The values of ``region`` of a computed array, in its target dtype.
 
@@ -408,6 +424,8 @@ async def read_region(
     versions
         Each source file's size and identity when scanned: a changed file raises
         :class:`~fsspec_virtual.StaleSourceError` instead of being read.
+    reading
+        How source chunks are fetched (request merging and concurrency).
     """
     versions = versions or {}
     plan = array.plan
@@ -431,7 +449,7 @@ async def read_region(
         else:
             jobs.append((part, tuple(local), tuple(into)))
     pieces = await asyncio.gather(
-        *(_read_part(fs, urls, part, local, cache, versions) for part, local, _ in jobs)
+        *(_read_part(fs, urls, part, local, cache, versions, reading) for part, local, _ in jobs)
     )
     for (part, _, target), values in zip(jobs, pieces):
         if part.unpack:
@@ -452,6 +470,7 @@ async def compute_chunk(
     index: tuple[int, ...],
     cache: DecodedChunkCache,
     versions: Versions | None = None,
+    reading: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> bytes:
     """The encoded bytes of computed chunk ``index`` of ``array``.
 
@@ -469,10 +488,12 @@ async def compute_chunk(
         Decoded source chunks.
     versions
         Each source file's size and identity when scanned (see :func:`read_region`).
+    reading
+        How source chunks are fetched (request merging and concurrency).
     """
     meta = array.meta
     region = chunk_region(meta, index)
-    values = await read_region(fs, urls, array, region, cache, versions)
+    values = await read_region(fs, urls, array, region, cache, versions, reading)
     if values.shape != meta.chunks:  # an edge chunk: pad to the full chunk shape
         full = filled(meta.chunks, meta, values.dtype)
         full[tuple(slice(0, n) for n in values.shape)] = values

@@ -13,6 +13,8 @@ __all__ = [
     "IncompatibleSourcesError",
     "ReadOnlyError",
     "StaleSourceError",
+    "SourceReadError",
+    "RangeNotSupportedError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
 ]
@@ -72,6 +74,36 @@ class StaleSourceError(VirtualZarrError, OSError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.path, self.reason))
+
+
+class SourceReadError(VirtualZarrError, OSError):
+    """Bytes of a source file could not be read (network error, timeout, server error),
+    after the retries its filesystem makes.
+
+    Deliberately not a ``FileNotFoundError`` (zarr would serve fill values instead).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+class RangeNotSupportedError(SourceReadError):
+    """The server answered a range request with the whole file: it does not support
+    ``Range``, and offsets into its answers would be wrong bytes."""
+
+    def __init__(self, path: str, reason: str = "") -> None:
+        super().__init__(
+            path,
+            reason
+            or "the server ignores HTTP Range requests (it sent the whole file); "
+            "fsspec-virtual needs byte ranges: serve the files from a server that "
+            "supports them, or copy them locally",
+        )
 
 
 class UnsupportedVariableWarning(UserWarning):

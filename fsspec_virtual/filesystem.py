@@ -18,9 +18,19 @@ from fsspec.spec import AbstractBufferedFile
 from .compute import compute_chunk
 from .errors import ReadOnlyError
 from .keys import ComputedSource, InlineSource, RangeSource, chunk_keys, resolve_key
-from .reader import Request, absolute_range, fetch_ranges, read_one
+from .options import from_json_safe, redacted, to_json_safe
+from .reader import (
+    DEFAULT_READ_OPTIONS,
+    ReadOptions,
+    Request,
+    absolute_range,
+    fetch_ranges,
+    read_one,
+)
 from .report import ScanReport, describe
+from .scan import DEFAULT_SCAN_OPEN_OPTIONS
 from .scan_cache import ScanCache
+from .scheduling import Progress, ScanSettings
 from .state import (
     CollectionSpec,
     CollectionState,
@@ -73,6 +83,21 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     listing_ttl
         Seconds after which an access lists the sources again (see :meth:`refresh`);
         default None: only :meth:`refresh` does.
+    scheduler
+        Where files are scanned: ``"processes"`` (default; ``max_workers`` processes),
+        ``"dask"`` (the current ``distributed`` client, else Dask's default scheduler),
+        or a ``distributed.Client``. The result is the same whatever scans.
+    progress
+        Show a progress bar (tqdm, on stderr) for scans lasting over a second; or a
+        callable told (files scanned, files to scan). Default: silent.
+    scan_options
+        Options of the source filesystem's ``open`` for scanning remote files, over the
+        defaults (``block_size`` 512 KiB, ``cache_type`` ``"blockcache"``).
+    max_gap, max_block
+        Chunk reads of one file closer than ``max_gap`` bytes (default 64 KiB) are merged
+        into one request, up to ``max_block`` bytes (default 32 MiB).
+    max_concurrency
+        Requests to the source in flight at once (default 16).
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
@@ -95,16 +120,31 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         cache_dir: str | None = None,
         cache_options: dict[str, Any] | None = None,
         listing_ttl: float | None = None,
+        scheduler: Any = "processes",
+        progress: bool | Progress = False,
+        scan_options: dict[str, Any] | None = None,
+        max_gap: int = DEFAULT_READ_OPTIONS.max_gap,
+        max_block: int = DEFAULT_READ_OPTIONS.max_block,
+        max_concurrency: int = DEFAULT_READ_OPTIONS.concurrency,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        target_options = from_json_safe(target_options)
+        scheduler = from_json_safe(scheduler)
+        progress = from_json_safe(progress)
         source = path if path is not None else fo
         if source is None:
             raise TypeError("VirtualZarrFileSystem needs a path (a directory, glob, file or list)")
         self._spec = CollectionSpec.from_arguments(
             source, concat_dim, target_protocol, target_options, on_error
         )
-        self._max_workers = max_workers
+        self._scanning = ScanSettings(
+            max_workers,
+            scheduler,
+            progress,
+            {**DEFAULT_SCAN_OPEN_OPTIONS, **(scan_options or {})},
+        )
+        self._reading = ReadOptions(max_gap, max_block, max_concurrency)
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
@@ -118,13 +158,17 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
 
         Arguments passed as ``None`` are dropped (``None`` is every option's default), as
         fsspec's encoder cannot write ``None`` and zarr round-trips us through JSON.
+        Option objects JSON cannot spell (a Dask client, an aiohttp timeout) are written
+        as references valid in this process (see :mod:`fsspec_virtual.options`);
+        ``include_password=False`` replaces credentials by ``"***"``.
         """
         from fsspec.json import FilesystemJSONEncoder
 
         encoder = FilesystemJSONEncoder()
         options = {k: v for k, v in self.storage_options.items() if v is not None}
         if not include_password:
-            options.pop("password", None)
+            options = redacted(options)
+        options = to_json_safe(options)
         cls = type(self)
         return {
             "cls": f"{cls.__module__}:{cls.__name__}",
@@ -172,10 +216,10 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _state(self) -> CollectionState:
         state = peek_state(self._spec)
         if state is None:
-            state = await get_state_async(self._spec, self._max_workers, self._scan_cache)
+            state = await get_state_async(self._spec, self._scanning, self._scan_cache)
         elif self._stale(state):
-            spec, workers, cache = self._spec, self._max_workers, self._scan_cache
-            state = await refresh_state_async(spec, workers, cache, state)
+            spec, settings, cache = self._spec, self._scanning, self._scan_cache
+            state = await refresh_state_async(spec, settings, cache, state)
         return self._configured(state)
 
     def _stale(self, state: CollectionState) -> bool:
@@ -189,7 +233,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         The metadata keys follow at once; zarr and xarray objects opened before keep the
         shapes they read, so reopen them to see new data.
         """
-        state = refresh_state(self._spec, self._max_workers, self._scan_cache)
+        state = refresh_state(self._spec, self._scanning, self._scan_cache)
         return self._configured(state)
 
     def _configured(self, state: CollectionState) -> CollectionState:
@@ -203,19 +247,19 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         """The scanned collection (files, combined manifest, metadata); scans if needed."""
         state = peek_state(self._spec)
         if state is None:
-            state = get_state(self._spec, self._max_workers, self._scan_cache)
+            state = get_state(self._spec, self._scanning, self._scan_cache)
         return self._configured(state)
 
     async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:
         urls = state.manifest.urls
         return await compute_chunk(
-            state.fs, urls, source.array, source.index, state.cache, state.versions
+            state.fs, urls, source.array, source.index, state.cache, state.versions, self._reading
         )
 
     def report(self) -> ScanReport:
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
         state = self.collection()
-        return describe(state.manifest, len(state.files))
+        return describe(state.manifest, len(state.files), state.scan_cost)
 
     # -- listing ----------------------------------------------------------------------
 
@@ -280,7 +324,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         begin, stop = absolute_range(start, end, source.length)
         version = state.versions.get(source.url)
         request = Request(source.url, source.offset + begin, source.offset + stop, version)
-        return await read_one(state.fs, request)
+        return await read_one(state.fs, request, self._reading)
 
     async def _cat_ranges(
         self,
@@ -319,7 +363,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 )
                 targets.append(i)
         fetched, made = await asyncio.gather(
-            fetch_ranges(state.fs, requests),
+            fetch_ranges(state.fs, requests, self._reading),
             asyncio.gather(
                 *(self._computed(state, source) for _, source, _, _ in computed),
                 return_exceptions=True,

@@ -19,9 +19,16 @@ from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import StaleSourceError
+from .errors import (
+    RangeNotSupportedError,
+    SourceReadError,
+    StaleSourceError,
+    VirtualZarrError,
+)
+from .source import ETAG_PREFIX
 
 __all__ = [
+    "ReadOptions",
     "absolute_range",
     "Request",
     "MergedRead",
@@ -42,6 +49,38 @@ DEFAULT_CONCURRENCY = 16
 _READS_PER_THREAD_CALL = 8
 #: Local reads this small are done on the event loop itself.
 _INLINE_LOCAL_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How chunk reads become requests to the source.
+
+    Attributes
+    ----------
+    max_gap
+        Ranges of one file at most this many bytes apart are fetched in one request
+        (the gap is read and dropped).
+    max_block
+        A merged request never grows beyond this many bytes.
+    concurrency
+        Requests in flight at once (async filesystems), or worker-thread calls
+        (blocking ones).
+    """
+
+    max_gap: int = DEFAULT_MAX_GAP
+    max_block: int = DEFAULT_MAX_BLOCK
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        for name in ("max_gap", "max_block", "concurrency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (1 if name == "concurrency" else 0):
+                raise ValueError(
+                    f"{name} must be a non-negative integer (concurrency >= 1), not {value!r}"
+                )
+
+
+DEFAULT_READ_OPTIONS = ReadOptions()
 
 
 def absolute_range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
@@ -138,11 +177,39 @@ def _read_local(path: str, start: int, end: int, version: Version | None = None)
         os.close(fd)
 
 
-def _vanished(url: str, error: BaseException) -> BaseException:
-    """A source file that no longer exists is stale, never a missing key: zarr would
-    fill a missing key with the fill value and serve it as data."""
-    if isinstance(error, FileNotFoundError) and not isinstance(error, StaleSourceError):
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is a server's "412 Precondition Failed"."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if getattr(seen, "status", None) == 412:  # aiohttp.ClientResponseError
+            return True
+        response = getattr(seen, "response", None)  # botocore ClientError
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "PreconditionFailed" or status == 412:
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _described(url: str, error: BaseException) -> BaseException:
+    """The error a failed read of ``url`` raises: never a bare ``FileNotFoundError`` (zarr
+    would fill the chunk and serve it as data), always naming the file.
+
+    A vanished file, or one whose ETag no longer matches, is stale; other failures (after
+    the retries the source filesystem makes) are :class:`SourceReadError` s.
+    """
+    if isinstance(error, VirtualZarrError):
+        return error
+    if isinstance(error, FileNotFoundError):
         return StaleSourceError(url, f"it no longer exists: {error}")
+    if _precondition_failed(error):
+        return StaleSourceError(url, "its ETag changed (the server refused If-Match)")
+    if isinstance(error, Exception):
+        return SourceReadError(url, f"{type(error).__name__}: {error}")
     return error
 
 
@@ -154,7 +221,7 @@ def _read_sync(fs: AbstractFileSystem, read: MergedRead) -> bytes | BaseExceptio
             return _read_local(read.url, read.start, read.end, read.version)
         return fs.cat_file(read.url, start=read.start, end=read.end)
     except Exception as e:
-        return _vanished(read.url, e)
+        return _described(read.url, e)
 
 
 def _read_many_sync(fs: AbstractFileSystem, reads: list[MergedRead]) -> list[bytes | BaseException]:
@@ -174,6 +241,48 @@ async def on_own_loop(fs: AsyncFileSystem, coroutine: Coroutine[Any, Any, T]) ->
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, own))
 
 
+def _etag(version: Version | None) -> str | None:
+    if version is None or not version[1].startswith(ETAG_PREFIX):
+        return None
+    return version[1][len(ETAG_PREFIX) :]
+
+
+async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
+    """Bytes ``[start, end)`` of a file on an async filesystem, as it was scanned.
+
+    Where the file was scanned with an ETag and the filesystem speaks HTTP or S3, the
+    request carries it as ``If-Match``: a file rewritten since is refused by the server
+    (and becomes a :class:`StaleSourceError`) in the same request that reads it. An answer
+    longer than asked for means the server ignored ``Range``.
+    """
+    etag = _etag(read.version)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if etag and protocols & {"http", "https"}:
+        data = await fs._cat_file(
+            read.url, start=read.start, end=read.end, headers={"If-Match": etag}
+        )
+    elif etag and protocols & {"s3", "s3a"} and hasattr(fs, "_call_s3"):
+        bucket, key, version_id = fs.split_path(read.url)  # type: ignore[attr-defined]
+        extra = {"VersionId": version_id} if version_id else {}
+        response = await fs._call_s3(  # type: ignore[attr-defined]
+            "get_object",
+            Bucket=bucket,
+            Key=key,
+            Range=f"bytes={read.start}-{read.end - 1}",
+            IfMatch=etag,
+            **extra,
+        )
+        try:
+            data = await response["Body"].read()
+        finally:
+            response["Body"].close()
+    else:
+        data = await fs._cat_file(read.url, start=read.start, end=read.end)
+    if len(data) > read.end - read.start:
+        raise RangeNotSupportedError(read.url)
+    return data
+
+
 async def _execute(
     fs: AbstractFileSystem, plan: list[MergedRead], concurrency: int
 ) -> list[bytes | BaseException]:
@@ -188,9 +297,9 @@ async def _execute(
                     return b""
                 async with semaphore:
                     try:
-                        return await fs._cat_file(read.url, start=read.start, end=read.end)
+                        return await read_remote(fs, read)
                     except Exception as e:
-                        return _vanished(read.url, e)
+                        return _described(read.url, e)
 
             return list(await asyncio.gather(*(one(read) for read in plan)))
 
@@ -240,9 +349,7 @@ def _scatter(
 async def fetch_ranges(
     fs: AbstractFileSystem,
     requests: list[Request],
-    max_gap: int = DEFAULT_MAX_GAP,
-    max_block: int = DEFAULT_MAX_BLOCK,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    options: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> list[bytes | BaseException]:
     """The bytes of each request, or the exception that its read raised.
 
@@ -252,13 +359,14 @@ async def fetch_ranges(
         The source filesystem.
     requests
         What to read.
-    max_gap, max_block
-        Coalescing limits (see :func:`plan_reads`).
-    concurrency
-        Requests (async filesystems) or worker-thread calls (blocking ones) at once.
+    options
+        Coalescing limits and concurrency.
     """
-    plan = plan_reads(requests, max_gap, max_block)
-    return _scatter(requests, plan, await _execute(fs, plan, concurrency))
+    plan = plan_reads(requests, options.max_gap, options.max_block)
+    return _scatter(requests, plan, await _execute(fs, plan, options.concurrency))
+
+
+_Pending = tuple[AbstractFileSystem, Request, ReadOptions, "asyncio.Future[bytes]"]
 
 
 class ReadBatcher:
@@ -270,34 +378,35 @@ class ReadBatcher:
     """
 
     def __init__(self) -> None:
-        self._pending: list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]] = []
+        self._pending: list[_Pending] = []
 
-    async def read(self, fs: AbstractFileSystem, request: Request) -> bytes:
+    async def read(self, fs: AbstractFileSystem, request: Request, options: ReadOptions) -> bytes:
         """The bytes of one request, fetched together with the others of this turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((fs, request, future))
+        self._pending.append((fs, request, options, future))
         return await future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        by_fs: dict[int, list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]]] = {}
+        groups: dict[tuple[int, ReadOptions], list[_Pending]] = {}
         for item in batch:
-            by_fs.setdefault(id(item[0]), []).append(item)
-        for items in by_fs.values():
+            groups.setdefault((id(item[0]), item[2]), []).append(item)
+        for items in groups.values():
             task = asyncio.ensure_future(self._run(items))
             _background.add(task)
             task.add_done_callback(_background.discard)
 
     @staticmethod
-    async def _run(items: list[tuple[AbstractFileSystem, Request, asyncio.Future[bytes]]]) -> None:
+    async def _run(items: list[_Pending]) -> None:
+        fs, _, options, _ = items[0]
         try:
-            results = await fetch_ranges(items[0][0], [request for _, request, _ in items])
+            results = await fetch_ranges(fs, [request for _, request, _, _ in items], options)
         except BaseException as e:
             results = [e] * len(items)
-        for (_, _, future), result in zip(items, results):
+        for (_, _, _, future), result in zip(items, results):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -312,10 +421,12 @@ _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher] = (
 )
 
 
-async def read_one(fs: AbstractFileSystem, request: Request) -> bytes:
+async def read_one(
+    fs: AbstractFileSystem, request: Request, options: ReadOptions = DEFAULT_READ_OPTIONS
+) -> bytes:
     """The bytes of one request, batched with the other reads of this event-loop turn."""
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
         batcher = _batchers[loop] = ReadBatcher()
-    return await batcher.read(fs, request)
+    return await batcher.read(fs, request, options)

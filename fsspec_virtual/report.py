@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .manifest import COMPUTED, INLINE, MISSING, Manifest
+from .scan import ScanCost
 
 __all__ = ["VariableReport", "ScanReport", "describe"]
 
@@ -42,10 +43,25 @@ class ScanReport:
 
     files: int
     variables: tuple[VariableReport, ...]
+    #: Remote files scanned for the current state (not reused from a cache), and the
+    #: read requests and bytes their scans took.
+    remote_scans: int = 0
+    scan_cost: ScanCost = field(default_factory=ScanCost)
+
+    @property
+    def requests_per_file(self) -> float:
+        """Read requests per remote file scanned (0 when none was)."""
+        return self.scan_cost.requests / self.remote_scans if self.remote_scans else 0.0
 
     def __str__(self) -> str:
         width = max([len(v.path) for v in self.variables] + [8])
         lines = [f"{len(self.variables)} variables from {self.files} file(s)"]
+        if self.remote_scans:
+            lines.append(
+                f"scanned {self.remote_scans} remote file(s): {self.scan_cost.requests} "
+                f"requests ({self.requests_per_file:.1f} per file), "
+                f"{self.scan_cost.bytes} bytes"
+            )
         for v in self.variables:
             counts = ", ".join(f"{n} {kind}" for kind, n in v.chunks.items() if n)
             detail = f" ({counts})" if counts else ""
@@ -54,8 +70,10 @@ class ScanReport:
         return "\n".join(lines)
 
 
-def describe(manifest: Manifest, files: int) -> ScanReport:
-    """The report of a combined manifest."""
+def describe(
+    manifest: Manifest, files: int, scan_cost: tuple[int, ScanCost] = (0, ScanCost())
+) -> ScanReport:
+    """The report of a combined manifest (and of the remote scans that made it)."""
     variables = []
     for path, array in sorted(manifest.arrays.items()):
         fid = array.grid.file_id
@@ -79,4 +97,4 @@ def describe(manifest: Manifest, files: int) -> ScanReport:
         variables.append(VariableReport(path, how, counts, reason))
     for path, reason in sorted(manifest.skipped.items()):
         variables.append(VariableReport(path, "skipped", {}, reason))
-    return ScanReport(files, tuple(variables))
+    return ScanReport(files, tuple(variables), scan_cost[0], scan_cost[1])

@@ -7,6 +7,7 @@ that it can be refused with a clear error).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from typing import Any, Literal
 
 import fsspec
 from fsspec import AbstractFileSystem
+from fsspec.asyn import AsyncFileSystem, sync
 
-from .errors import NoSourceFilesError
+from .errors import NoSourceFilesError, RangeNotSupportedError
 
 __all__ = ["FileFormat", "SourceFile", "resolve_filesystem", "list_source_files", "sniff_format"]
 
@@ -94,12 +96,41 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     return {name: info for name, info in found.items() if info.get("type") != "directory"}
 
 
+#: Prefix of identities that are ETags: reads of remote files send them as ``If-Match``.
+ETAG_PREFIX = "etag:"
+
+
 def file_identity(info: dict[str, Any]) -> str:
-    """What changes when a file is rewritten, from its ``info``: ETag, or mtime."""
-    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "modified"):
+    """What changes when a file is rewritten, from its ``info``: ``etag:<ETag>``, or the
+    modification time as the filesystem spells it."""
+    for key in ("ETag", "etag"):
+        if info.get(key):
+            return ETAG_PREFIX + str(info[key])
+    for key in ("mtime", "LastModified", "last_modified", "modified", "Last-Modified"):
         if info.get(key) is not None:
             return str(info[key])
     return ""
+
+
+def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> None:
+    """Fill in the size and identity of entries a listing gave without them (an HTTP
+    index page names files only): one ``info`` per file, concurrently where ``fs`` is
+    async."""
+    lacking = [name for name, info in found.items() if info.get("size") is None]
+    if not lacking:
+        return
+    if isinstance(fs, AsyncFileSystem) and fs.async_impl:
+
+        async def all_info() -> list[Any]:
+            return await asyncio.gather(*(fs._info(n) for n in lacking), return_exceptions=True)
+
+        infos = sync(fs.loop, all_info)
+    else:
+        infos = [fs.info(name) for name in lacking]
+    for name, info in zip(lacking, infos):
+        if isinstance(info, BaseException):
+            raise NoSourceFilesError(f"cannot look up {name}: {type(info).__name__}: {info}")
+        found[name] = {**found[name], **info}
 
 
 def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFile]:
@@ -113,6 +144,7 @@ def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFi
     found: dict[str, dict[str, Any]] = {}
     for path in paths:
         found.update(_expand(fs, path))
+    _completed(fs, found)
     candidates = [(name, info) for name, info in found.items() if (info.get("size") or 0) >= 4]
     heads = fs.cat_ranges(
         [name for name, _ in candidates],
@@ -124,6 +156,10 @@ def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFi
     for (name, info), head in zip(candidates, heads):
         if isinstance(head, BaseException):
             raise NoSourceFilesError(f"cannot read {name}: {head}") from head
+        if len(head) > MAGIC_LENGTH:
+            # asked for 8 bytes, got the whole file: the server ignores Range requests,
+            # and every read of a chunk would return the wrong bytes
+            raise RangeNotSupportedError(name)
         fmt = sniff_format(head)
         if fmt is not None:
             files.append(SourceFile(name, int(info.get("size") or 0), file_identity(info), fmt))

@@ -16,24 +16,23 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
+from fsspec import AbstractFileSystem, get_filesystem_class
 from fsspec.core import split_protocol
 
-from .combine import ScannedFile, combine, concat_coordinate_paths
+from .combine import ScannedFile, combine
 from .compute import DecodedChunkCache
 from .concat import keep_layouts
 from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
 from .manifest import Manifest
-from .materialize import read_array
 from .metadata import render_metadata
-from .pool import default_workers, pool_running, shared_pool
-from .scan import SCANNER_VERSION, scan_file
+from .scan import SCANNER_VERSION, ScanCost
 from .scan_cache import ScanCache
-from .source import SourceFile, file_identity, list_source_files, resolve_filesystem
+from .scheduling import Scanned, ScanSettings, scan_files
+from .source import SourceFile, list_source_files, resolve_filesystem
 
 __all__ = [
     "CollectionSpec",
@@ -58,6 +57,9 @@ class CollectionSpec:
     target_protocol: str
     target_options_json: str
     on_error: OnError
+    #: The options themselves (they may hold objects JSON cannot spell, and secrets:
+    #: never part of the repr)
+    target_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_arguments(
@@ -80,7 +82,13 @@ class CollectionSpec:
         strip = get_filesystem_class(protocol)._strip_protocol
         paths = tuple(strip(p) for p in raw)
         options = json.dumps(target_options or {}, sort_keys=True, default=repr)
-        return cls(paths, concat_dim, protocol, options, on_error)
+        return cls(paths, concat_dim, protocol, options, on_error, dict(target_options or {}))
+
+    def __repr__(self) -> str:
+        return (
+            f"CollectionSpec(paths={self.paths!r}, concat_dim={self.concat_dim!r}, "
+            f"target_protocol={self.target_protocol!r}, on_error={self.on_error!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class CollectionState:
         Each kept file's scan, for reuse by :func:`refresh_state`.
     built_at
         ``time.monotonic()`` when the state was built (for ``listing_ttl``).
+    scan_cost
+        The remote files scanned for this state and the requests their scans made.
     """
 
     fs: AbstractFileSystem
@@ -112,6 +122,7 @@ class CollectionState:
     cache: DecodedChunkCache = field(default_factory=DecodedChunkCache, compare=False)
     scanned: tuple[tuple[ScannedFile, tuple[str, ...]], ...] = field(default=(), compare=False)
     built_at: float = field(default_factory=time.monotonic, compare=False)
+    scan_cost: tuple[int, ScanCost] = field(default=(0, ScanCost()), compare=False)
 
     @functools.cached_property
     def versions(self) -> dict[str, tuple[int, str]]:
@@ -119,136 +130,25 @@ class CollectionState:
         return {f.path: (f.size, f.identity) for f in self.files}
 
 
-#: Below this many files a cold pool's start-up (~1 s) costs more than it saves (a file
-#: scans in ~25 ms in-process; measured on the small and medium benchmark presets).
-_POOL_MIN_FILES = 80
-#: Filesystems whose files exist only in this process: worker processes cannot see them.
-_PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
-#: Seconds one file's scan may take in a worker process before it is killed.
-SCAN_TIMEOUT = 600.0
-
 _states: dict[CollectionSpec, CollectionState] = {}
 _locks: dict[CollectionSpec, threading.Lock] = {}
 _locks_guard = threading.Lock()
-
-
-#: Times a file that changes while it is scanned is scanned again before giving up.
-_SCAN_ATTEMPTS = 3
-
-Scanned = tuple[ScannedFile, list[str], SourceFile]
-
-
-def _as_it_is_now(fs: AbstractFileSystem, source: SourceFile) -> SourceFile:
-    fs.invalidate_cache(source.path)
-    info = fs.info(source.path)
-    return replace(source, size=int(info.get("size") or 0), identity=file_identity(info))
-
-
-def _scan_one(fs: AbstractFileSystem, source: SourceFile, concat_dim: str | None) -> Scanned:
-    """Scan one file; returns the scan, its messages and the file version it describes.
-
-    A file replaced between its listing and its scan, or during it, is scanned again: the
-    version recorded (and later checked by every read) is the one whose bytes were read.
-    """
-    for _ in range(_SCAN_ATTEMPTS):
-        manifest, messages = scan_file(fs, source)
-        coords = {}
-        try:
-            if concat_dim is not None:
-                for path in concat_coordinate_paths(manifest, concat_dim):
-                    coords[path] = read_array(fs, manifest, path)
-            unchanged = _as_it_is_now(fs, source)
-        except FileNotFoundError as e:
-            raise ScanError(source.path, f"it vanished while being scanned: {e}") from e
-        except OSError as e:  # the file changed under the coordinate read
-            unchanged = None
-            error: Exception = e
-        if unchanged is not None and (unchanged.size, unchanged.identity) == (
-            source.size,
-            source.identity,
-        ):
-            return ScannedFile(source.path, manifest, coords), messages, source
-        source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
-        error = ScanError(source.path, "it changed while being scanned")
-    raise ScanError(source.path, f"it kept changing while being scanned ({error})")
-
-
-def scan_in_worker(
-    protocol: str, options_json: str, source: SourceFile, concat_dim: str | None
-) -> Scanned:
-    """:func:`_scan_one` in a worker process, which makes its own source filesystem."""
-    fs = filesystem(protocol, **json.loads(options_json))
-    return _scan_one(fs, source, concat_dim)
-
-
-#: Told the number of files scanned so far and the number to scan.
-Progress = Callable[[int, int], None]
-
-
-def _counter(total: int, progress: Progress | None) -> Callable[[], None]:
-    done = [0]
-    lock = threading.Lock()
-
-    def tick() -> None:
-        with lock:
-            done[0] += 1
-            count = done[0]
-        if progress is not None:
-            progress(count, total)
-
-    return tick
-
-
-def _scan_all(
-    spec: CollectionSpec,
-    fs: AbstractFileSystem,
-    listed: list[SourceFile],
-    workers: int,
-    progress: Progress | None = None,
-) -> list[Scanned | BaseException]:
-    """Scan every file, in worker processes where that pays, else in this thread."""
-    use_pool = workers > 1 and len(listed) > 1
-    use_pool = use_pool and spec.target_protocol not in _PROCESS_LOCAL_PROTOCOLS
-    use_pool = use_pool and (len(listed) >= _POOL_MIN_FILES or pool_running(workers))
-    if use_pool:
-        args = [
-            (spec.target_protocol, spec.target_options_json, source, spec.concat_dim)
-            for source in listed
-        ]
-        tick = _counter(len(listed), progress)
-        results = shared_pool(workers).map(scan_in_worker, args, timeout=SCAN_TIMEOUT, on_done=tick)
-        return [
-            r
-            if not isinstance(r, BaseException) or isinstance(r, ScanError)
-            else ScanError(source.path, f"{type(r).__name__}: {r}")
-            for source, r in zip(listed, results)
-        ]
-    out: list[Scanned | BaseException] = []
-    tick = _counter(len(listed), progress)
-    for source in listed:
-        try:
-            out.append(_scan_one(fs, source, spec.concat_dim))
-        except ScanError as e:
-            out.append(e)
-        tick()
-    return out
 
 
 def _scan_or_reuse(
     spec: CollectionSpec,
     fs: AbstractFileSystem,
     listed: list[SourceFile],
-    workers: int,
+    settings: ScanSettings,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
-    progress: Progress | None = None,
 ) -> list[Scanned | BaseException]:
     """Each file's scan: from the previous state or the persistent cache where the file is
     unchanged (same path, size and identity), else scanned now (and stored)."""
     known: dict[SourceFile, Scanned] = {}
     if previous is not None:
         for source, (earlier, notes) in zip(previous.files, previous.scanned):
-            known[source] = (earlier, list(notes), source)
+            known[source] = (earlier, list(notes), source, ScanCost())
     keys = [
         cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) if cache else ""
         for s in listed
@@ -260,14 +160,21 @@ def _scan_or_reuse(
             cached = cache.get(key)
             if cached is not None:
                 manifest, coords, cached_notes = cached
-                hit = (ScannedFile(source.path, manifest, coords), cached_notes, source)
+                hit = (ScannedFile(source.path, manifest, coords), cached_notes, source, ScanCost())
         results.append(hit)
     todo = [i for i, r in enumerate(results) if r is None]
-    fresh = _scan_all(spec, fs, [listed[i] for i in todo], workers, progress) if todo else []
+    fresh = scan_files(
+        fs,
+        spec.target_protocol,
+        spec.target_options,
+        [listed[i] for i in todo],
+        spec.concat_dim,
+        settings,
+    )
     for i, result in zip(todo, fresh):
         results[i] = result
         if cache is not None and not isinstance(result, BaseException):
-            done, found, version = result
+            done, found, version, _ = result
             key = cache.key(spec.target_protocol, version, spec.concat_dim, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found)
     return [r for r in results if r is not None]
@@ -292,17 +199,16 @@ def _collection_key(spec: CollectionSpec, listed: Sequence[SourceFile]) -> str:
 
 def _build(
     spec: CollectionSpec,
-    workers: int,
+    settings: ScanSettings,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
-    progress: Progress | None = None,
 ) -> CollectionState:
     if previous is not None:
         fs = previous.fs
         fs.invalidate_cache()  # listings must be fresh
         paths = [fs._strip_protocol(p) for p in spec.paths]
     else:
-        options = json.loads(spec.target_options_json)
+        options = spec.target_options
         fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
     listed = list_source_files(fs, paths)
     whole_key = _collection_key(spec, listed) if cache is not None else ""
@@ -320,7 +226,9 @@ def _build(
     scanned: list[ScannedFile] = []
     kept: list[SourceFile] = []
     memo: list[tuple[ScannedFile, tuple[str, ...]]] = []
-    results = _scan_or_reuse(spec, fs, listed, workers, cache, previous, progress)
+    results = _scan_or_reuse(spec, fs, listed, settings, cache, previous)
+    cost = ScanCost()
+    n_scanned = 0
     for source, result in zip(listed, results):
         if isinstance(result, BaseException) and previous is not None:
             # a refresh keeps what it knew of a file that is being rewritten right now: its
@@ -331,13 +239,16 @@ def _build(
             )
             if earlier is not None and source.path in previous.versions:
                 old = next(f for f in previous.files if f.path == source.path)
-                result = (earlier[0], list(earlier[1]), old)
+                result = (earlier[0], list(earlier[1]), old, ScanCost())
         if isinstance(result, BaseException):
             if spec.on_error == "raise":
                 raise result
             warnings.warn(f"skipping {source.path}: {result}", SkippedFileWarning, stacklevel=2)
             continue
-        scanned_file, messages, as_scanned = result
+        scanned_file, messages, as_scanned, spent = result
+        if spent.requests:
+            n_scanned += 1
+            cost = cost + spent
         for message in messages:
             warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
         scanned.append(scanned_file)
@@ -359,6 +270,7 @@ def _build(
         render_metadata(manifest),
         cache_of_chunks,
         tuple(memo),
+        scan_cost=(n_scanned, cost),
     )
 
 
@@ -369,9 +281,8 @@ def peek_state(spec: CollectionSpec) -> CollectionState | None:
 
 def get_state(
     spec: CollectionSpec,
-    workers: int | None = None,
+    settings: ScanSettings | None = None,
     cache: ScanCache | None = None,
-    progress: Progress | None = None,
 ) -> CollectionState:
     """The state of a collection, built now if no instance has built it yet (blocking).
 
@@ -379,12 +290,10 @@ def get_state(
     ----------
     spec
         The collection.
-    workers
-        Scan processes (``1``: scan in this thread); default :func:`default_workers`.
+    settings
+        Where and how files are scanned (default: a process pool, no progress bar).
     cache
         The persistent scan cache to reuse and fill, if any.
-    progress
-        Called with (files scanned, files to scan) as scans complete.
     """
     state = _states.get(spec)
     if state is not None:
@@ -394,8 +303,7 @@ def get_state(
     with lock:
         state = _states.get(spec)
         if state is None:
-            n = default_workers() if workers is None else workers
-            state = _build(spec, n, cache, progress=progress)
+            state = _build(spec, settings or ScanSettings(), cache)
             _states[spec] = state
     return state
 
@@ -408,7 +316,7 @@ _building: dict[CollectionSpec, concurrent.futures.Future[CollectionState]] = {}
 
 
 async def get_state_async(
-    spec: CollectionSpec, workers: int | None = None, cache: ScanCache | None = None
+    spec: CollectionSpec, settings: ScanSettings | None = None, cache: ScanCache | None = None
 ) -> CollectionState:
     """:func:`get_state` for coroutines: concurrent callers share one build."""
     state = _states.get(spec)
@@ -417,7 +325,7 @@ async def get_state_async(
     with _locks_guard:
         future = _building.get(spec)
         if future is None:
-            future = _builder.submit(get_state, spec, workers, cache)
+            future = _builder.submit(get_state, spec, settings, cache)
             _building[spec] = future
             future.add_done_callback(lambda _: _forget_build(spec, future))
     return await asyncio.wrap_future(future)
@@ -431,7 +339,7 @@ def _forget_build(spec: CollectionSpec, future: concurrent.futures.Future[Collec
 
 def refresh_state(
     spec: CollectionSpec,
-    workers: int | None = None,
+    settings: ScanSettings | None = None,
     cache: ScanCache | None = None,
     seen: CollectionState | None = None,
 ) -> CollectionState:
@@ -447,20 +355,20 @@ def refresh_state(
         previous = _states.get(spec)
         if seen is not None and previous is not None and previous is not seen:
             return previous
-        state = _build(spec, default_workers() if workers is None else workers, cache, previous)
+        state = _build(spec, settings or ScanSettings(), cache, previous)
         _states[spec] = state
     return state
 
 
 async def refresh_state_async(
     spec: CollectionSpec,
-    workers: int | None,
+    settings: ScanSettings | None,
     cache: ScanCache | None,
     seen: CollectionState,
 ) -> CollectionState:
     """:func:`refresh_state` for coroutines, on the builder threads (never a loop's
     default executor, which zarr needs; see ``_builder``)."""
-    future = _builder.submit(refresh_state, spec, workers, cache, seen)
+    future = _builder.submit(refresh_state, spec, settings, cache, seen)
     return await asyncio.wrap_future(future)
 
 

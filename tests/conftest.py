@@ -502,17 +502,18 @@ def scan_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     Small collections never go to a worker pool another test started, and every test
     starts and ends with no collection state in the process.
     """
+    import fsspec_virtual.scheduling as scheduling_module
     import fsspec_virtual.state as state_module
 
     calls: list[str] = []
-    real = state_module.scan_file
+    real = scheduling_module.scan_file
 
-    def counting(fs: Any, source: Any) -> Any:
+    def counting(fs: Any, source: Any, *args: Any) -> Any:
         calls.append(source.path)
-        return real(fs, source)
+        return real(fs, source, *args)
 
-    monkeypatch.setattr(state_module, "scan_file", counting)
-    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
+    monkeypatch.setattr(scheduling_module, "scan_file", counting)
+    monkeypatch.setattr(scheduling_module, "pool_running", lambda workers: False)
     state_module.clear_states()
     yield calls
     state_module.clear_states()

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import zarr
 
+import fsspec_virtual.scheduling as scheduling
 import fsspec_virtual.state as state_module
 from fsspec_virtual import StaleSourceError, VirtualZarrFileSystem
 
@@ -58,7 +59,7 @@ def test_readers_refresher_and_writer_process(tmp_path, monkeypatch):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     subprocess.run([sys.executable, str(script), str(directory), "init"], check=True)
-    monkeypatch.setattr(state_module, "pool_running", lambda workers: False)
+    monkeypatch.setattr(scheduling, "pool_running", lambda workers: False)
     state_module.clear_states()
     fs = VirtualZarrFileSystem(
         str(directory / "f*.nc"),

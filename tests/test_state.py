@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 import zarr
 
+import fsspec_virtual.scheduling as scheduling
 import fsspec_virtual.state as state_module
 from fsspec_virtual import NoSourceFilesError, VirtualZarrFileSystem
 
@@ -83,7 +84,7 @@ class TestParallelScan:
         serial = VirtualZarrFileSystem(str(collection), concat_dim="time", max_workers=1)
         expected = {k: serial.cat_file(k) for k in serial.find("")}
         state_module.clear_states()
-        monkeypatch.setattr(state_module, "_POOL_MIN_FILES", 2)
+        monkeypatch.setattr(scheduling, "POOL_MIN_FILES", 2)
         parallel = VirtualZarrFileSystem(
             str(collection), concat_dim="time", max_workers=2, skip_instance_cache=True
         )

@@ -13,8 +13,9 @@ from .translate import manifest_from_references
 __all__ = ["scan_netcdf3"]
 
 
-def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str]]:
-    """Scan one NetCDF3 file.
+def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str], tuple[int, int]]:
+    """Scan one NetCDF3 file (opened by kerchunk, with the filesystem's default cache: the
+    header it reads is one contiguous block at the start of the file).
 
     Parameters
     ----------
@@ -25,8 +26,8 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str]]:
 
     Returns
     -------
-    manifest, warnings
-        The file's manifest and (always empty) warnings.
+    manifest, warnings, (requests, bytes)
+        The file's manifest, (always empty) warnings, and the requests the scan made.
     """
     storage_options = fs.storage_options if fs.protocol not in ("file", "local") else {}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -43,7 +44,9 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str]]:
             for key, value in refs.items()
         }
         manifest = manifest_from_references(fixed, url)
-        return _with_source_attributes(manifest, translator), []
+        cache = getattr(translator.fp, "cache", None)
+        cost = (0, 0) if cache is None else (cache.miss_count, cache.total_requested_bytes)
+        return _with_source_attributes(manifest, translator), [], cost
     finally:
         translator.fp.close()
 

@@ -1,0 +1,255 @@
+"""Real servers on 127.0.0.1 for the tests and the benchmark: HTTP (aiohttp) and S3 (moto).
+
+Both count the requests they receive, on the server side, so request-merging and
+block-cache behaviour is measured where it costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import html
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Hit", "HTTPServer", "serve_directory", "S3Server", "serve_s3"]
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request the server received."""
+
+    method: str
+    path: str
+    range: str | None
+    status: int
+
+
+@dataclass
+class HTTPServer:
+    """A directory served over HTTP, and what it was asked.
+
+    Attributes
+    ----------
+    root
+        The directory served.
+    url
+        Its base URL (``http://127.0.0.1:PORT``), without a trailing slash.
+    ranges
+        Whether ``Range`` headers are honoured (False: the whole file, status 200).
+    missing
+        Names answered with 404 although they exist.
+    drop
+        Names whose GET responses are cut off half-way (the connection is closed).
+    delay
+        Seconds to wait before answering a GET, per name.
+    hits
+        Every request received, in order.
+    """
+
+    root: Path
+    url: str = ""
+    ranges: bool = True
+    missing: set[str] = field(default_factory=set)
+    drop: set[str] = field(default_factory=set)
+    delay: dict[str, float] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gets(self, name: str | None = None) -> list[Hit]:
+        """The GET requests received (for one file name, if given)."""
+        with self._lock:
+            hits = list(self.hits)
+        return [h for h in hits if h.method == "GET" and (name is None or h.path == name)]
+
+    def reset(self) -> None:
+        """Forget the requests received so far."""
+        with self._lock:
+            self.hits.clear()
+
+    def _record(self, request: web.Request, status: int) -> None:
+        with self._lock:
+            self.hits.append(
+                Hit(request.method, request.path.lstrip("/"), request.headers.get("Range"), status)
+            )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.path.lstrip("/")
+        target = (self.root / name).resolve()
+        if self.root.resolve() not in (target, *target.parents):
+            self._record(request, 403)
+            raise web.HTTPForbidden()
+        if name in self.delay and request.method == "GET":
+            await asyncio.sleep(self.delay[name])
+        if name in self.missing or not target.exists():
+            self._record(request, 404)
+            raise web.HTTPNotFound()
+        if target.is_dir():
+            self._record(request, 200)
+            return self._index(target, request.path)
+        stat = target.stat()
+        etag = '"' + hashlib.md5(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest() + '"'
+        headers = {
+            "ETag": etag,
+            "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
+            "Accept-Ranges": "bytes" if self.ranges else "none",
+            "Content-Type": "application/octet-stream",
+        }
+        wanted = request.headers.get("If-Match")
+        if wanted is not None and wanted != "*" and etag not in [
+            t.strip() for t in wanted.split(",")
+        ]:
+            self._record(request, 412)
+            raise web.HTTPPreconditionFailed(headers=headers)
+        size = stat.st_size
+        start, stop, status = 0, size, 200
+        match = _RANGE.fullmatch(request.headers.get("Range", ""))
+        if self.ranges and match is not None:
+            first, last = match.groups()
+            if first == "":
+                start = max(size - int(last), 0)
+            else:
+                start = int(first)
+                stop = size if last == "" else min(int(last) + 1, size)
+            if start >= size:
+                self._record(request, 416)
+                raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"*/{size}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        headers["Content-Length"] = str(stop - start)
+        self._record(request, status)
+        if request.method == "HEAD":
+            return web.Response(status=status, headers=headers)
+        with open(target, "rb") as f:
+            f.seek(start)
+            body = f.read(stop - start)
+        if name in self.drop:
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()  # the connection drops mid-body
+            return response
+        return web.Response(status=status, body=body, headers=headers)
+
+    @staticmethod
+    def _index(directory: Path, path: str) -> web.Response:
+        base = path if path.endswith("/") else path + "/"
+        links = "".join(
+            f'<li><a href="{html.escape(base + p.name)}">{html.escape(p.name)}</a></li>'
+            for p in sorted(directory.iterdir())
+        )
+        page = f"<html><body><ul>{links}</ul></body></html>"
+        return web.Response(text=page, content_type="text/html")
+
+
+@contextmanager
+def serve_directory(root: Path, *, ranges: bool = True) -> Iterator[HTTPServer]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (an aiohttp server in its own thread)."""
+    server = HTTPServer(Path(root), ranges=ranges)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner: dict[str, Any] = {}
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", server.handle)
+        app_runner = web.AppRunner(app, access_log=None)
+        await app_runner.setup()
+        site = web.TCPSite(app_runner, "127.0.0.1", 0)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        server.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        runner["runner"] = app_runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="test-http-server")
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError("the test HTTP server did not start")
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(runner["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server on 127.0.0.1, and what it was asked.
+
+    Attributes
+    ----------
+    endpoint
+        Its URL, for ``client_kwargs={"endpoint_url": ...}``.
+    hits
+        ``(method, path, range)`` of every request received, in order.
+    """
+
+    endpoint: str = ""
+    hits: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """s3fs options reaching this server (with moto's fake credentials)."""
+        return {
+            "key": "testing-key",
+            "secret": "testing-secret",
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+            "skip_instance_cache": True,
+            **extra,
+        }
+
+    def gets(self, fragment: str = "") -> list[tuple[str, str, str | None]]:
+        """The GET requests whose path contains ``fragment``."""
+        return [h for h in list(self.hits) if h[0] == "GET" and fragment in h[1]]
+
+    def reset(self) -> None:
+        """Forget the requests received so far."""
+        self.hits.clear()
+
+
+@contextmanager
+def serve_s3() -> Iterator[S3Server]:
+    """Start moto's S3 server (its werkzeug app, wrapped to count requests) on 127.0.0.1."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    server = S3Server()
+    app = DomainDispatcherApplication(create_backend_app, service="s3")
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        server.hits.append(
+            (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE"))
+        )
+        return app(environ, start_response)
+
+    wsgi = make_server("127.0.0.1", 0, counting, threaded=True)
+    server.endpoint = f"http://127.0.0.1:{wsgi.server_address[1]}"
+    thread = threading.Thread(target=wsgi.serve_forever, daemon=True, name="test-s3-server")
+    thread.start()
+    try:
+        yield server
+    finally:
+        wsgi.shutdown()
+        wsgi.server_close()
+        thread.join(10)
