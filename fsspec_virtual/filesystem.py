@@ -132,6 +132,14 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         target_options = from_json_safe(target_options)
         scheduler = from_json_safe(scheduler)
         progress = from_json_safe(progress)
+        # what a pickle (to a Dask worker, say) carries: the options themselves, never
+        # references valid in this process only; a process that unpickles a store scans
+        # (if it must) on its own, with no progress bar
+        self._portable_options = {
+            "target_options": target_options,
+            "scheduler": "processes",
+            "progress": False,
+        }
         source = path if path is not None else fo
         if source is None:
             raise TypeError("VirtualZarrFileSystem needs a path (a directory, glob, file or list)")
@@ -152,6 +160,15 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         self._listing_ttl = listing_ttl
         # Under URL chaining, clients address keys below the chained path itself.
         self._chained_root = source.strip("/") if isinstance(source, str) else None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from fsspec.spec import make_instance
+
+        options = dict(self.storage_options)
+        for name, value in self._portable_options.items():
+            if name in options:
+                options[name] = value
+        return make_instance, (type(self), self.storage_args, options)
 
     def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
         """The JSON form of the filesystem: its arguments, as fsspec records them.

@@ -139,10 +139,11 @@ def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: li
     }
     buffers, blobs, at = {}, [], 0
     for name, values in writer.arrays.items():
-        flat = np.ascontiguousarray(values)
+        values = np.asarray(values)
+        flat = np.ascontiguousarray(values)  # NB: makes 0-d arrays 1-d: keep values.shape
         if flat.dtype.kind == "O" or flat.dtype.names:
             raise TypeError(f"cannot cache an array of dtype {flat.dtype} ({name})")
-        buffers[name] = [flat.dtype.str, list(flat.shape), at, flat.nbytes]
+        buffers[name] = [flat.dtype.str, list(values.shape), at, flat.nbytes]
         blobs.append(flat.tobytes())
         at += flat.nbytes
     doc["buffers"] = buffers

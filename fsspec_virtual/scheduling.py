@@ -196,6 +196,18 @@ def _dask_map(
     return list(client.gather(futures))
 
 
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def _current_client() -> Any:
     try:
         from distributed import get_client
@@ -236,7 +248,9 @@ def scan_files(
     try:
         args = [(protocol, options, s, concat_dim, settings.open_options) for s in listed]
         scheduler = settings.scheduler
-        if scheduler == "dask" or not isinstance(scheduler, str):
+        # a store unpickled inside a Dask task scans where it is: waiting there for other
+        # tasks of the same cluster could take every worker thread and never finish
+        if (scheduler == "dask" or not isinstance(scheduler, str)) and not _in_dask_worker():
             client = _current_client() if scheduler == "dask" else scheduler
             return _dask_map(client, args, tick)
         workers = default_workers() if settings.workers is None else settings.workers

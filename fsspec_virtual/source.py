@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem, sync
 
-from .errors import NoSourceFilesError, RangeNotSupportedError
+from .errors import NoSourceFilesError, RangeNotSupportedError, SkippedFileWarning
 
 __all__ = ["FileFormat", "SourceFile", "resolve_filesystem", "list_source_files", "sniff_format"]
 
@@ -112,10 +113,10 @@ def file_identity(info: dict[str, Any]) -> str:
     return ""
 
 
-def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> None:
+def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]], skip: bool) -> None:
     """Fill in the size and identity of entries a listing gave without them (an HTTP
     index page names files only): one ``info`` per file, concurrently where ``fs`` is
-    async."""
+    async. An entry that cannot be looked up is an error, or dropped with a warning."""
     lacking = [name for name, info in found.items() if info.get("size") is None]
     if not lacking:
         return
@@ -129,12 +130,22 @@ def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> None
         infos = [fs.info(name) for name in lacking]
     for name, info in zip(lacking, infos):
         if isinstance(info, BaseException):
-            raise NoSourceFilesError(f"cannot look up {name}: {type(info).__name__}: {info}")
+            message = f"cannot look up {name}: {type(info).__name__}: {info}"
+            if not skip:
+                raise NoSourceFilesError(message)
+            warnings.warn(f"skipping {name}: {message}", SkippedFileWarning, stacklevel=3)
+            del found[name]
+            continue
         found[name] = {**found[name], **info}
 
 
-def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFile]:
+def list_source_files(
+    fs: AbstractFileSystem, paths: list[str], on_error: str = "raise"
+) -> list[SourceFile]:
     """List the data files that ``paths`` name on ``fs``, in the order they were named.
+
+    With ``on_error="skip"``, a listed file that cannot be looked up or read (a 404 from
+    a server whose index names it) is left out with a warning.
 
     Raises
     ------
@@ -144,7 +155,8 @@ def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFi
     found: dict[str, dict[str, Any]] = {}
     for path in paths:
         found.update(_expand(fs, path))
-    _completed(fs, found)
+    skip = on_error == "skip"
+    _completed(fs, found, skip)
     candidates = [(name, info) for name, info in found.items() if (info.get("size") or 0) >= 4]
     heads = fs.cat_ranges(
         [name for name, _ in candidates],
@@ -155,7 +167,11 @@ def list_source_files(fs: AbstractFileSystem, paths: list[str]) -> list[SourceFi
     files = []
     for (name, info), head in zip(candidates, heads):
         if isinstance(head, BaseException):
-            raise NoSourceFilesError(f"cannot read {name}: {head}") from head
+            message = f"cannot read {name}: {type(head).__name__}: {head}"
+            if skip:
+                warnings.warn(f"skipping {name}: {message}", SkippedFileWarning, stacklevel=2)
+                continue
+            raise NoSourceFilesError(message) from head
         if len(head) > MAGIC_LENGTH:
             # asked for 8 bytes, got the whole file: the server ignores Range requests,
             # and every read of a chunk would return the wrong bytes

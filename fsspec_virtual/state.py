@@ -210,7 +210,7 @@ def _build(
     else:
         options = spec.target_options
         fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
-    listed = list_source_files(fs, paths)
+    listed = list_source_files(fs, paths, spec.on_error)
     whole_key = _collection_key(spec, listed) if cache is not None else ""
     if cache is not None and previous is None:
         # the whole combined collection, for this exact listing: one read instead of one

@@ -10,7 +10,6 @@ import asyncio
 import email.utils
 import hashlib
 import html
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -107,9 +106,11 @@ class HTTPServer:
             "Content-Type": "application/octet-stream",
         }
         wanted = request.headers.get("If-Match")
-        if wanted is not None and wanted != "*" and etag not in [
-            t.strip() for t in wanted.split(",")
-        ]:
+        if (
+            wanted is not None
+            and wanted != "*"
+            and etag not in [t.strip() for t in wanted.split(",")]
+        ):
             self._record(request, 412)
             raise web.HTTPPreconditionFailed(headers=headers)
         size = stat.st_size
@@ -212,7 +213,7 @@ class S3Server:
         return {
             "key": "testing-key",
             "secret": "testing-secret",
-            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+            "client_kwargs": {"endpoint_url": self.endpoint},
             "skip_instance_cache": True,
             **extra,
         }
@@ -232,10 +233,8 @@ def serve_s3() -> Iterator[S3Server]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "testing")
     server = S3Server()
-    app = DomainDispatcherApplication(create_backend_app, service="s3")
+    app = DomainDispatcherApplication(create_backend_app)
 
     def counting(environ: dict[str, Any], start_response: Any) -> Any:
         server.hits.append(

@@ -112,11 +112,13 @@ def test_entries_round_trip_computed_and_inline_arrays(tmp_path):
             "lzf", data=np.arange(40.0).reshape(8, 5), chunks=(2, 5), compression="lzf"
         )
         f["text"] = np.array(["a", "bb"], dtype=h5py.string_dtype())
+        f["scalar"] = np.float64(2.5)  # 0-d grids once came back 1-d (a corrupt entry)
     fs = VirtualZarrFileSystem(str(path), cache=False, skip_instance_cache=True)
     manifest = fs.collection().manifest
-    coords = {"lzf": np.arange(3)}
+    coords = {"lzf": np.arange(3), "scalar": np.float64(1.0)}
     back, back_coords, messages = decode_entry(encode_entry(manifest, coords, ["m"]))
     assert messages == ["m"] and np.array_equal(back_coords["lzf"], coords["lzf"])
+    assert back_coords["scalar"].shape == ()
     assert back.urls == manifest.urls and back.groups == manifest.groups
     for name, array in manifest.arrays.items():
         other = back.arrays[name]

@@ -1,0 +1,388 @@
+"""Remote sources, against real servers on 127.0.0.1: HTTP (aiohttp) and S3 (moto).
+
+The truth is always the same files read locally with netCDF4 / ``xr.open_mfdataset``;
+request counts are taken on the server side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import fsspec
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import write_series, write_simple, write_truncated
+from oracle import assert_store_matches, open_truth
+from servers import HTTPServer, S3Server, serve_directory, serve_s3
+
+import fsspec_virtual.state as state_module
+from fsspec_virtual import (
+    NoSourceFilesError,
+    RangeNotSupportedError,
+    ScanError,
+    SkippedFileWarning,
+    SourceReadError,
+    StaleSourceError,
+)
+
+TIMES = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def virtual(path: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("concat_dim", "time")
+    kwargs.setdefault("skip_instance_cache", True)
+    return fsspec.filesystem("virtualzarr", path=path, **kwargs)
+
+
+def check(fs: Any, paths: list[Path]) -> None:
+    expected = open_truth(paths)
+    expected_raw = open_truth(paths, decode_cf=False)
+    assert_store_matches(fs, expected, expected_raw)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[HTTPServer, list[Path]]]:
+    """Three NetCDF4 files (every dtype, gzip + shuffle) served over HTTP with Range."""
+    paths = write_series(tmp_path / "www", TIMES)
+    state_module.clear_states()
+    with serve_directory(tmp_path / "www") as server:
+        yield server, paths
+    state_module.clear_states()
+
+
+def _contiguous_chunks_file(path: Path, n_chunks: int = 200) -> Path:
+    """One variable of ``n_chunks`` small uncompressed chunks, written in order (so the
+    chunks lie back to back in the file)."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", n_chunks)
+        nc.createDimension("x", 100)
+        time = nc.createVariable("time", "f8", ("time",))
+        time.units = "days since 2000-01-01"
+        time[:] = np.arange(n_chunks, dtype="f8")
+        v = nc.createVariable("v", "f8", ("time", "x"), chunksizes=(1, 100))
+        v[:] = np.arange(n_chunks * 100, dtype="f8").reshape(n_chunks, 100)
+    return path
+
+
+class TestHTTP:
+    def test_directory_url(self, served):
+        server, paths = served
+        check(virtual(f"{server.url}/"), paths)
+
+    def test_glob(self, served):
+        server, paths = served
+        check(virtual(f"{server.url}/*.nc"), paths)
+
+    def test_list_of_urls(self, served):
+        server, paths = served
+        check(virtual([f"{server.url}/{p.name}" for p in paths]), paths)
+
+    def test_chained_url(self, served):
+        server, paths = served
+        url = f"virtualzarr::{server.url}/*.nc"
+        with xr.open_zarr(url, storage_options={"virtualzarr": {"concat_dim": "time"}}) as ds:
+            served_values = ds["v_float64"].values
+        np.testing.assert_array_equal(served_values, open_truth(paths)["v_float64"].values)
+
+    def test_scan_requests_are_few_and_reported(self, served):
+        server, paths = served
+        server.reset()
+        fs = virtual(f"{server.url}/", cache=False)
+        report = fs.report()
+        per_file = len(server.gets()) / len(paths)
+        # the index page, then per file: its size (HEAD), its magic bytes, its metadata
+        # through a 512 KiB block cache (one block for files this small), its time values
+        assert per_file <= 5, server.hits
+        assert report.remote_scans == len(paths)
+        assert 1 <= report.requests_per_file <= 2
+        scan_gets = [h for h in server.gets() if h.range and not h.range.startswith("bytes=0-7")]
+        assert report.scan_cost.requests <= len(scan_gets)
+        assert "requests" in str(report)
+
+    def test_contiguous_chunks_are_read_in_few_requests(self, tmp_path):
+        (tmp_path / "www").mkdir()
+        path = _contiguous_chunks_file(tmp_path / "www" / "c.nc")
+        with serve_directory(tmp_path / "www") as server:
+            fs = virtual(f"{server.url}/c.nc", concat_dim=None, cache=False)
+            group = zarr.open_group(fs.get_mapper(""), mode="r")
+            array = group["v"]
+            assert array.nchunks == 200
+            server.reset()
+            values = array[:]
+            reads = server.gets("c.nc")
+        with netCDF4.Dataset(path) as nc:
+            np.testing.assert_array_equal(values, nc["v"][:].data)
+        assert len(reads) <= 200 // 10, f"{len(reads)} requests for 200 contiguous chunks"
+
+    def test_merging_limits_are_options(self, tmp_path):
+        (tmp_path / "www").mkdir()
+        _contiguous_chunks_file(tmp_path / "www" / "c.nc")
+        with serve_directory(tmp_path / "www") as server:
+            fs = virtual(f"{server.url}/c.nc", concat_dim=None, cache=False, max_block=800)
+            array = zarr.open_group(fs.get_mapper(""), mode="r")["v"]
+            server.reset()
+            array[:]
+            # a block of 800 bytes holds one chunk: no merging
+            assert len(server.gets("c.nc")) == 200
+
+    def test_server_without_range_support_is_refused(self, tmp_path):
+        paths = write_series(tmp_path / "www", TIMES[:2])
+        with serve_directory(tmp_path / "www", ranges=False) as server:
+            fs = virtual(f"{server.url}/")
+            with pytest.raises(RangeNotSupportedError, match=r"part0[01]\.nc.*Range"):
+                fs.cat_file(".zmetadata")
+        assert paths
+
+    def test_rewritten_file_is_never_read_at_old_offsets(self, served):
+        server, paths = served
+        fs = virtual(f"{server.url}/", cache=False)
+        mapper = fs.get_mapper("")
+        zarr.open_group(mapper, mode="r")["v_float64"][:]
+        # another chunking and other values, same name: the old offsets are meaningless
+        time.sleep(0.01)
+        write_series(paths[0].parent, [[100, 101, 102, 103]], names=[paths[1].name], chunk_time=1)
+        with pytest.raises(StaleSourceError, match=r"part01\.nc"):
+            zarr.open_group(mapper, mode="r")["v_float64"][:]
+        fs.refresh()
+        check(fs, [paths[0], paths[2], paths[1]])  # in time order: part01 now comes last
+
+    def test_missing_file_in_index_is_an_error_or_skipped(self, served):
+        server, paths = served
+        server.missing.add(paths[1].name)
+        with pytest.raises(NoSourceFilesError, match=r"part01\.nc"):
+            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
+        state_module.clear_states()
+        with pytest.warns(SkippedFileWarning, match=r"part01\.nc"):
+            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
+            fs.cat_file(".zmetadata")
+        check(fs, [paths[0], paths[2]])
+
+    def test_missing_url_in_list(self, served):
+        server, paths = served
+        urls = [f"{server.url}/{paths[0].name}", f"{server.url}/nothere.nc"]
+        with pytest.raises(NoSourceFilesError, match=r"nothere\.nc"):
+            virtual(urls, cache=False).cat_file(".zmetadata")
+
+    def test_file_that_cannot_be_scanned(self, served):
+        server, paths = served
+        write_truncated(paths[0].parent / "zz_broken.nc", paths[0])
+        with pytest.raises(ScanError, match=r"zz_broken\.nc"):
+            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
+        state_module.clear_states()
+        with pytest.warns(SkippedFileWarning, match=r"zz_broken\.nc"):
+            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
+            fs.cat_file(".zmetadata")
+        check(fs, paths)
+
+    def test_connection_dropped_mid_read(self, served):
+        server, paths = served
+        fs = virtual(f"{server.url}/", cache=False)
+        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        server.drop.add(paths[2].name)
+        with pytest.raises(SourceReadError, match=r"part02\.nc") as raised:
+            group["v_float64"][:]
+        assert not isinstance(raised.value, FileNotFoundError)  # zarr would fill it
+        server.drop.clear()
+        np.testing.assert_array_equal(
+            group["v_float64"][:], open_truth(paths, decode_cf=False)["v_float64"].values
+        )
+
+    def test_connection_dropped_while_listing(self, served):
+        server, paths = served
+        server.drop.add(paths[0].name)
+        with pytest.raises(NoSourceFilesError, match=r"part00\.nc.*ClientPayloadError"):
+            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
+        state_module.clear_states()
+        with pytest.warns(SkippedFileWarning, match=r"part00\.nc"):
+            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
+            fs.cat_file(".zmetadata")
+        server.drop.clear()
+        check(fs, paths[1:])
+
+    def test_timeout(self, served):
+        server, paths = served
+        options = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=1)}}
+        fs = virtual(f"{server.url}/", cache=False, target_options=options)
+        # the options object (not JSON) survives zarr's re-creation of the filesystem
+        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        server.delay[paths[1].name] = 3.0
+        with pytest.raises(SourceReadError, match=r"part01\.nc.*Timeout"):
+            group["v_int32"][:]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with serve_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"b{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", **s3.options()).mkdir(name)
+    return name
+
+
+def _upload(s3: S3Server, paths: list[Path], prefix: str) -> Any:
+    s3fs = fsspec.filesystem("s3", **s3.options())
+    for p in paths:
+        s3fs.pipe_file(f"{prefix}/{p.name}", p.read_bytes())
+    return s3fs
+
+
+class TestS3:
+    def test_glob_scan_read(self, s3, bucket, tmp_path):
+        paths = write_series(tmp_path / "d", TIMES)
+        _upload(s3, paths, f"{bucket}/data")
+        fs = virtual(f"s3://{bucket}/data/*.nc", target_options=s3.options(), cache=False)
+        check(fs, paths)
+        assert fs.report().remote_scans == 3
+
+    def test_etag_identity_reopen_and_rewrite(self, s3, bucket, tmp_path, scan_calls):
+        paths = write_series(tmp_path / "d", TIMES)
+        s3fs = _upload(s3, paths, f"{bucket}/data")
+        fs = virtual(f"s3://{bucket}/data/", target_options=s3.options())
+        state = fs.collection()
+        assert all(f.identity.startswith("etag:") for f in state.files)
+        assert len(scan_calls) == 3
+        state_module.clear_states()  # a new process, as far as the state is concerned
+        again = virtual(f"s3://{bucket}/data/", target_options=s3.options())
+        check(again, paths)
+        assert len(scan_calls) == 3  # reopened from the scan cache, keyed by ETag
+        # overwrite one object: other values, other chunking
+        other = write_series(
+            tmp_path / "e", [[20, 21, 22, 23]], names=[paths[2].name], chunk_time=1
+        )
+        s3fs.pipe_file(f"{bucket}/data/{paths[2].name}", other[0].read_bytes())
+        group = zarr.open_group(again.get_mapper(""), mode="r")
+        with pytest.raises(StaleSourceError, match=r"part02\.nc"):
+            group["v_float64"][:]
+        again.refresh()
+        assert len(scan_calls) == 4  # only the changed object
+        check(again, [paths[0], paths[1], other[0]])
+
+    def test_contiguous_chunks_are_read_in_few_requests(self, s3, bucket, tmp_path):
+        path = _contiguous_chunks_file(tmp_path / "c.nc")
+        _upload(s3, [path], bucket)
+        fs = virtual(
+            f"s3://{bucket}/c.nc", concat_dim=None, target_options=s3.options(), cache=False
+        )
+        array = zarr.open_group(fs.get_mapper(""), mode="r")["v"]
+        s3.reset()
+        values = array[:]
+        with netCDF4.Dataset(path) as nc:
+            np.testing.assert_array_equal(values, nc["v"][:].data)
+        assert len(s3.gets("c.nc")) <= 20
+
+    def test_credentials_are_never_shown(self, s3, bucket, tmp_path, caplog, capsys):
+        paths = write_series(tmp_path / "d", TIMES[:2])
+        _upload(s3, paths, f"{bucket}/data")
+        secret = "testing-secret"
+        options = s3.options()
+        assert options["secret"] == secret
+        caplog.set_level(logging.DEBUG)
+        shown: list[str] = []
+        fs = virtual(f"s3://{bucket}/data/", target_options=options, cache=False)
+        shown += [repr(fs), repr(fs._spec), str(fs.report()), fs.to_json(include_password=False)]
+        missing = virtual(f"s3://{bucket}/nothing/", target_options=options, cache=False)
+        with pytest.raises(NoSourceFilesError) as raised:
+            missing.cat_file(".zmetadata")
+        shown.append(str(raised.value))
+        s3fs = fsspec.filesystem("s3", **s3.options())
+        s3fs.rm(f"{bucket}/data/{paths[0].name}")
+        with pytest.raises(StaleSourceError) as stale:
+            zarr.open_group(fs.get_mapper(""), mode="r")["v_float64"][:]
+        shown.append(str(stale.value))
+        shown += [r.getMessage() for r in caplog.records]
+        captured = capsys.readouterr()
+        shown += [captured.out, captured.err]
+        leaks = [text for text in shown if secret in text]
+        assert not leaks, leaks[:3]
+        assert '"secret": "***"' in fs.to_json(include_password=False)
+
+
+class TestSchedulers:
+    def test_dask_local_cluster_gives_the_same_store(self, tmp_path):
+        distributed = pytest.importorskip("distributed")
+        paths = write_series(tmp_path / "d", TIMES)
+        serial = virtual(str(tmp_path / "d"), max_workers=1, cache=False)
+        expected = {k: serial.cat_file(k) for k in serial.find("")}
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            for scheduler in ("dask", client):
+                state_module.clear_states()
+                fs = virtual(str(tmp_path / "d"), scheduler=scheduler, cache=False)
+                assert {k: fs.cat_file(k) for k in fs.find("")} == expected
+            # the client object survives zarr's re-creation of the filesystem
+            state_module.clear_states()
+            fs = virtual(str(tmp_path / "d"), scheduler=client, cache=False)
+            check(fs, paths)
+            assert sum(client.run(lambda: 1).values()) == 2  # the cluster is alive
+
+    def test_unknown_scheduler(self, tmp_path):
+        with pytest.raises(ValueError, match="scheduler"):
+            virtual(str(tmp_path), scheduler="threads")
+
+
+class TestProgress:
+    def _slow_scans(self, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+        import fsspec_virtual.scheduling as scheduling
+
+        real = scheduling.scan_file
+
+        def slow(*args: Any) -> Any:
+            time.sleep(seconds)
+            return real(*args)
+
+        monkeypatch.setattr(scheduling, "scan_file", slow)
+
+    def test_progress_bar_for_a_long_scan(self, series, monkeypatch, capsys):
+        paths = series(TIMES)
+        self._slow_scans(monkeypatch, 0.5)
+        state_module.clear_states()
+        virtual(str(paths[0].parent), progress=True, cache=False, max_workers=1).report()
+        err = capsys.readouterr().err
+        assert "scanning" in err and "3/3" in err, err
+
+    def test_silent_by_default(self, series, monkeypatch, capsys):
+        paths = series(TIMES)
+        self._slow_scans(monkeypatch, 0.5)
+        state_module.clear_states()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            virtual(str(paths[0].parent), cache=False, max_workers=1).report()
+        captured = capsys.readouterr()
+        assert captured.err == "" and captured.out == ""
+
+    def test_progress_callable(self, series):
+        paths = series(TIMES)
+        state_module.clear_states()
+        seen: list[tuple[int, int]] = []
+        virtual(
+            str(paths[0].parent), progress=lambda d, t: seen.append((d, t)), cache=False
+        ).report()
+        assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_simple_files_over_http_equal_local(tmp_path):
+    """Single-variable files with a packed variable: the same over HTTP as read locally."""
+    (tmp_path / "www").mkdir()
+    paths = [
+        write_simple(tmp_path / "www" / f"s{i}.nc", [2 * i, 2 * i + 1], seed=i) for i in range(2)
+    ]
+    with serve_directory(tmp_path / "www") as server:
+        check(virtual(f"{server.url}/*.nc", cache=False), paths)
