@@ -23,7 +23,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
-from .errors import StaleSourceError
+from .errors import SourceReadError, StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
 from .reader import (
     DEFAULT_READ_OPTIONS,
@@ -31,9 +31,12 @@ from .reader import (
     Request,
     Version,
     check_version,
+    described_error,
+    etag_of,
     fetch_ranges,
     read_one,
 )
+from .source import file_identity
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -193,6 +196,26 @@ def unpacked_dtype(meta: ArrayMeta) -> np.dtype:
 # -- reading parts ------------------------------------------------------------------------
 
 
+def open_as_scanned(fs: AbstractFileSystem, url: str, version: Version | None) -> Any:
+    """A file object of ``url`` whose reads fail if the file is no longer the version
+    scanned: HTTP requests carry ``If-Match``; s3fs sends the ETag it finds at open
+    (checked here against the scanned one) with each of its requests."""
+    etag = etag_of(version)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    try:
+        if etag and protocols & {"http", "https"}:
+            return fs.open(url, mode="rb", headers={"If-Match": etag})
+        handle = fs.open(url, mode="rb")
+    except Exception as e:
+        raise described_error(url, e) from e
+    details = getattr(handle, "details", None)
+    if etag and protocols & {"s3", "s3a"} and isinstance(details, dict):
+        if details.get("ETag") != etag:
+            handle.close()
+            raise StaleSourceError(url, f"its ETag is {details.get('ETag')}, scanned: {etag}")
+    return handle
+
+
 class _OpenH5Files:
     """A few open h5py files, for sources no numcodecs codec can decode."""
 
@@ -226,7 +249,7 @@ class _OpenH5Files:
         with self._lock:
             entry = self._files.get(key)
             if entry is None:
-                handle = fs.open(url, mode="rb")
+                handle = open_as_scanned(fs, url, version)
                 entry = (handle, h5py.File(handle, mode="r"), threading.Lock())
                 self._files[key] = entry
                 while len(self._files) > self._size:
@@ -235,9 +258,20 @@ class _OpenH5Files:
                     old_handle.close()
             self._files.move_to_end(key)
         _, h5file, file_lock = entry
-        with file_lock:
-            dataset = h5file[h5path]
-            return dataset[where] if dataset.shape else dataset[()]
+        try:
+            with file_lock:
+                dataset = h5file[h5path]
+                return dataset[where] if dataset.shape else dataset[()]
+        except Exception as e:
+            if isinstance(fs, LocalFileSystem):
+                raise
+            # h5py hides why its file object failed: ask the source whether it changed
+            self.forget(key)
+            if version is not None:
+                info = fs.info(url)
+                if (int(info.get("size") or 0), file_identity(info)) != tuple(version):
+                    raise StaleSourceError(url, "its size or ETag changed") from e
+            raise SourceReadError(url, f"{type(e).__name__}: {e}") from e
 
     def forget(self, key: tuple[int, str]) -> None:
         with self._lock:

@@ -195,7 +195,7 @@ def _precondition_failed(error: BaseException) -> bool:
     return False
 
 
-def _described(url: str, error: BaseException) -> BaseException:
+def described_error(url: str, error: BaseException) -> BaseException:
     """The error a failed read of ``url`` raises: never a bare ``FileNotFoundError`` (zarr
     would fill the chunk and serve it as data), always naming the file.
 
@@ -221,7 +221,7 @@ def _read_sync(fs: AbstractFileSystem, read: MergedRead) -> bytes | BaseExceptio
             return _read_local(read.url, read.start, read.end, read.version)
         return fs.cat_file(read.url, start=read.start, end=read.end)
     except Exception as e:
-        return _described(read.url, e)
+        return described_error(read.url, e)
 
 
 def _read_many_sync(fs: AbstractFileSystem, reads: list[MergedRead]) -> list[bytes | BaseException]:
@@ -241,7 +241,8 @@ async def on_own_loop(fs: AsyncFileSystem, coroutine: Coroutine[Any, Any, T]) ->
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, own))
 
 
-def _etag(version: Version | None) -> str | None:
+def etag_of(version: Version | None) -> str | None:
+    """The ETag a file was scanned at, if its identity is one."""
     if version is None or not version[1].startswith(ETAG_PREFIX):
         return None
     return version[1][len(ETAG_PREFIX) :]
@@ -255,7 +256,7 @@ async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     (and becomes a :class:`StaleSourceError`) in the same request that reads it. An answer
     longer than asked for means the server ignored ``Range``.
     """
-    etag = _etag(read.version)
+    etag = etag_of(read.version)
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     if etag and protocols & {"http", "https"}:
         data = await fs._cat_file(
@@ -299,7 +300,7 @@ async def _execute(
                     try:
                         return await read_remote(fs, read)
                     except Exception as e:
-                        return _described(read.url, e)
+                        return described_error(read.url, e)
 
             return list(await asyncio.gather(*(one(read) for read in plan)))
 

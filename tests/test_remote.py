@@ -386,3 +386,34 @@ def test_simple_files_over_http_equal_local(tmp_path):
     ]
     with serve_directory(tmp_path / "www") as server:
         check(virtual(f"{server.url}/*.nc", cache=False), paths)
+
+
+def _lzf_file(path: Path, values: np.ndarray) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=values, chunks=(2, 5), compression="lzf")
+    return path
+
+
+def test_h5py_read_chunks_over_http_are_checked(tmp_path):
+    """lzf chunks (no numcodecs codec) are read through h5py on an HTTP file object: a
+    rewritten file is refused by If-Match there too."""
+    from fsspec_virtual.compute import _h5_files
+
+    (tmp_path / "www").mkdir()
+    first = np.arange(40.0).reshape(8, 5)
+    path = _lzf_file(tmp_path / "www" / "a.h5", first)
+    with serve_directory(tmp_path / "www") as server:
+        fs = virtual(f"{server.url}/a.h5", concat_dim=None, cache=False)
+        array = zarr.open_group(fs.get_mapper(""), mode="r")["v"]
+        np.testing.assert_array_equal(array[:], first)
+        _h5_files.clear()
+        time.sleep(0.01)
+        _lzf_file(path, first[::-1].copy())
+        with pytest.raises(StaleSourceError, match=r"a\.h5"):
+            array[:]
+        fs.refresh()
+        np.testing.assert_array_equal(
+            zarr.open_group(fs.get_mapper(""), mode="r")["v"][:], first[::-1]
+        )
