@@ -209,6 +209,20 @@ class TestHTTP:
         server.drop.clear()
         check(fs, paths[1:])
 
+    def test_process_pool_scan_equals_serial(self, served, monkeypatch):
+        import fsspec_virtual.scheduling as scheduling
+
+        server, paths = served
+        options = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=30)}}
+        serial = virtual(f"{server.url}/", cache=False, max_workers=1, target_options=options)
+        expected = {k: serial.cat_file(k) for k in serial.find("")}
+        state_module.clear_states()
+        monkeypatch.setattr(scheduling, "POOL_MIN_FILES", 2)
+        server.reset()
+        pooled = virtual(f"{server.url}/", cache=False, max_workers=2, target_options=options)
+        assert {k: pooled.cat_file(k) for k in pooled.find("")} == expected
+        assert pooled.report().remote_scans == len(paths)  # the workers' counts came back
+
     def test_timeout(self, served):
         server, paths = served
         options = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=1)}}
