@@ -28,7 +28,7 @@ from .reader import (
     read_one,
 )
 from .report import ScanReport, describe
-from .scan import DEFAULT_SCAN_OPEN_OPTIONS
+from .scan import scan_options as merged_scan_options
 from .scan_cache import ScanCache
 from .scheduling import Progress, ScanSettings
 from .state import (
@@ -92,7 +92,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         callable told (files scanned, files to scan). Default: silent.
     scan_options
         Options of the source filesystem's ``open`` for scanning remote files, over the
-        defaults (``block_size`` 512 KiB, ``cache_type`` ``"blockcache"``).
+        defaults (``block_size`` 2 MiB, ``cache_type`` ``"blockcache"``, at most 32
+        blocks kept).
     max_gap, max_block
         Chunk reads of one file closer than ``max_gap`` bytes (default 64 KiB) are merged
         into one request, up to ``max_block`` bytes (default 32 MiB).
@@ -150,7 +151,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             max_workers,
             scheduler,
             progress,
-            {**DEFAULT_SCAN_OPEN_OPTIONS, **(scan_options or {})},
+            merged_scan_options(scan_options),
         )
         self._reading = ReadOptions(max_gap, max_block, max_concurrency)
         if chunk_cache_size is not None and chunk_cache_size < 0:

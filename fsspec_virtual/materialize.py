@@ -14,7 +14,12 @@ from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 __all__ = ["read_array"]
 
 
-def read_array(fs: AbstractFileSystem, manifest: Manifest, path: str) -> np.ndarray:
+def read_array(
+    fs: AbstractFileSystem,
+    manifest: Manifest,
+    path: str,
+    versions: dict[str, tuple[int, str]] | None = None,
+) -> np.ndarray:
     """The full, raw (not CF-decoded) values of one array of ``manifest``.
 
     Parameters
@@ -25,13 +30,15 @@ def read_array(fs: AbstractFileSystem, manifest: Manifest, path: str) -> np.ndar
         The manifest holding the array.
     path
         The array's path.
+    versions
+        The file versions the reads must find (see :func:`~fsspec_virtual.compute.read_region`).
     """
     array = manifest.arrays[path]
     if array.plan is None:  # its own chunks are the one source of the whole array
         plan = ComputePlan((SourcePart(0, array.meta, array.grid),), None, "")
         array = VirtualArray(array.meta, array.grid, plan)
     whole = tuple((0, n) for n in array.meta.shape)
-    reading = read_region(fs, manifest.urls, array, whole, DecodedChunkCache(0))
+    reading = read_region(fs, manifest.urls, array, whole, DecodedChunkCache(0), versions)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -17,7 +17,7 @@ from .combine import ScannedFile, concat_coordinate_paths
 from .errors import ScanError
 from .materialize import read_array
 from .pool import default_workers, pool_running, shared_pool
-from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, scan_file
+from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, guarded_open_options, scan_file
 from .source import SourceFile, file_identity
 
 __all__ = [
@@ -105,14 +105,27 @@ def scan_one(
     cost = ScanCost()
     error: Exception | None = None
     for _ in range(_SCAN_ATTEMPTS):
-        manifest, messages, spent = scan_file(fs, source, open_options)
+        # where every read carries the listed ETag (HTTP If-Match), a file that changes
+        # fails the scan's reads instead of being read: no check afterwards is needed
+        guarded = bool(guarded_open_options(fs, source))
+        try:
+            manifest, messages, spent = scan_file(fs, source, open_options)
+        except ScanError as e:
+            if not guarded:
+                raise
+            now = _as_it_is_now(fs, source)
+            if (now.size, now.identity) == (source.size, source.identity):
+                raise
+            source, error = now, e
+            continue
         cost = cost + spent
+        versions = {source.path: (source.size, source.identity)} if guarded else None
         coords = {}
         try:
             if concat_dim is not None:
                 for path in concat_coordinate_paths(manifest, concat_dim):
-                    coords[path] = read_array(fs, manifest, path)
-            unchanged = _as_it_is_now(fs, source)
+                    coords[path] = read_array(fs, manifest, path, versions)
+            unchanged = source if guarded else _as_it_is_now(fs, source)
         except FileNotFoundError as e:
             raise ScanError(source.path, f"it vanished while being scanned: {e}") from e
         except OSError as e:  # the file changed under the coordinate read
@@ -123,7 +136,10 @@ def scan_one(
             source.identity,
         ):
             return ScannedFile(source.path, manifest, coords), messages, source, cost
-        source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
+        try:
+            source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
+        except FileNotFoundError as e:
+            raise ScanError(source.path, f"it vanished while being scanned: {e}") from e
         error = ScanError(source.path, "it changed while being scanned")
     raise ScanError(source.path, f"it kept changing while being scanned ({error})")
 
