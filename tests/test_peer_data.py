@@ -8,6 +8,7 @@ and every dataset it leaves out is one of a type it documents as unsupported.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -15,6 +16,7 @@ import hdf5plugin  # noqa: F401  (registers the filters h5py needs for the truth
 import numpy as np
 import pytest
 import zarr
+from servers import HTTPServer, serve_directory
 
 from fsspec_virtual import UnsupportedVariableWarning, VirtualZarrFileSystem
 
@@ -30,11 +32,17 @@ def _truth(dataset: h5py.Dataset) -> np.ndarray:
     return np.asarray(values)
 
 
-@pytest.mark.parametrize("path", PEER_FILES, ids=[p.name for p in PEER_FILES])
-def test_every_served_dataset_equals_h5py(path):
+@pytest.fixture(scope="module")
+def peer_server() -> Iterator[HTTPServer]:
+    with serve_directory(PEER_DATA) as server:
+        yield server
+
+
+def check_peer_file(path: Path, url: str) -> None:
+    """Every dataset the store over ``url`` serves equals h5py's read of ``path``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fs = VirtualZarrFileSystem(str(path), skip_instance_cache=True)
+        fs = VirtualZarrFileSystem(url, skip_instance_cache=True, cache=False)
         report = fs.report()
     group = zarr.open_group(fs.get_mapper(""), mode="r")
     served = [v for v in report.variables if v.how != "skipped"]
@@ -54,3 +62,16 @@ def test_every_served_dataset_equals_h5py(path):
             assert "compound" in entry.reason
             messages = [str(w.message) for w in caught if w.category is UnsupportedVariableWarning]
             assert any(entry.path in m and path.name in m for m in messages), entry.path
+
+
+if PEER_FILES:  # else nothing is collected (a checkout without the shared folder)
+
+    @pytest.mark.parametrize("path", PEER_FILES, ids=[p.name for p in PEER_FILES])
+    def test_every_served_dataset_equals_h5py(path):
+        check_peer_file(path, str(path))
+
+    @pytest.mark.parametrize("path", PEER_FILES, ids=[p.name for p in PEER_FILES])
+    def test_every_served_dataset_equals_h5py_over_http(path, peer_server):
+        """The same files from an HTTP server: plugin filters and h5py-read datasets
+        through HTTP file objects, ETag-checked."""
+        check_peer_file(path, f"{peer_server.url}/{path.relative_to(PEER_DATA).as_posix()}")

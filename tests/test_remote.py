@@ -87,6 +87,13 @@ class TestHTTP:
         server, paths = served
         check(virtual([f"{server.url}/{p.name}" for p in paths]), paths)
 
+    def test_netcdf3_files(self, tmp_path):
+        paths = write_series(tmp_path / "www", TIMES, fmt="NETCDF3_64BIT_OFFSET")
+        with serve_directory(tmp_path / "www") as server:
+            fs = virtual(f"{server.url}/", cache=False)
+            check(fs, paths)
+            assert fs.report().remote_scans == len(paths)
+
     def test_chained_url(self, served):
         server, paths = served
         url = f"virtualzarr::{server.url}/*.nc"
@@ -265,8 +272,9 @@ def _upload(s3: S3Server, paths: list[Path], prefix: str) -> Any:
 
 
 class TestS3:
-    def test_glob_scan_read(self, s3, bucket, tmp_path):
-        paths = write_series(tmp_path / "d", TIMES)
+    @pytest.mark.parametrize("fmt", ["NETCDF4", "NETCDF3_CLASSIC"])
+    def test_glob_scan_read(self, s3, bucket, tmp_path, fmt):
+        paths = write_series(tmp_path / "d", TIMES, fmt=fmt)
         _upload(s3, paths, f"{bucket}/data")
         fs = virtual(f"s3://{bucket}/data/*.nc", target_options=s3.options(), cache=False)
         check(fs, paths)
