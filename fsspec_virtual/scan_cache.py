@@ -199,6 +199,16 @@ def decode_entry(data: bytes) -> tuple[Manifest, dict[str, np.ndarray], list[str
 # -- the cache ----------------------------------------------------------------------------
 
 
+#: Object stores, where one PUT makes a whole object visible at once (a rename there is a
+#: copy and a delete: three requests for nothing).
+_ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
+
+
+def _puts_are_atomic(fs: AbstractFileSystem) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & _ATOMIC_PUT_PROTOCOLS)
+
+
 class ScanCache:
     """Scan results on disk (or any fsspec URL), keyed by file identity.
 
@@ -268,6 +278,9 @@ class ScanCache:
         data = encode_entry(manifest, coords, messages)
         parent = path.rsplit("/", 1)[0]
         try:
+            if _puts_are_atomic(self.fs):
+                self.fs.pipe_file(path, data)  # an object appears whole, or not at all
+                return
             self.fs.makedirs(parent, exist_ok=True)
             temporary = f"{path}.{uuid.uuid4().hex}.tmp"
             self.fs.pipe_file(temporary, data)

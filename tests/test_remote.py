@@ -303,6 +303,20 @@ class TestS3:
         assert len(scan_calls) == 4  # only the changed object
         check(again, [paths[0], paths[1], other[0]])
 
+    def test_scan_cache_in_a_bucket(self, s3, bucket, tmp_path, scan_calls):
+        """A team shares one scan: the cache is a bucket prefix; a second process (state
+        cleared) opening the same local files scans none of them."""
+        paths = write_series(tmp_path / "d", TIMES)
+        shared = {"cache_dir": f"s3://{bucket}/scans", "cache_options": s3.options()}
+        first = virtual(str(tmp_path / "d"), max_workers=1, **shared)
+        check(first, paths)
+        assert len(scan_calls) == 3
+        entries = fsspec.filesystem("s3", **s3.options()).find(f"{bucket}/scans")
+        assert len(entries) == 4 and all(e.endswith(".scan") for e in entries)  # 3 + whole
+        state_module.clear_states()
+        check(virtual(str(tmp_path / "d"), max_workers=1, **shared), paths)
+        assert len(scan_calls) == 3
+
     def test_contiguous_chunks_are_read_in_few_requests(self, s3, bucket, tmp_path):
         path = _contiguous_chunks_file(tmp_path / "c.nc")
         _upload(s3, [path], bucket)
