@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
+from typing import Any, cast
 
 import numpy as np
 from fsspec import AbstractFileSystem
@@ -11,11 +13,36 @@ from fsspec import AbstractFileSystem
 from .compute import DecodedChunkCache, read_region
 from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 
-__all__ = ["read_array"]
+__all__ = ["read_array", "FileObjectSource", "readable_through_file"]
+
+
+class FileObjectSource:
+    """One open file object standing in for its filesystem, for :func:`read_array`: a
+    scan reads its file's coordinate values from the blocks it already fetched."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._lock = threading.Lock()
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of the file (``path`` is the file's own)."""
+        with self._lock:
+            self._f.seek(start or 0)
+            return bytes(self._f.read(-1 if end is None else end - (start or 0)))
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Nothing to invalidate."""
+
+
+def readable_through_file(manifest: Manifest, path: str) -> bool:
+    """Whether the array's values come from byte ranges only (no h5py read), so that a
+    :class:`FileObjectSource` can serve them."""
+    plan = manifest.arrays[path].plan
+    return plan is None or all(part.grid is not None for part in plan.parts)
 
 
 def read_array(
-    fs: AbstractFileSystem,
+    fs: AbstractFileSystem | FileObjectSource,
     manifest: Manifest,
     path: str,
     versions: dict[str, tuple[int, str]] | None = None,
@@ -38,7 +65,8 @@ def read_array(
         plan = ComputePlan((SourcePart(0, array.meta, array.grid),), None, "")
         array = VirtualArray(array.meta, array.grid, plan)
     whole = tuple((0, n) for n in array.meta.shape)
-    reading = read_region(fs, manifest.urls, array, whole, DecodedChunkCache(0), versions)
+    source = cast(AbstractFileSystem, fs)  # a FileObjectSource serves cat_file: all it needs
+    reading = read_region(source, manifest.urls, array, whole, DecodedChunkCache(0), versions)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

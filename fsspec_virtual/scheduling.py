@@ -109,7 +109,7 @@ def scan_one(
         # fails the scan's reads instead of being read: no check afterwards is needed
         guarded = bool(guarded_open_options(fs, source))
         try:
-            manifest, messages, spent = scan_file(fs, source, open_options)
+            manifest, messages, spent, read = scan_file(fs, source, open_options, concat_dim)
         except ScanError as e:
             if not guarded:
                 raise
@@ -120,9 +120,9 @@ def scan_one(
             continue
         cost = cost + spent
         versions = {source.path: (source.size, source.identity)} if guarded else None
-        coords = {}
+        coords = dict(read or {})
         try:
-            if concat_dim is not None:
+            if concat_dim is not None and read is None:
                 for path in concat_coordinate_paths(manifest, concat_dim):
                     coords[path] = read_array(fs, manifest, path, versions)
             unchanged = source if guarded else _as_it_is_now(fs, source)

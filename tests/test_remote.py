@@ -107,9 +107,9 @@ class TestHTTP:
         fs = virtual(f"{server.url}/", cache=False)
         report = fs.report()
         per_file = [h for h in server.hits if h.path]  # not the index page
-        # per file: its size and ETag (HEAD), its magic bytes, its metadata through the
-        # 2 MiB block cache (one block for files this small), its time values
-        assert len(per_file) <= 4 * len(paths), server.hits
+        # per file: its size and ETag (HEAD), its magic bytes, its metadata and time values
+        # through the 2 MiB block cache (one block for files this small)
+        assert len(per_file) == 3 * len(paths), server.hits
         assert report.remote_scans == len(paths)
         assert report.requests_per_file == 1
         assert report.scan_cost.bytes == sum(p.stat().st_size for p in paths)

@@ -102,14 +102,30 @@ def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str
     return {}
 
 
+def _coordinates(manifest: Manifest, concat_dim: str, f: Any) -> dict[str, Any] | None:
+    """The concat coordinates' raw values, read through the open file ``f``; None where
+    one needs h5py (read later through the filesystem)."""
+    from ..combine import concat_coordinate_paths
+    from ..materialize import FileObjectSource, read_array, readable_through_file
+
+    paths = concat_coordinate_paths(manifest, concat_dim)
+    if not all(readable_through_file(manifest, p) for p in paths):
+        return None
+    via = FileObjectSource(f)
+    return {p: read_array(via, manifest, p) for p in paths}
+
+
 def _speaks_http(fs: AbstractFileSystem) -> bool:
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     return bool(protocols & {"http", "https"})
 
 
 def scan_file(
-    fs: AbstractFileSystem, source: SourceFile, open_options: dict[str, Any] | None = None
-) -> tuple[Manifest, list[str], ScanCost]:
+    fs: AbstractFileSystem,
+    source: SourceFile,
+    open_options: dict[str, Any] | None = None,
+    concat_dim: str | None = None,
+) -> tuple[Manifest, list[str], ScanCost, dict[str, Any] | None]:
     """Scan one data file.
 
     Parameters
@@ -120,12 +136,15 @@ def scan_file(
         The file, as listed.
     open_options
         Options of ``fs.open`` for remote files (default :data:`DEFAULT_SCAN_OPEN_OPTIONS`).
+    concat_dim
+        For a remote HDF5 file, the concat coordinates' values are read through the scan's
+        own file object (from the blocks it fetched, usually without a request).
 
     Returns
     -------
-    manifest, warnings, cost
-        The file's manifest, one message per variable left out of it, and the requests
-        the scan made.
+    manifest, warnings, cost, coords
+        The file's manifest, one message per variable left out of it, the requests the
+        scan made, and the concat coordinates' raw values where they were read (else None).
 
     Raises
     ------
@@ -146,13 +165,16 @@ def scan_file(
             with fs.open(source.path, mode="rb", **options) as f:
                 counter = None if local else _counted(f)
                 manifest, messages = scan_hdf5(f, source.path)
+                coords = None
+                if not local and concat_dim is not None:
+                    coords = _coordinates(manifest, concat_dim, f)
                 cost = ScanCost() if counter is None else ScanCost(counter.requests, counter.bytes)
-                return manifest, messages, cost
+                return manifest, messages, cost, coords
         if source.format == "netcdf3":
             from .netcdf3 import scan_netcdf3
 
             manifest, messages, (requests, nbytes) = scan_netcdf3(fs, source.path)
-            return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes)
+            return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes), None
         raise NotImplementedError(f"{source.format} files are not supported")
     except ScanError:
         raise
