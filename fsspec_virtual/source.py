@@ -20,7 +20,14 @@ from fsspec.asyn import AsyncFileSystem, sync
 
 from .errors import NoSourceFilesError, RangeNotSupportedError, SkippedFileWarning
 
-__all__ = ["FileFormat", "SourceFile", "resolve_filesystem", "list_source_files", "sniff_format"]
+__all__ = [
+    "FileFormat",
+    "SourceFile",
+    "resolve_filesystem",
+    "list_source_files",
+    "sniff_format",
+    "speaks_http",
+]
 
 FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
 
@@ -84,10 +91,30 @@ def resolve_filesystem(
     return fs, [fs._strip_protocol(p) for p in paths]
 
 
+def speaks_http(fs: AbstractFileSystem) -> bool:
+    """Whether ``fs`` is fsspec's HTTP(S) filesystem."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & {"http", "https"})
+
+
+def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
+    # fsspec's HTTP isdir() GETs the whole URL to look for links in it: for a data file
+    # that is the whole file, twice. One HEAD tells a page from a file instead.
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise NoSourceFilesError(f"source path does not exist: {path}") from None
+    if path.endswith("/") or info.get("mimetype") == "text/html":
+        return {e["name"]: e for e in fs.ls(path, detail=True)}
+    return {path: info}
+
+
 def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     """Files named by one path: a glob's matches, a directory's files, or the file."""
     if _GLOB_CHARS.search(path):
         found = fs.glob(path, detail=True)
+    elif speaks_http(fs):
+        found = _expand_http(fs, path)
     elif fs.isdir(path):
         found = {e["name"]: e for e in fs.ls(path, detail=True)}
     elif fs.exists(path):

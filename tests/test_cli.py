@@ -135,3 +135,18 @@ class TestScan:
         second = run("scan", str(tmp_path), "--concat-dim", "time", "--cache-dir", str(cache))
         assert second.returncode == 0, second.stderr
         assert "3 files: 0 scanned, 3 reused" in second.stdout, second.stdout
+
+
+def test_scan_of_a_remote_directory_reports_its_requests(tmp_path):
+    from servers import serve_directory
+
+    write_series(tmp_path / "www", [[0, 1], [2, 3]])
+    with serve_directory(tmp_path / "www") as server:
+        result = run(
+            "scan", f"{server.url}/", "--concat-dim", "time", "--cache-dir", str(tmp_path / "c")
+        )
+        gets = len(server.gets())
+    assert result.returncode == 0, result.stderr
+    assert "2 files: 2 scanned, 0 reused" in result.stdout, result.stdout
+    assert "remote scans: 2 requests (1.0 per file)" in result.stdout, result.stdout
+    assert gets == 1 + 2 * 2  # the index page; per file its magic bytes and one block

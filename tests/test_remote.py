@@ -86,6 +86,8 @@ class TestHTTP:
     def test_list_of_urls(self, served):
         server, paths = served
         check(virtual([f"{server.url}/{p.name}" for p in paths]), paths)
+        # no file is ever fetched whole (fsspec's HTTP isdir() would GET it to parse links)
+        assert all(h.range for h in server.gets() if h.path.endswith(".nc")), server.hits
 
     def test_netcdf3_files(self, tmp_path):
         paths = write_series(tmp_path / "www", TIMES, fmt="NETCDF3_64BIT_OFFSET")

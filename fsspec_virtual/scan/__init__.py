@@ -13,7 +13,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import ScanError
 from ..manifest import Manifest
-from ..source import ETAG_PREFIX, SourceFile
+from ..source import ETAG_PREFIX, SourceFile, speaks_http
 
 __all__ = [
     "scan_file",
@@ -97,7 +97,7 @@ def scan_options(user: dict[str, Any] | None) -> dict[str, Any]:
 def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str, Any]:
     """``fs.open`` options that make every read of the file fail if it is no longer the
     version listed (HTTP: ``If-Match`` with its ETag), else ``{}``."""
-    if _speaks_http(fs) and source.identity.startswith(ETAG_PREFIX):
+    if speaks_http(fs) and source.identity.startswith(ETAG_PREFIX):
         return {"headers": {"If-Match": source.identity[len(ETAG_PREFIX) :]}}
     return {}
 
@@ -113,11 +113,6 @@ def _coordinates(manifest: Manifest, concat_dim: str, f: Any) -> dict[str, Any] 
         return None
     via = FileObjectSource(f)
     return {p: read_array(via, manifest, p) for p in paths}
-
-
-def _speaks_http(fs: AbstractFileSystem) -> bool:
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & {"http", "https"})
 
 
 def scan_file(
@@ -158,7 +153,7 @@ def scan_file(
         if source.format == "hdf5":
             from .hdf5 import scan_hdf5
 
-            if _speaks_http(fs) and source.size:
+            if speaks_http(fs) and source.size:
                 options["size"] = source.size  # spares fsspec a HEAD request
             if not local:
                 options.update(guarded_open_options(fs, source))
