@@ -4,7 +4,7 @@ ReferenceFileSystem, with every request counted on the server.
     python benchmarks/remote.py [--preset small] [--repeats 3] [--var t2m]
 
 The preset's files (``datagen.py``) are served by the aiohttp test server of
-``tests/servers.py`` on 127.0.0.1, in a thread of this process. Measured, in this process:
+``tests/servers.py`` on 127.0.0.1, in a process of its own. Measured, in this process:
 
 1. scan: listing + scan + combine into a store: ours (``fs.collection()``) vs kerchunk
    (``SingleHdf5ToZarr`` per file + ``MultiZarrToZarr``), with the requests per file the
@@ -42,7 +42,7 @@ from datagen import PRESETS, ensure_collection  # noqa: E402
 from run import git_state, versions  # noqa: E402
 from worker import compare, h5py_read_all, masked_h5py  # noqa: E402
 
-from tests.servers import HTTPServer, serve_directory  # noqa: E402
+from tests.servers import Hit  # noqa: E402
 
 KIB, MIB = 1024, 1024 * 1024
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -72,6 +72,75 @@ def now() -> float:
 
 
 # -- what the server saw --------------------------------------------------------------------
+
+
+#: The server process: serves a directory, then answers "reset" and "hits" on stdin.
+_SERVER_SCRIPT = """
+import json, sys
+from dataclasses import asdict
+sys.path.insert(0, sys.argv[1])
+from tests.servers import serve_directory
+with serve_directory(sys.argv[2]) as server:
+    latency = float(sys.argv[3])
+    print(server.url, flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "reset":
+            server.reset()
+            print("ok", flush=True)
+        elif command == "hits":
+            print(json.dumps([asdict(h) for h in server.hits]), flush=True)
+        elif command == "delay":
+            server.delay.update({name: latency for name in json.loads(argument)})
+            print("ok", flush=True)
+"""
+
+
+class ServerProcess:
+    """The test HTTP server of ``tests/servers.py``, in a process of its own: a server
+    thread in this process would share the GIL with the clients it is measuring (a read
+    path with more thread hand-offs would look slower than it is)."""
+
+    def __init__(self, root: Path, latency: float) -> None:
+        import subprocess
+
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_SCRIPT, str(REPO), str(root), str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            raise RuntimeError("the HTTP server process did not start")
+
+    def _ask(self, line: str) -> str:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+        return self._process.stdout.readline()
+
+    @property
+    def hits(self) -> list[Hit]:
+        """Every request received since the last reset."""
+        return [Hit(**h) for h in json.loads(self._ask("hits"))]
+
+    def reset(self) -> None:
+        """Forget the requests received so far."""
+        self._ask("reset")
+
+    def delay(self, names: list[str]) -> None:
+        """Delay each GET of these files by the latency given at start."""
+        self._ask("delay " + json.dumps(names))
+
+    def close(self) -> None:
+        """Stop the server."""
+        self._process.kill()
+        self._process.wait()
+
+
+HTTPServer = ServerProcess
 
 
 def traffic(server: HTTPServer, sizes: dict[str, int]) -> dict[str, int]:
@@ -501,16 +570,20 @@ def main(argv: list[str] | None = None) -> int:
     import fsspec_virtual  # noqa: F401  (registers "virtualzarr"; imports are not timed)
 
     problems = Problems()
-    with serve_directory(paths[0].parent) as server:
+    server = ServerProcess(paths[0].parent, opts.latency / 1e3)
+    try:
         url = server.url
         # the test server can delay GETs only (not HEADs, nor the directory listing)
-        server.delay.update({name: opts.latency / 1e3 for name in sizes if opts.latency > 0})
+        if opts.latency > 0:
+            server.delay(list(sizes))
         scans, refs = measure_scans(server, sizes, url, n, repeats, problems)
         reads = measure_reads(server, sizes, url, refs, opts.var, repeats, problems)
         checks = verify(reads, files, preset, opts.var, problems)
         options = {}
         if not opts.no_options:
             options = measure_scan_options(server, sizes, url, n, repeats, problems)
+    finally:
+        server.close()
 
     print(
         f"\nfsspec-virtual over HTTP (127.0.0.1, {opts.latency:g} ms added to each GET), "
