@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from datagen import PRESETS, ensure_collection  # noqa: E402
-from run import git_state, versions  # noqa: E402
+from run import git_state, num, versions  # noqa: E402
 from worker import compare, h5py_read_all, masked_h5py  # noqa: E402
 
 from tests.servers import Hit  # noqa: E402
@@ -264,20 +264,6 @@ def open_dataset(kind: str, store):
 
 
 # -- statistics and tables ------------------------------------------------------------------
-
-
-def num(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -195,6 +195,21 @@ def figure(name: str, unit: str, better: str, ours: dict, peers: dict[str, dict]
 # -- the table ----------------------------------------------------------------------------
 
 
+def num(x: float | None) -> str:
+    """A figure with 3 significant digits or so (``-`` for none)."""
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
 def fmt(entry: dict, ours: bool = False) -> str:
     if "median" not in entry:
         reason = entry.get("unavailable", entry.get("error", "?"))
@@ -202,21 +217,9 @@ def fmt(entry: dict, ours: bool = False) -> str:
             return reason
         return f"ERROR: {reason}" if ours else f"unavailable: {reason}"
     best, med = entry["best"], entry["median"]
-
-    def f(x: float) -> str:
-        if x == 0:
-            return "0"
-        if abs(x) >= 100:
-            return f"{x:.0f}"
-        if abs(x) >= 10:
-            return f"{x:.1f}"
-        if abs(x) >= 1:
-            return f"{x:.2f}"
-        return f"{x:.3g}"
-
-    if len(entry.get("samples", [])) <= 1 or f(best) == f(med):
-        return f(med)
-    return f"{f(best)} / {f(med)}"
+    if len(entry.get("samples", [])) <= 1 or num(best) == num(med):
+        return num(med)
+    return f"{num(best)} / {num(med)}"
 
 
 def render_table(figures: list[dict]) -> str:

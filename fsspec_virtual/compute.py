@@ -36,7 +36,7 @@ from .reader import (
     fetch_ranges,
     read_one,
 )
-from .source import file_identity
+from .source import file_identity, speaks, speaks_http
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -201,15 +201,14 @@ def open_as_scanned(fs: AbstractFileSystem, url: str, version: Version | None) -
     scanned: HTTP requests carry ``If-Match``; s3fs sends the ETag it finds at open
     (checked here against the scanned one) with each of its requests."""
     etag = etag_of(version)
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     try:
-        if etag and protocols & {"http", "https"}:
+        if etag and speaks_http(fs):
             return fs.open(url, mode="rb", headers={"If-Match": etag})
         handle = fs.open(url, mode="rb")
     except Exception as e:
         raise described_error(url, e) from e
     details = getattr(handle, "details", None)
-    if etag and protocols & {"s3", "s3a"} and isinstance(details, dict):
+    if etag and speaks(fs, "s3", "s3a") and isinstance(details, dict):
         if details.get("ETag") != etag:
             handle.close()
             raise StaleSourceError(url, f"its ETag is {details.get('ETag')}, scanned: {etag}")

@@ -25,7 +25,7 @@ from .errors import (
     StaleSourceError,
     VirtualZarrError,
 )
-from .source import ETAG_PREFIX
+from .source import ETAG_PREFIX, speaks, speaks_http
 
 __all__ = [
     "ReadOptions",
@@ -257,12 +257,11 @@ async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     longer than asked for means the server ignored ``Range``.
     """
     etag = etag_of(read.version)
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if etag and protocols & {"http", "https"}:
+    if etag and speaks_http(fs):
         data = await fs._cat_file(
             read.url, start=read.start, end=read.end, headers={"If-Match": etag}
         )
-    elif etag and protocols & {"s3", "s3a"} and hasattr(fs, "_call_s3"):
+    elif etag and speaks(fs, "s3", "s3a") and hasattr(fs, "_call_s3"):
         bucket, key, version_id = fs.split_path(read.url)  # type: ignore[attr-defined]
         extra = {"VersionId": version_id} if version_id else {}
         response = await fs._call_s3(  # type: ignore[attr-defined]

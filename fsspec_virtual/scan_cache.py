@@ -26,7 +26,7 @@ import numpy as np
 from fsspec import AbstractFileSystem
 
 from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, SourcePart, VirtualArray
-from .source import SourceFile
+from .source import SourceFile, speaks
 
 __all__ = ["ScanCache", "default_cache_dir", "CorruptCacheEntryWarning"]
 
@@ -205,8 +205,7 @@ _ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfs
 
 
 def _puts_are_atomic(fs: AbstractFileSystem) -> bool:
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & _ATOMIC_PUT_PROTOCOLS)
+    return speaks(fs, *_ATOMIC_PUT_PROTOCOLS)
 
 
 class ScanCache:

@@ -54,8 +54,8 @@ class ScanSettings:
     Attributes
     ----------
     workers
-        Processes (or Dask tasks at once is Dask's business); ``1`` scans in the calling
-        thread; None: the usable cores, at most 8.
+        Scan processes of the ``"processes"`` scheduler (Dask sizes its own); ``1`` scans
+        in the calling thread; None: the usable cores, at most 8.
     scheduler
         ``"processes"`` (the default: a pool of worker processes), ``"dask"`` (the
         current ``distributed`` client, else Dask's default scheduler), or a

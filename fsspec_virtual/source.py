@@ -26,6 +26,7 @@ __all__ = [
     "resolve_filesystem",
     "list_source_files",
     "sniff_format",
+    "speaks",
     "speaks_http",
 ]
 
@@ -91,10 +92,15 @@ def resolve_filesystem(
     return fs, [fs._strip_protocol(p) for p in paths]
 
 
+def speaks(fs: AbstractFileSystem, *protocols: str) -> bool:
+    """Whether ``fs`` answers to one of ``protocols`` (its ``protocol`` may be a tuple)."""
+    own = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return not own.isdisjoint(protocols)
+
+
 def speaks_http(fs: AbstractFileSystem) -> bool:
     """Whether ``fs`` is fsspec's HTTP(S) filesystem."""
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & {"http", "https"})
+    return speaks(fs, "http", "https")
 
 
 def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:

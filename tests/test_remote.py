@@ -7,6 +7,7 @@ request counts are taken on the server side.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 import warnings
@@ -48,6 +49,20 @@ def check(fs: Any, paths: list[Path]) -> None:
     expected = open_truth(paths)
     expected_raw = open_truth(paths, decode_cf=False)
     assert_store_matches(fs, expected, expected_raw)
+
+
+def refused_then_skipped(url: str, error: type[Exception], name: str, why: str = "") -> Any:
+    """A store over ``url`` fails with ``error`` naming the file ``name`` (and ``why``);
+    with ``on_error="skip"`` the file is left out with a warning naming it. Returns the
+    skipping store."""
+    pattern = re.escape(name) + (".*" + re.escape(why) if why else "")
+    with pytest.raises(error, match=pattern):
+        virtual(url, cache=False).cat_file(".zmetadata")
+    state_module.clear_states()
+    with pytest.warns(SkippedFileWarning, match=re.escape(name)):
+        fs = virtual(url, cache=False, on_error="skip")
+        fs.cat_file(".zmetadata")
+    return fs
 
 
 @pytest.fixture
@@ -178,12 +193,7 @@ class TestHTTP:
     def test_missing_file_in_index_is_an_error_or_skipped(self, served):
         server, paths = served
         server.missing.add(paths[1].name)
-        with pytest.raises(NoSourceFilesError, match=r"part01\.nc"):
-            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
-        state_module.clear_states()
-        with pytest.warns(SkippedFileWarning, match=r"part01\.nc"):
-            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
-            fs.cat_file(".zmetadata")
+        fs = refused_then_skipped(f"{server.url}/", NoSourceFilesError, "part01.nc")
         check(fs, [paths[0], paths[2]])
 
     def test_missing_url_in_list(self, served):
@@ -195,13 +205,7 @@ class TestHTTP:
     def test_file_that_cannot_be_scanned(self, served):
         server, paths = served
         write_truncated(paths[0].parent / "zz_broken.nc", paths[0])
-        with pytest.raises(ScanError, match=r"zz_broken\.nc"):
-            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
-        state_module.clear_states()
-        with pytest.warns(SkippedFileWarning, match=r"zz_broken\.nc"):
-            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
-            fs.cat_file(".zmetadata")
-        check(fs, paths)
+        check(refused_then_skipped(f"{server.url}/", ScanError, "zz_broken.nc"), paths)
 
     def test_connection_dropped_mid_read(self, served):
         server, paths = served
@@ -219,12 +223,9 @@ class TestHTTP:
     def test_connection_dropped_while_listing(self, served):
         server, paths = served
         server.drop.add(paths[0].name)
-        with pytest.raises(NoSourceFilesError, match=r"part00\.nc.*ClientPayloadError"):
-            virtual(f"{server.url}/", cache=False).cat_file(".zmetadata")
-        state_module.clear_states()
-        with pytest.warns(SkippedFileWarning, match=r"part00\.nc"):
-            fs = virtual(f"{server.url}/", cache=False, on_error="skip")
-            fs.cat_file(".zmetadata")
+        fs = refused_then_skipped(
+            f"{server.url}/", NoSourceFilesError, "part00.nc", "ClientPayloadError"
+        )
         server.drop.clear()
         check(fs, paths[1:])
 
