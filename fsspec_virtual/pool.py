@@ -85,9 +85,12 @@ class _Worker:
             stdout=subprocess.PIPE,
         )
 
-    def run(self, function: Callable[..., Any], args: tuple[Any, ...], timeout: float | None):
+    def run(self, message: bytes, timeout: float | None) -> Any:
+        """Send one pickled ``(function, args)`` task; the reply, unpickled."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        send_message(self.process.stdin, (function, args))
+        self.process.stdin.write(_HEADER.pack(len(message)))
+        self.process.stdin.write(message)
+        self.process.stdin.flush()
         return receive_message(self.process.stdout.fileno(), timeout)
 
     def kill(self) -> None:
@@ -131,7 +134,12 @@ class WorkerPool:
     ) -> Any:
         worker = self._idle.get()
         try:
-            ok, value = worker.run(function, args, timeout)
+            message = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # nothing was sent: the worker is still idle
+            self._idle.put(worker)
+            return TypeError(f"cannot send this task to a worker process: {e}")
+        try:
+            ok, value = worker.run(message, timeout)
         except (WorkerTimeout, EOFError, OSError) as e:
             worker.kill()
             with self._lock:
@@ -174,7 +182,10 @@ class WorkerPool:
                     i = pending.get_nowait()
                 except queue.Empty:
                     return
-                results[i] = self._run_one(function, arguments[i], timeout)
+                try:
+                    results[i] = self._run_one(function, arguments[i], timeout)
+                except Exception as e:  # every call gets a result: callers zip them
+                    results[i] = e
                 if on_done is not None:
                     on_done()
 

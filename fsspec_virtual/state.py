@@ -177,7 +177,10 @@ def _scan_or_reuse(
             done, found, version, _ = result
             key = cache.key(spec.target_protocol, version, spec.concat_dim, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found)
-    return [r for r in results if r is not None]
+    complete = [r for r in results if r is not None]
+    if len(complete) != len(listed):  # never zip scans with the wrong files
+        raise RuntimeError(f"{len(listed) - len(complete)} scan result(s) missing")
+    return complete
 
 
 def _collection_key(spec: CollectionSpec, listed: Sequence[SourceFile]) -> str:

@@ -37,3 +37,19 @@ class TestWorkerPool:
         assert isinstance(out[0], WorkerTimeout)
         assert out[1] is None
         assert pool.map(math.sqrt, [(x,) for x in (1.0, 4.0, 9.0)]) == [1.0, 2.0, 3.0]
+
+
+def test_a_task_that_cannot_be_sent_fails_alone():
+    """An argument pickle cannot carry fails its own call; the worker stays in the pool."""
+    import threading
+
+    from fsspec_virtual.pool import WorkerPool
+
+    pool = WorkerPool(1)
+    try:
+        results = pool.map(len, [("ab",), (threading.Lock(),), ("abc",)])
+        assert results[0] == 2 and results[2] == 3
+        assert isinstance(results[1], TypeError) and "cannot send" in str(results[1])
+        assert pool.map(len, [("abcd",)]) == [4]  # the worker is still there
+    finally:
+        pool.close()
