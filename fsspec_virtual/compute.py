@@ -36,7 +36,7 @@ from .reader import (
     fetch_ranges,
     read_one,
 )
-from .source import file_identity, speaks, speaks_http
+from .source import file_identity, http_headers, speaks, speaks_http
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -203,7 +203,7 @@ def open_as_scanned(fs: AbstractFileSystem, url: str, version: Version | None) -
     etag = etag_of(version)
     try:
         if etag and speaks_http(fs):
-            return fs.open(url, mode="rb", headers={"If-Match": etag})
+            return fs.open(url, mode="rb", headers=http_headers(fs, **{"If-Match": etag}))
         handle = fs.open(url, mode="rb")
     except Exception as e:
         raise described_error(url, e) from e

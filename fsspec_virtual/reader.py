@@ -25,7 +25,7 @@ from .errors import (
     StaleSourceError,
     VirtualZarrError,
 )
-from .source import ETAG_PREFIX, speaks, speaks_http
+from .source import ETAG_PREFIX, http_headers, speaks, speaks_http
 
 __all__ = [
     "ReadOptions",
@@ -258,9 +258,8 @@ async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     """
     etag = etag_of(read.version)
     if etag and speaks_http(fs):
-        data = await fs._cat_file(
-            read.url, start=read.start, end=read.end, headers={"If-Match": etag}
-        )
+        headers = http_headers(fs, **{"If-Match": etag})
+        data = await fs._cat_file(read.url, start=read.start, end=read.end, headers=headers)
     elif etag and speaks(fs, "s3", "s3a") and hasattr(fs, "_call_s3"):
         bucket, key, version_id = fs.split_path(read.url)  # type: ignore[attr-defined]
         extra = {"VersionId": version_id} if version_id else {}

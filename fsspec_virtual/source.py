@@ -28,6 +28,7 @@ __all__ = [
     "sniff_format",
     "speaks",
     "speaks_http",
+    "http_headers",
 ]
 
 FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
@@ -101,6 +102,13 @@ def speaks(fs: AbstractFileSystem, *protocols: str) -> bool:
 def speaks_http(fs: AbstractFileSystem) -> bool:
     """Whether ``fs`` is fsspec's HTTP(S) filesystem."""
     return speaks(fs, "http", "https")
+
+
+def http_headers(fs: AbstractFileSystem, **extra: str) -> dict[str, str]:
+    """The headers an HTTP request of ``fs`` sends (its own, e.g. ``Authorization``) plus
+    ``extra``: a ``headers=`` argument replaces, not extends, the filesystem's."""
+    own = getattr(fs, "kwargs", {}).get("headers") or {}
+    return {**own, **extra}
 
 
 def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:

@@ -53,6 +53,8 @@ class HTTPServer:
         Names whose GET responses are cut off half-way (the connection is closed).
     delay
         Seconds to wait before answering a GET, per name.
+    required_headers
+        Headers every request must carry (else 401), as a server behind a token would.
     hits
         Every request received, in order.
     """
@@ -63,6 +65,7 @@ class HTTPServer:
     missing: set[str] = field(default_factory=set)
     drop: set[str] = field(default_factory=set)
     delay: dict[str, float] = field(default_factory=dict)
+    required_headers: dict[str, str] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +92,9 @@ class HTTPServer:
         if self.root.resolve() not in (target, *target.parents):
             self._record(request, 403)
             raise web.HTTPForbidden()
+        if any(request.headers.get(k) != v for k, v in self.required_headers.items()):
+            self._record(request, 401)
+            raise web.HTTPUnauthorized()
         if name in self.delay and request.method == "GET":
             await asyncio.sleep(self.delay[name])
         if name in self.missing or not target.exists():

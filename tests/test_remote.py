@@ -229,6 +229,23 @@ class TestHTTP:
         server.drop.clear()
         check(fs, paths[1:])
 
+    def test_server_behind_a_token(self, served):
+        """The filesystem's own headers go with every request, the ETag checks included;
+        the token never shows in an error."""
+        server, paths = served
+        token = "Bearer sixteen-secret-chars"
+        server.required_headers["Authorization"] = token
+        options = {"headers": {"Authorization": token}}
+        fs = virtual(f"{server.url}/", cache=False, target_options=options)
+        check(fs, paths)
+        assert all(h.status < 400 for h in server.hits), server.hits
+        time.sleep(0.01)
+        write_series(paths[0].parent, [[100, 101, 102, 103]], names=[paths[1].name])
+        with pytest.raises(StaleSourceError) as raised:
+            zarr.open_group(fs.get_mapper(""), mode="r")["v_float64"][:]
+        assert "sixteen-secret" not in str(raised.value)
+        assert "sixteen-secret" not in fs.to_json(include_password=False)
+
     def test_process_pool_scan_equals_serial(self, served, monkeypatch):
         import fsspec_virtual.scheduling as scheduling
 

@@ -13,7 +13,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import ScanError
 from ..manifest import Manifest
-from ..source import ETAG_PREFIX, SourceFile, speaks_http
+from ..source import ETAG_PREFIX, SourceFile, http_headers, speaks_http
 
 __all__ = [
     "scan_file",
@@ -98,7 +98,7 @@ def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str
     """``fs.open`` options that make every read of the file fail if it is no longer the
     version listed (HTTP: ``If-Match`` with its ETag), else ``{}``."""
     if speaks_http(fs) and source.identity.startswith(ETAG_PREFIX):
-        return {"headers": {"If-Match": source.identity[len(ETAG_PREFIX) :]}}
+        return {"headers": http_headers(fs, **{"If-Match": source.identity[len(ETAG_PREFIX) :]})}
     return {}
 
 
