@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, cast
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from fsspec import AbstractFileSystem
@@ -13,7 +14,9 @@ from fsspec import AbstractFileSystem
 from .compute import DecodedChunkCache, read_region
 from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 
-__all__ = ["read_array", "FileObjectSource", "readable_through_file"]
+__all__ = ["read_array", "run_blocking", "FileObjectSource", "readable_through_file"]
+
+T = TypeVar("T")
 
 
 class FileObjectSource:
@@ -66,11 +69,17 @@ def read_array(
         array = VirtualArray(array.meta, array.grid, plan)
     whole = tuple((0, n) for n in array.meta.shape)
     source = cast(AbstractFileSystem, fs)  # a FileObjectSource serves cat_file: all it needs
-    reading = read_region(source, manifest.urls, array, whole, DecodedChunkCache(0), versions)
+    return run_blocking(
+        read_region(source, manifest.urls, array, whole, DecodedChunkCache(0), versions)
+    )
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from blocking code, on a loop of its own."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(reading)
+        return asyncio.run(coroutine)
     # called from a thread running an event loop (a notebook): run on a thread of its own
     with concurrent.futures.ThreadPoolExecutor(1) as executor:
-        return executor.submit(asyncio.run, reading).result()
+        return executor.submit(asyncio.run, coroutine).result()

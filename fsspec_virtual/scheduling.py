@@ -12,11 +12,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fsspec import AbstractFileSystem, filesystem
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 from .combine import ScannedFile, concat_coordinate_paths
 from .errors import ScanError
-from .materialize import read_array
+from .materialize import read_array, run_blocking
 from .pool import default_workers, pool_running, shared_pool
+from .reader import Request, fetch_ranges
 from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, guarded_open_options, scan_file
 from .source import SourceFile, file_identity
 
@@ -95,28 +98,32 @@ def scan_one(
     source: SourceFile,
     concat_dim: str | None,
     open_options: dict[str, Any] | None = None,
+    first_block: bytes | None = None,
 ) -> Scanned:
     """Scan one file; returns the scan, its messages, the file version it describes and
     the requests it made.
 
     A file replaced between its listing and its scan, or during it, is scanned again: the
     version recorded (and later checked by every read) is the one whose bytes were read.
+    ``first_block`` (fetched ahead, as listed) serves the first attempt only.
     """
-    cost = ScanCost()
+    cost = ScanCost(1, len(first_block)) if first_block is not None else ScanCost()
     error: Exception | None = None
     for _ in range(_SCAN_ATTEMPTS):
         # where every read carries the listed ETag (HTTP If-Match), a file that changes
         # fails the scan's reads instead of being read: no check afterwards is needed
         guarded = bool(guarded_open_options(fs, source))
         try:
-            manifest, messages, spent, read = scan_file(fs, source, open_options, concat_dim)
+            manifest, messages, spent, read = scan_file(
+                fs, source, open_options, concat_dim, first_block
+            )
         except ScanError as e:
             if not guarded:
                 raise
             now = _as_it_is_now(fs, source)
             if (now.size, now.identity) == (source.size, source.identity):
                 raise
-            source, error = now, e
+            source, error, first_block = now, e, None
             continue
         cost = cost + spent
         versions = {source.path: (source.size, source.identity)} if guarded else None
@@ -140,8 +147,47 @@ def scan_one(
             source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
         except FileNotFoundError as e:
             raise ScanError(source.path, f"it vanished while being scanned: {e}") from e
+        first_block = None
         error = ScanError(source.path, "it changed while being scanned")
     raise ScanError(source.path, f"it kept changing while being scanned ({error})")
+
+
+#: Remote files whose first blocks are fetched together, ahead of their scans: the
+#: round trips overlap instead of adding up (scans themselves run one at a time here).
+_PREFETCH_WINDOW = 16
+
+
+def _windows(items: Sequence[SourceFile], size: int) -> list[Sequence[SourceFile]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _first_blocks(
+    fs: AbstractFileSystem, window: Sequence[SourceFile], open_options: dict[str, Any]
+) -> list[bytes | None]:
+    """The first block of each remote HDF5 file of ``window`` as its scan's block cache
+    will ask for it, fetched concurrently with the version checks of any read; None
+    where not applicable or where the fetch failed (the scan then reads it itself)."""
+    block_size = open_options.get("block_size")
+    eligible = [source.format == "hdf5" and source.size > 0 for source in window]
+    if (
+        isinstance(fs, LocalFileSystem)
+        or not isinstance(fs, AsyncFileSystem)
+        or open_options.get("cache_type") != "blockcache"
+        or not isinstance(block_size, int)
+        or not any(eligible)
+    ):
+        return [None] * len(window)
+    requests = [
+        Request(s.path, 0, min(block_size, s.size), (s.size, s.identity))
+        for s, ok in zip(window, eligible)
+        if ok
+    ]
+    fetched = iter(run_blocking(fetch_ranges(fs, requests)))
+    out: list[bytes | None] = []
+    for ok in eligible:
+        block = next(fetched) if ok else None
+        out.append(block if isinstance(block, bytes) else None)
+    return out
 
 
 def scan_in_worker(
@@ -284,12 +330,14 @@ def scan_files(
                 for source, r in zip(listed, results)
             ]
         out: list[Scanned | ScanError] = []
-        for source in listed:
-            try:
-                out.append(scan_one(fs, source, concat_dim, settings.open_options))
-            except ScanError as e:
-                out.append(e)
-            tick()
+        for window in _windows(listed, _PREFETCH_WINDOW):
+            ahead = _first_blocks(fs, window, settings.open_options)
+            for source, block in zip(window, ahead):
+                try:
+                    out.append(scan_one(fs, source, concat_dim, settings.open_options, block))
+                except ScanError as e:
+                    out.append(e)
+                tick()
         return out
     finally:
         close()

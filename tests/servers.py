@@ -57,6 +57,9 @@ class HTTPServer:
         Headers every request must carry (else 401), as a server behind a token would.
     hits
         Every request received, in order.
+    max_in_flight
+        The most GET requests of files the server was answering at once (8-byte probes of
+        a file's magic bytes not counted).
     """
 
     root: Path
@@ -67,6 +70,8 @@ class HTTPServer:
     delay: dict[str, float] = field(default_factory=dict)
     required_headers: dict[str, str] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)
+    max_in_flight: int = 0
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gets(self, name: str | None = None) -> list[Hit]:
@@ -79,6 +84,7 @@ class HTTPServer:
         """Forget the requests received so far."""
         with self._lock:
             self.hits.clear()
+            self.max_in_flight = 0
 
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
@@ -87,6 +93,23 @@ class HTTPServer:
             )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        counted = (
+            request.method == "GET"
+            and bool(request.path.lstrip("/"))
+            and request.headers.get("Range") != "bytes=0-7"  # not a magic-bytes probe
+        )
+        if counted:
+            with self._lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            if counted:
+                with self._lock:
+                    self._in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         name = request.path.lstrip("/")
         target = (self.root / name).resolve()
         if self.root.resolve() not in (target, *target.parents):

@@ -132,6 +132,18 @@ class TestHTTP:
         assert report.scan_cost.bytes == sum(p.stat().st_size for p in paths)
         assert "1.0 per file" in str(report)
 
+    def test_first_blocks_are_fetched_together(self, served):
+        """Scans run one at a time, but the files' first blocks are fetched concurrently
+        ahead of them: round trips overlap instead of adding up."""
+        server, paths = served
+        server.delay.update({p.name: 0.2 for p in paths})  # every GET of a file waits
+        server.reset()
+        fs = virtual(f"{server.url}/", cache=False, max_workers=1)
+        assert fs.report().requests_per_file == 1
+        assert server.max_in_flight == len(paths)
+        server.delay.clear()
+        check(fs, paths)
+
     def test_scan_block_size_is_an_option(self, served):
         server, paths = served
         small_blocks = {"block_size": 4096}

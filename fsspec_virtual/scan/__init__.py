@@ -61,25 +61,33 @@ class ScanCost:
 
 
 class _CountingFetcher:
-    """Wraps a file cache's fetcher: the requests it makes and the bytes they bring."""
+    """Wraps a file cache's fetcher: the requests it makes and the bytes they bring; the
+    file's first block, if it was fetched ahead (see ``scheduling``), is served once."""
 
-    def __init__(self, fetch: Any) -> None:
+    def __init__(self, fetch: Any, first_block: bytes | None, size: int) -> None:
         self._fetch = fetch
+        self._first_block = first_block
+        self._size = size
         self.requests = 0
         self.bytes = 0
 
     def __call__(self, start: int, end: int) -> bytes:
+        ahead = self._first_block
+        # fsspec's block cache asks for whole blocks, past the end of a short file
+        if ahead is not None and start == 0 and min(end, self._size) <= len(ahead):
+            self._first_block = None
+            return ahead[:end]
         data = self._fetch(start, end)
         self.requests += 1
         self.bytes += len(data)
         return data
 
 
-def _counted(f: Any) -> _CountingFetcher | None:
+def _counted(f: Any, first_block: bytes | None, size: int) -> _CountingFetcher | None:
     cache = getattr(f, "cache", None)
     if cache is None or not callable(getattr(cache, "fetcher", None)):
         return None
-    counter = _CountingFetcher(cache.fetcher)
+    counter = _CountingFetcher(cache.fetcher, first_block, size)
     cache.fetcher = counter
     return counter
 
@@ -120,6 +128,7 @@ def scan_file(
     source: SourceFile,
     open_options: dict[str, Any] | None = None,
     concat_dim: str | None = None,
+    first_block: bytes | None = None,
 ) -> tuple[Manifest, list[str], ScanCost, dict[str, Any] | None]:
     """Scan one data file.
 
@@ -134,6 +143,8 @@ def scan_file(
     concat_dim
         For a remote HDF5 file, the concat coordinates' values are read through the scan's
         own file object (from the blocks it fetched, usually without a request).
+    first_block
+        The remote file's first block, fetched ahead (counted by whoever fetched it).
 
     Returns
     -------
@@ -158,7 +169,7 @@ def scan_file(
             if not local:
                 options.update(guarded_open_options(fs, source))
             with fs.open(source.path, mode="rb", **options) as f:
-                counter = None if local else _counted(f)
+                counter = None if local else _counted(f, first_block, source.size)
                 manifest, messages = scan_hdf5(f, source.path)
                 coords = None
                 if not local and concat_dim is not None:
