@@ -156,7 +156,7 @@ class WorkerPool:
         function: Callable[..., Any],
         arguments: Sequence[tuple[Any, ...]],
         timeout: float | None = None,
-        on_done: Callable[[], None] | None = None,
+        on_done: Callable[[int], None] | None = None,
     ) -> list[Any]:
         """``function(*args)`` for each args, in order; a failure is returned as its exception.
 
@@ -169,7 +169,7 @@ class WorkerPool:
         timeout
             Seconds one call may take before its worker is killed.
         on_done
-            Called (from a pool thread) after each call completes.
+            Called (from a pool thread) with the index of each call as it completes.
         """
         results: list[Any] = [None] * len(arguments)
         pending: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -187,7 +187,7 @@ class WorkerPool:
                 except Exception as e:  # every call gets a result: callers zip them
                     results[i] = e
                 if on_done is not None:
-                    on_done()
+                    on_done(i)
 
         threads = [threading.Thread(target=drain) for _ in range(min(self.size, len(arguments)))]
         for thread in threads:

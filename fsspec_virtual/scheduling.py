@@ -29,6 +29,8 @@ __all__ = [
     "Progress",
     "scan_one",
     "scan_in_worker",
+    "scan_window",
+    "scan_window_in_worker",
     "scan_files",
     "SCAN_TIMEOUT",
 ]
@@ -190,6 +192,37 @@ def _first_blocks(
     return out
 
 
+def scan_window(
+    fs: AbstractFileSystem,
+    window: Sequence[SourceFile],
+    concat_dim: str | None,
+    open_options: dict[str, Any],
+) -> list[Scanned | ScanError]:
+    """Scan the files of ``window`` one at a time, their first blocks fetched together."""
+    out: list[Scanned | ScanError] = []
+    for source, block in zip(window, _first_blocks(fs, window, open_options)):
+        try:
+            out.append(scan_one(fs, source, concat_dim, open_options, block))
+        except ScanError as e:
+            out.append(e)
+    return out
+
+
+def scan_window_in_worker(
+    protocol: str,
+    options: dict[str, Any],
+    window: Sequence[SourceFile],
+    concat_dim: str | None,
+    open_options: dict[str, Any],
+) -> list[Scanned | ScanError]:
+    """:func:`scan_window` in a worker process, which makes its own source filesystem."""
+    try:
+        fs = filesystem(protocol, **options)
+    except Exception as e:
+        return [ScanError(s.path, f"{type(e).__name__}: {e}") for s in window]
+    return scan_window(fs, window, concat_dim, open_options)
+
+
 def scan_in_worker(
     protocol: str,
     options: dict[str, Any],
@@ -209,8 +242,10 @@ def scan_in_worker(
         return ScanError(source.path, f"{type(e).__name__}: {e}")
 
 
-def _ticker(total: int, progress: bool | Progress) -> tuple[Callable[[], None], Callable[[], None]]:
-    """A thread-safe ``tick()`` reporting progress, and the ``close()`` ending it."""
+def _ticker(
+    total: int, progress: bool | Progress
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A thread-safe ``tick(files)`` reporting progress, and the ``close()`` ending it."""
     bar = None
     report: Progress | None = None
     if progress is True:
@@ -222,12 +257,12 @@ def _ticker(total: int, progress: bool | Progress) -> tuple[Callable[[], None], 
     done = [0]
     lock = threading.Lock()
 
-    def tick() -> None:
+    def tick(files: int = 1) -> None:
         with lock:
-            done[0] += 1
+            done[0] += files
             count = done[0]
             if bar is not None:
-                bar.update(1)
+                bar.update(files)
         if report is not None:
             report(count, total)
 
@@ -239,7 +274,7 @@ def _ticker(total: int, progress: bool | Progress) -> tuple[Callable[[], None], 
 
 
 def _dask_map(
-    client: Any, args: list[tuple[Any, ...]], tick: Callable[[], None]
+    client: Any, args: list[tuple[Any, ...]], tick: Callable[[int], None]
 ) -> list[Scanned | ScanError]:
     """``scan_in_worker`` over ``args`` on a Dask cluster (or Dask's default scheduler)."""
     if client is None:
@@ -247,14 +282,13 @@ def _dask_map(
 
         tasks = [dask.delayed(scan_in_worker, pure=False)(*a) for a in args]
         results = list(dask.compute(*tasks))
-        for _ in results:
-            tick()
+        tick(len(results))
         return results
     from distributed import as_completed
 
     futures = [client.submit(scan_in_worker, *a, pure=False) for a in args]
     for _ in as_completed(futures):
-        tick()
+        tick(1)
     return list(client.gather(futures))
 
 
@@ -319,25 +353,29 @@ def scan_files(
         use_pool = workers > 1 and len(listed) > 1
         use_pool = use_pool and protocol not in _PROCESS_LOCAL_PROTOCOLS
         use_pool = use_pool and (len(listed) >= POOL_MIN_FILES or pool_running(workers))
+        # remote files go in windows whose first blocks are fetched together; local
+        # ones one by one (nothing to overlap, and the pool balances better)
+        remote = not isinstance(fs, LocalFileSystem)
+        windows = _windows(listed, _PREFETCH_WINDOW if remote else 1)
         if use_pool:
-            results = shared_pool(workers).map(
-                scan_in_worker, args, timeout=SCAN_TIMEOUT, on_done=tick
+            done = shared_pool(workers).map(
+                scan_window_in_worker,
+                [(protocol, options, w, concat_dim, settings.open_options) for w in windows],
+                timeout=SCAN_TIMEOUT,
+                on_done=lambda i: tick(len(windows[i])),
             )
-            return [
-                r
-                if not isinstance(r, BaseException) or isinstance(r, ScanError)
-                else ScanError(source.path, f"{type(r).__name__}: {r}")
-                for source, r in zip(listed, results)
-            ]
-        out: list[Scanned | ScanError] = []
-        for window in _windows(listed, _PREFETCH_WINDOW):
-            ahead = _first_blocks(fs, window, settings.open_options)
-            for source, block in zip(window, ahead):
-                try:
-                    out.append(scan_one(fs, source, concat_dim, settings.open_options, block))
-                except ScanError as e:
-                    out.append(e)
-                tick()
+            out: list[Scanned | ScanError] = []
+            for window, result in zip(windows, done):
+                if isinstance(result, BaseException):  # the task failed: each of its files
+                    why = f"{type(result).__name__}: {result}"
+                    out.extend(ScanError(source.path, why) for source in window)
+                else:
+                    out.extend(result)
+            return out
+        out = []
+        for window in windows:
+            out.extend(scan_window(fs, window, concat_dim, settings.open_options))
+            tick(len(window))
         return out
     finally:
         close()
