@@ -20,7 +20,7 @@ from .errors import ScanError
 from .materialize import read_array, run_blocking
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
-from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, guarded_open_options, scan_file
+from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, reads_are_guarded, scan_file
 from .source import SourceFile, file_identity
 
 __all__ = [
@@ -112,9 +112,9 @@ def scan_one(
     cost = ScanCost(1, len(first_block)) if first_block is not None else ScanCost()
     error: Exception | None = None
     for _ in range(_SCAN_ATTEMPTS):
-        # where every read carries the listed ETag (HTTP If-Match), a file that changes
-        # fails the scan's reads instead of being read: no check afterwards is needed
-        guarded = bool(guarded_open_options(fs, source))
+        # where every read carries the listed ETag (HTTP If-Match, S3 IfMatch), a file
+        # that changes fails the scan's reads instead of being read: no check afterwards
+        guarded = reads_are_guarded(fs, source)
         try:
             manifest, messages, spent, read = scan_file(
                 fs, source, open_options, concat_dim, first_block

@@ -13,12 +13,13 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import ScanError
 from ..manifest import Manifest
-from ..source import ETAG_PREFIX, SourceFile, http_headers, speaks_http
+from ..source import ETAG_PREFIX, SourceFile, http_headers, speaks, speaks_http
 
 __all__ = [
     "scan_file",
     "scan_options",
     "guarded_open_options",
+    "reads_are_guarded",
     "ScanCost",
     "SCANNER_VERSION",
     "DEFAULT_SCAN_OPEN_OPTIONS",
@@ -102,6 +103,13 @@ def scan_options(user: dict[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
+def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
+    """Whether every read of the scan fails if the file is no longer the version listed:
+    HTTP with ``If-Match``, s3fs files with the ``IfMatch`` of the ETag found at open
+    (checked against the listed one)."""
+    return source.identity.startswith(ETAG_PREFIX) and (speaks_http(fs) or speaks(fs, "s3", "s3a"))
+
+
 def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str, Any]:
     """``fs.open`` options that make every read of the file fail if it is no longer the
     version listed (HTTP: ``If-Match`` with its ETag), else ``{}``."""
@@ -169,6 +177,13 @@ def scan_file(
             if not local:
                 options.update(guarded_open_options(fs, source))
             with fs.open(source.path, mode="rb", **options) as f:
+                if reads_are_guarded(fs, source) and not speaks_http(fs):
+                    found = (getattr(f, "details", None) or {}).get("ETag")
+                    if ETAG_PREFIX + str(found) != source.identity:
+                        raise ScanError(
+                            source.path,
+                            f"its ETag is {found}, listed: {source.identity[len(ETAG_PREFIX) :]}",
+                        )
                 counter = None if local else _counted(f, first_block, source.size)
                 manifest, messages = scan_hdf5(f, source.path)
                 coords = None
