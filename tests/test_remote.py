@@ -335,6 +335,18 @@ class TestS3:
         assert len(scan_calls) == 4  # only the changed object
         check(again, [paths[0], paths[1], other[0]])
 
+    def test_scan_requests(self, s3, bucket, tmp_path):
+        """One listing; per file its magic bytes and one block (the listing's ETags make
+        every read of the scan checked, so nothing is asked after it)."""
+        paths = write_series(tmp_path / "d", TIMES)
+        _upload(s3, paths, f"{bucket}/data")
+        s3.reset()
+        fs = virtual(f"s3://{bucket}/data/*.nc", target_options=s3.options(), cache=False)
+        assert fs.report().requests_per_file == 1
+        per_file = [h for h in s3.hits if h[1].endswith(".nc")]
+        assert len(per_file) == 2 * len(paths), s3.hits
+        assert all(method == "GET" for method, _, _ in per_file), s3.hits
+
     def test_scan_cache_in_a_bucket(self, s3, bucket, tmp_path, scan_calls):
         """A team shares one scan: the cache is a bucket prefix; a second process (state
         cleared) opening the same local files scans none of them."""
