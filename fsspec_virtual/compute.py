@@ -202,7 +202,7 @@ def open_as_scanned(fs: AbstractFileSystem, url: str, version: Version | None) -
     (checked here against the scanned one) with each of its requests."""
     etag = etag_of(version)
     try:
-        if etag and speaks_http(fs):
+        if etag and speaks_http(fs) and not etag.startswith("W/"):
             return fs.open(url, mode="rb", headers=http_headers(fs, **{"If-Match": etag}))
         handle = fs.open(url, mode="rb")
     except Exception as e:

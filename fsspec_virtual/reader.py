@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import weakref
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -248,18 +249,61 @@ def etag_of(version: Version | None) -> str | None:
     return version[1][len(ETAG_PREFIX) :]
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def same_etag(a: str, b: str) -> bool:
+    """ETags equal by the weak comparison (``W/"x"`` equals ``"x"``)."""
+    return a.removeprefix("W/") == b.removeprefix("W/")
+
+
+async def _read_http(fs: AsyncFileSystem, read: MergedRead) -> bytes:
+    """One range of an HTTP file, its answer checked against the version scanned.
+
+    ``If-Match`` goes with strong ETags (a weak one never matches it); whatever the server
+    does with it, an answer whose ``ETag`` or ``Content-Range`` total differs from the
+    scanned file's is refused as stale, and an answer that is not the range asked for
+    (status 200 to a range request: the server ignores ``Range``) is refused too.
+    """
+    etag = etag_of(read.version)
+    extra = {"Range": f"bytes={read.start}-{read.end - 1}"}
+    if etag and not etag.startswith("W/"):
+        extra["If-Match"] = etag
+    kwargs = {**fs.kwargs, "headers": http_headers(fs, **extra)}  # type: ignore[attr-defined]
+    session = await fs.set_session()  # type: ignore[attr-defined]
+    async with session.get(fs.encode_url(read.url), **kwargs) as response:  # type: ignore[attr-defined]
+        if response.status == 404:
+            raise FileNotFoundError(read.url)
+        if response.status == 412:
+            raise StaleSourceError(read.url, "its ETag changed (the server refused If-Match)")
+        response.raise_for_status()
+        answered = response.headers.get("ETag")
+        if etag and answered and not same_etag(answered, etag):
+            raise StaleSourceError(read.url, f"its ETag is {answered}, scanned: {etag}")
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+        if read.version is not None and match and match.group(3) != "*":
+            if int(match.group(3)) != read.version[0]:
+                raise StaleSourceError(
+                    read.url, f"its size is {match.group(3)}, scanned: {read.version[0]}"
+                )
+        data = await response.read()
+    if response.status != 206 and not (read.start == 0 and len(data) == read.end):
+        raise RangeNotSupportedError(read.url)
+    return data
+
+
 async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     """Bytes ``[start, end)`` of a file on an async filesystem, as it was scanned.
 
     Where the file was scanned with an ETag and the filesystem speaks HTTP or S3, the
     request carries it as ``If-Match``: a file rewritten since is refused by the server
-    (and becomes a :class:`StaleSourceError`) in the same request that reads it. An answer
-    longer than asked for means the server ignored ``Range``.
+    (and becomes a :class:`StaleSourceError`) in the same request that reads it. HTTP
+    answers are checked too (see :func:`_read_http`). An answer longer than asked for means
+    the server ignored ``Range``.
     """
     etag = etag_of(read.version)
-    if etag and speaks_http(fs):
-        headers = http_headers(fs, **{"If-Match": etag})
-        data = await fs._cat_file(read.url, start=read.start, end=read.end, headers=headers)
+    if speaks_http(fs) and hasattr(fs, "set_session"):
+        data = await _read_http(fs, read)
     elif etag and speaks(fs, "s3", "s3a") and hasattr(fs, "_call_s3"):
         bucket, key, version_id = fs.split_path(read.url)  # type: ignore[attr-defined]
         extra = {"VersionId": version_id} if version_id else {}

@@ -55,6 +55,10 @@ class HTTPServer:
         Seconds to wait before answering a GET, per name.
     required_headers
         Headers every request must carry (else 401), as a server behind a token would.
+    weak_etags
+        Send weak ETags (``W/"..."``), as servers that compress on the fly do.
+    honour_if_match
+        Whether ``If-Match`` is checked (False: ignored, as some servers do).
     hits
         Every request received, in order.
     max_in_flight
@@ -69,6 +73,8 @@ class HTTPServer:
     drop: set[str] = field(default_factory=set)
     delay: dict[str, float] = field(default_factory=dict)
     required_headers: dict[str, str] = field(default_factory=dict)
+    weak_etags: bool = False
+    honour_if_match: bool = True
     hits: list[Hit] = field(default_factory=list)
     max_in_flight: int = 0
     _in_flight: int = 0
@@ -128,6 +134,7 @@ class HTTPServer:
             return self._index(target, request.path)
         stat = target.stat()
         etag = '"' + hashlib.md5(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest() + '"'
+        etag = "W/" + etag if self.weak_etags else etag
         headers = {
             "ETag": etag,
             "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
@@ -135,11 +142,10 @@ class HTTPServer:
             "Content-Type": "application/octet-stream",
         }
         wanted = request.headers.get("If-Match")
-        if (
-            wanted is not None
-            and wanted != "*"
-            and etag not in [t.strip() for t in wanted.split(",")]
-        ):
+        # If-Match compares strongly: a weak ETag never matches (RFC 9110, 13.1.1)
+        strong = [t.strip() for t in (wanted or "").split(",") if not t.strip().startswith("W/")]
+        refused = wanted not in (None, "*") and (etag.startswith("W/") or etag not in strong)
+        if self.honour_if_match and refused:
             self._record(request, 412)
             raise web.HTTPPreconditionFailed(headers=headers)
         size = stat.st_size

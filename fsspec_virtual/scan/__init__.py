@@ -106,14 +106,17 @@ def scan_options(user: dict[str, Any] | None) -> dict[str, Any]:
 def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
     """Whether every read of the scan fails if the file is no longer the version listed:
     HTTP with ``If-Match``, s3fs files with the ``IfMatch`` of the ETag found at open
-    (checked against the listed one)."""
-    return source.identity.startswith(ETAG_PREFIX) and (speaks_http(fs) or speaks(fs, "s3", "s3a"))
+    (checked against the listed one). Not with a weak ETag, which ``If-Match`` never
+    matches: those scans are checked by a look at the file afterwards."""
+    etag = source.identity.removeprefix(ETAG_PREFIX)
+    strong = source.identity.startswith(ETAG_PREFIX) and not etag.startswith("W/")
+    return strong and (speaks_http(fs) or speaks(fs, "s3", "s3a"))
 
 
 def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str, Any]:
     """``fs.open`` options that make every read of the file fail if it is no longer the
     version listed (HTTP: ``If-Match`` with its ETag), else ``{}``."""
-    if speaks_http(fs) and source.identity.startswith(ETAG_PREFIX):
+    if speaks_http(fs) and reads_are_guarded(fs, source):  # never a weak ETag: 412 always
         return {"headers": http_headers(fs, **{"If-Match": source.identity[len(ETAG_PREFIX) :]})}
     return {}
 
