@@ -316,6 +316,9 @@ async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:
             **extra,
         )
         try:
+            answered = response.get("ETag")
+            if answered and not same_etag(answered, etag):  # a server ignoring IfMatch
+                raise StaleSourceError(read.url, f"its ETag is {answered}, scanned: {etag}")
             data = await response["Body"].read()
         finally:
             response["Body"].close()
