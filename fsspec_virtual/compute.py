@@ -31,12 +31,11 @@ from .reader import (
     Request,
     Version,
     check_version,
-    described_error,
-    etag_of,
     fetch_ranges,
+    open_as_scanned,
     read_one,
 )
-from .source import file_identity, http_headers, speaks, speaks_http
+from .source import file_identity
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -194,25 +193,6 @@ def unpacked_dtype(meta: ArrayMeta) -> np.dtype:
 
 
 # -- reading parts ------------------------------------------------------------------------
-
-
-def open_as_scanned(fs: AbstractFileSystem, url: str, version: Version | None) -> Any:
-    """A file object of ``url`` whose reads fail if the file is no longer the version
-    scanned: HTTP requests carry ``If-Match``; s3fs sends the ETag it finds at open
-    (checked here against the scanned one) with each of its requests."""
-    etag = etag_of(version)
-    try:
-        if etag and speaks_http(fs) and not etag.startswith("W/"):
-            return fs.open(url, mode="rb", headers=http_headers(fs, **{"If-Match": etag}))
-        handle = fs.open(url, mode="rb")
-    except Exception as e:
-        raise described_error(url, e) from e
-    details = getattr(handle, "details", None)
-    if etag and speaks(fs, "s3", "s3a") and isinstance(details, dict):
-        if details.get("ETag") != etag:
-            handle.close()
-            raise StaleSourceError(url, f"its ETag is {details.get('ETag')}, scanned: {etag}")
-    return handle
 
 
 class _OpenH5Files:

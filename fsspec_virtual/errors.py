@@ -24,8 +24,9 @@ class VirtualZarrError(Exception):
     """Base class of every error raised by fsspec-virtual."""
 
 
-class ScanError(VirtualZarrError, OSError):
-    """A file that looks like data (by its magic bytes) could not be scanned.
+class _FileError(VirtualZarrError, OSError):
+    """An error about one source file: its ``path`` and the ``reason``, in a message
+    made from the class's ``template``.
 
     Parameters
     ----------
@@ -35,13 +36,22 @@ class ScanError(VirtualZarrError, OSError):
         What went wrong.
     """
 
+    template = "{path}: {reason}"
+
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot scan {path}: {reason}")
+        super().__init__(self.template.format(path=path, reason=reason))
         self.path = path
         self.reason = reason
 
-    def __reduce__(self):  # OSError's default reduce would drop our arguments
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # OSError's default reduce would drop our arguments (errors cross process pipes)
         return (type(self), (self.path, self.reason))
+
+
+class ScanError(_FileError):
+    """A file that looks like data (by its magic bytes) could not be scanned."""
+
+    template = "cannot scan {path}: {reason}"
 
 
 class NoSourceFilesError(VirtualZarrError, OSError):
@@ -63,33 +73,21 @@ class ReadOnlyError(VirtualZarrError, PermissionError):
     """The virtual store is read-only."""
 
 
-class StaleSourceError(VirtualZarrError, OSError):
+class StaleSourceError(_FileError):
     """A source file changed (or vanished) since it was scanned: its old offsets would
     read wrong bytes, so nothing is served from it until ``fs.refresh()``."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path} changed since it was scanned ({reason}); call fs.refresh()")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    template = "{path} changed since it was scanned ({reason}); call fs.refresh()"
 
 
-class SourceReadError(VirtualZarrError, OSError):
+class SourceReadError(_FileError):
     """Bytes of a source file could not be read (network error, timeout, server error),
     after the retries its filesystem makes.
 
     Deliberately not a ``FileNotFoundError`` (zarr would serve fill values instead).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot read {path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    template = "cannot read {path}: {reason}"
 
 
 class RangeNotSupportedError(SourceReadError):

@@ -26,10 +26,11 @@ from .errors import (
     StaleSourceError,
     VirtualZarrError,
 )
-from .source import ETAG_PREFIX, http_headers, speaks, speaks_http
+from .source import ETAG_PREFIX, http_headers, speaks, speaks_http, strong_etag
 
 __all__ = [
     "ReadOptions",
+    "open_as_scanned",
     "absolute_range",
     "Request",
     "MergedRead",
@@ -267,8 +268,8 @@ async def _read_http(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     """
     etag = etag_of(read.version)
     extra = {"Range": f"bytes={read.start}-{read.end - 1}"}
-    if etag and not etag.startswith("W/"):
-        extra["If-Match"] = etag
+    if read.version is not None and (strong := strong_etag(read.version[1])):
+        extra["If-Match"] = strong
     kwargs = {**fs.kwargs, "headers": http_headers(fs, **extra)}  # type: ignore[attr-defined]
     session = await fs.set_session()  # type: ignore[attr-defined]
     async with session.get(fs.encode_url(read.url), **kwargs) as response:  # type: ignore[attr-defined]
@@ -290,6 +291,27 @@ async def _read_http(fs: AsyncFileSystem, read: MergedRead) -> bytes:
     if response.status != 206 and not (read.start == 0 and len(data) == read.end):
         raise RangeNotSupportedError(read.url)
     return data
+
+
+def open_as_scanned(
+    fs: AbstractFileSystem, url: str, version: Version | None, **options: Any
+) -> Any:
+    """``fs.open(url, "rb", **options)``, whose reads fail if the file is no longer the
+    version scanned: HTTP requests carry ``If-Match``; s3fs sends the ETag it finds at open
+    (checked here against the scanned one) with each of its requests."""
+    etag = strong_etag(version[1]) if version is not None else None
+    try:
+        if etag and speaks_http(fs):
+            options["headers"] = http_headers(fs, **{"If-Match": etag})
+        handle = fs.open(url, mode="rb", **options)
+    except Exception as e:
+        raise described_error(url, e) from e
+    details = getattr(handle, "details", None)
+    if etag and speaks(fs, "s3", "s3a") and isinstance(details, dict):
+        if details.get("ETag") != etag:
+            handle.close()
+            raise StaleSourceError(url, f"its ETag is {details.get('ETag')}, scanned: {etag}")
+    return handle
 
 
 async def read_remote(fs: AsyncFileSystem, read: MergedRead) -> bytes:

@@ -29,6 +29,7 @@ __all__ = [
     "speaks",
     "speaks_http",
     "http_headers",
+    "strong_etag",
 ]
 
 FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
@@ -140,6 +141,15 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
 
 #: Prefix of identities that are ETags: reads of remote files send them as ``If-Match``.
 ETAG_PREFIX = "etag:"
+
+
+def strong_etag(identity: str) -> str | None:
+    """The ETag an identity holds, if it is a strong one: the only kind ``If-Match`` can
+    match (a weak ``W/"..."`` never does, RFC 9110)."""
+    etag = identity.removeprefix(ETAG_PREFIX)
+    if etag == identity or etag.startswith("W/"):
+        return None
+    return etag
 
 
 def file_identity(info: dict[str, Any]) -> str:

@@ -13,12 +13,12 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import ScanError
 from ..manifest import Manifest
-from ..source import ETAG_PREFIX, SourceFile, http_headers, speaks, speaks_http
+from ..reader import open_as_scanned
+from ..source import SourceFile, speaks, speaks_http, strong_etag
 
 __all__ = [
     "scan_file",
     "scan_options",
-    "guarded_open_options",
     "reads_are_guarded",
     "ScanCost",
     "SCANNER_VERSION",
@@ -106,19 +106,11 @@ def scan_options(user: dict[str, Any] | None) -> dict[str, Any]:
 def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
     """Whether every read of the scan fails if the file is no longer the version listed:
     HTTP with ``If-Match``, s3fs files with the ``IfMatch`` of the ETag found at open
-    (checked against the listed one). Not with a weak ETag, which ``If-Match`` never
-    matches: those scans are checked by a look at the file afterwards."""
-    etag = source.identity.removeprefix(ETAG_PREFIX)
-    strong = source.identity.startswith(ETAG_PREFIX) and not etag.startswith("W/")
-    return strong and (speaks_http(fs) or speaks(fs, "s3", "s3a"))
-
-
-def guarded_open_options(fs: AbstractFileSystem, source: SourceFile) -> dict[str, Any]:
-    """``fs.open`` options that make every read of the file fail if it is no longer the
-    version listed (HTTP: ``If-Match`` with its ETag), else ``{}``."""
-    if speaks_http(fs) and reads_are_guarded(fs, source):  # never a weak ETag: 412 always
-        return {"headers": http_headers(fs, **{"If-Match": source.identity[len(ETAG_PREFIX) :]})}
-    return {}
+    (checked against the listed one; see :func:`~fsspec_virtual.reader.open_as_scanned`).
+    Not with a weak ETag, which ``If-Match`` never matches: those scans are checked by a
+    look at the file afterwards."""
+    guarded_kind = speaks_http(fs) or speaks(fs, "s3", "s3a")
+    return guarded_kind and strong_etag(source.identity) is not None
 
 
 def _coordinates(manifest: Manifest, concat_dim: str, f: Any) -> dict[str, Any] | None:
@@ -177,16 +169,13 @@ def scan_file(
 
             if speaks_http(fs) and source.size:
                 options["size"] = source.size  # spares fsspec a HEAD request
-            if not local:
-                options.update(guarded_open_options(fs, source))
-            with fs.open(source.path, mode="rb", **options) as f:
-                if reads_are_guarded(fs, source) and not speaks_http(fs):
-                    found = (getattr(f, "details", None) or {}).get("ETag")
-                    if ETAG_PREFIX + str(found) != source.identity:
-                        raise ScanError(
-                            source.path,
-                            f"its ETag is {found}, listed: {source.identity[len(ETAG_PREFIX) :]}",
-                        )
+            listed = (source.size, source.identity)
+            opened = (
+                fs.open(source.path, mode="rb")
+                if local
+                else open_as_scanned(fs, source.path, listed, **options)
+            )
+            with opened as f:
                 counter = None if local else _counted(f, first_block, source.size)
                 manifest, messages = scan_hdf5(f, source.path)
                 coords = None
