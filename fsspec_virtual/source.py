@@ -164,6 +164,11 @@ def file_identity(info: dict[str, Any]) -> str:
     return ""
 
 
+def source_file(name: str, info: dict[str, Any], fmt: FileFormat) -> SourceFile:
+    """The :class:`SourceFile` of a listed data file, from its ``info``."""
+    return SourceFile(name, int(info.get("size") or 0), file_identity(info), fmt)
+
+
 def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]], skip: bool) -> None:
     """Fill in the size and identity of entries a listing gave without them (an HTTP
     index page names files only): one ``info`` per file, concurrently where ``fs`` is
@@ -229,7 +234,7 @@ def list_source_files(
             raise RangeNotSupportedError(name)
         fmt = sniff_format(head)
         if fmt is not None:
-            files.append(SourceFile(name, int(info.get("size") or 0), file_identity(info), fmt))
+            files.append(source_file(name, info, fmt))
     if not files:
         where = ", ".join(paths)
         raise NoSourceFilesError(
