@@ -2,9 +2,17 @@
 
 Every error subclasses :class:`VirtualZarrError` and a builtin, so callers that only know
 the builtin (zarr treats ``FileNotFoundError`` as "missing chunk") keep working.
+
+Messages never carry credentials: the text of every error and warning made here is passed
+through :func:`~fsspec_virtual.options.redacted_text` when it is made (a source URL's
+password, a presigned URL's signature become ``***``), wherever it was raised from.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from .options import redacted_text
 
 __all__ = [
     "VirtualZarrError",
@@ -17,11 +25,21 @@ __all__ = [
     "RangeNotSupportedError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
+    "RedactedWarning",
 ]
 
 
-class VirtualZarrError(Exception):
-    """Base class of every error raised by fsspec-virtual."""
+class _Redacting:
+    """Makes an exception's (or warning's) text arguments credential-free as it is made,
+    so ``str()``, ``repr()``, tracebacks, pickles and ``warnings`` all show them redacted."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redacted_text(a) if isinstance(a, str) else a for a in args))
+
+
+class VirtualZarrError(_Redacting, Exception):
+    """Base class of every error raised by fsspec-virtual; its message never holds a
+    credential."""
 
 
 class _FileError(VirtualZarrError, OSError):
@@ -31,7 +49,9 @@ class _FileError(VirtualZarrError, OSError):
     Parameters
     ----------
     path
-        The URL of the file.
+        The URL of the file. Kept as given in the ``path`` attribute, for programs to
+        match against the collection's files (it may hold a password: never print it);
+        the message and ``reason`` show it redacted.
     reason
         What went wrong.
     """
@@ -39,6 +59,7 @@ class _FileError(VirtualZarrError, OSError):
     template = "{path}: {reason}"
 
     def __init__(self, path: str, reason: str) -> None:
+        reason = redacted_text(reason)
         super().__init__(self.template.format(path=path, reason=reason))
         self.path = path
         self.reason = reason
@@ -104,9 +125,13 @@ class RangeNotSupportedError(SourceReadError):
         )
 
 
-class UnsupportedVariableWarning(UserWarning):
+class RedactedWarning(_Redacting, UserWarning):
+    """Base of the package's warnings: their messages never hold a credential."""
+
+
+class UnsupportedVariableWarning(RedactedWarning):
     """A variable of a source file cannot be served yet and is left out of the store."""
 
 
-class SkippedFileWarning(UserWarning):
+class SkippedFileWarning(RedactedWarning):
     """A source file could not be scanned and was skipped (``on_error="skip"``)."""

@@ -3,18 +3,30 @@
 zarr re-creates our filesystem from its JSON form (``fs.to_json()``) to get an async
 instance. Options such as a ``distributed.Client`` or an ``aiohttp.ClientTimeout`` have no
 JSON form: they are kept in this process and the JSON carries a reference to them.
-Credentials in ``target_options`` are replaced by ``"***"`` wherever options are shown.
+Credentials are replaced by ``"***"`` wherever options are shown (:func:`redacted`), and in
+every text the package lets out (:func:`redacted_text`): error and warning messages, reprs,
+reports, the command's output, and the log records of the libraries that are handed our URLs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["to_json_safe", "from_json_safe", "redacted", "REDACTED"]
+__all__ = [
+    "to_json_safe",
+    "from_json_safe",
+    "redacted",
+    "redacted_text",
+    "is_secret_name",
+    "RedactingFilter",
+    "REDACTED",
+]
 
 _MARK = "__fsspec_virtual_object__"
 _objects: dict[str, Any] = {}
@@ -22,10 +34,28 @@ _ids: dict[int, str] = {}
 _guard = threading.Lock()
 
 REDACTED = "***"
+#: Option, header and query-parameter names whose values are credentials: s3fs ``key``,
+#: ``secret``, ``token``; adlfs ``account_key``, ``connection_string``, ``sas_token``,
+#: ``client_secret``, ``credential``; gcsfs ``token``; paramiko ``password``, ``passphrase``,
+#: ``pkey``; HTTP ``Authorization``, ``Cookie``, ``X-Amz-Security-Token``, ``X-Api-Key``;
+#: presigned and SAS URLs' ``X-Amz-Signature``, ``X-Amz-Credential``, ``sig``. Names that
+#: merely contain "key" are not (``key_prefix``, ``key_filename``, ``kms_key_id``): only
+#: names ending in it.
 _SECRET_NAMES = re.compile(
-    r"(secret|password|passwd|token|credential|authorization|api[_-]?key|^key$|"
-    r"access[_-]?key|session|auth|cookie|private)",
+    r"secret|passw(?:or)?d|passphrase|(?:^|[_-])pwd$|token|credential|auth|cookie|private|"
+    r"key$|access[_-]?key|connection[_-]?string|^conn[_-]?str$|"
+    r"signature|^sig$|session",
     re.IGNORECASE,
+)
+_TEXT_END = r"\s'\"<>`"
+#: ``scheme://user:password@``: the password (RFC 3986 userinfo cannot hold "/", "?" or
+#: "#"; a raw "@" in a password is taken to the last "@" of the authority, as urllib does).
+_USERINFO = re.compile(rf"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@{_TEXT_END}]*:)([^/?#{_TEXT_END}]*)@")
+#: ``?name=value``, ``&name=value``, ``;name=value`` (query strings, connection strings).
+_PARAMETER = re.compile(rf"([?&;]([^=&;#?{_TEXT_END}]+)=)([^&;#{_TEXT_END})]*)")
+#: ``'name': 'value'`` (dict reprs, JSON) and ``name='value'`` (keyword reprs).
+_QUOTED_PAIR = re.compile(
+    r"""((['"])([^'"\s:=,{}()]+)\2\s*:\s*|\b([A-Za-z_][\w-]*)=)(['"])((?:\\.|(?!\5)[^\\])*)\5"""
 )
 
 
@@ -79,15 +109,125 @@ def from_json_safe(value: Any) -> Any:
     return value
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether an option, header or query parameter called ``name`` holds a credential.
+
+    Examples
+    --------
+    >>> [is_secret_name(n) for n in ("secret", "account_key", "X-Amz-Signature", "anon")]
+    [True, True, True, False]
+    """
+    return bool(_SECRET_NAMES.search(name))
+
+
 def redacted(options: Any) -> Any:
-    """``options`` with the values of credential-like keys replaced by ``"***"``."""
-    if isinstance(options, dict):
+    """``options`` with the values of credential-like keys replaced by ``"***"``, at any
+    depth, and passwords and signatures removed from every string (see
+    :func:`redacted_text`).
+
+    Mappings become dicts, tuples stay tuples; a ``(name, value)`` pair whose name is a
+    credential's (headers given as a list of pairs) has its value replaced too.
+    """
+    if isinstance(options, Mapping):
         return {
             k: REDACTED
-            if isinstance(k, str) and _SECRET_NAMES.search(k) and v is not None
+            if isinstance(k, str) and is_secret_name(k) and v is not None
             else redacted(v)
             for k, v in options.items()
         }
     if isinstance(options, list | tuple):
-        return type(options)(redacted(v) for v in options)
+        if len(options) == 2 and isinstance(options[0], str) and is_secret_name(options[0]):
+            items = [options[0], REDACTED]
+        else:
+            items = [redacted(v) for v in options]
+        return tuple(items) if isinstance(options, tuple) else items
+    if isinstance(options, str):
+        return redacted_text(options)
     return options
+
+
+def _parameter(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED if is_secret_name(match.group(2)) else match.group(0)
+
+
+def _quoted_pair(match: re.Match[str]) -> str:
+    name = match.group(3) or match.group(4)
+    if not is_secret_name(name):
+        return match.group(0)
+    quote = match.group(5)
+    return f"{match.group(1)}{quote}{REDACTED}{quote}"
+
+
+def redacted_text(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``"***"``.
+
+    Replaced: the password of a URL's userinfo (``https://user:***@host/``; a user name
+    alone is kept), the values of credential-like query or connection-string parameters
+    (``?X-Amz-Signature=***``, ``&sig=***``, ``;AccountKey=***``), and quoted values of
+    credential-like names (``'secret': '***'``, ``token='***'``). Pure, and idempotent.
+
+    Examples
+    --------
+    >>> redacted_text("cannot read http://me:pw@host/a.nc?sig=abc&sp=r: 500")
+    'cannot read http://me:***@host/a.nc?sig=***&sp=r: 500'
+    """
+    text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _PARAMETER.sub(_parameter, text)
+    return _QUOTED_PAIR.sub(_quoted_pair, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that removes credentials (:func:`redacted_text`) from records.
+
+    A record whose text holds one is rewritten as its redacted, formatted message (and
+    redacted traceback); other records pass untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a malformed record: logging reports it when it is emitted
+        clean = redacted_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # formatted here only if it must change: handlers format the others their way
+            shown = logging.Formatter().formatException(record.exc_info)
+            if redacted_text(shown) != shown:
+                record.exc_text = redacted_text(shown)
+        elif record.exc_text:
+            record.exc_text = redacted_text(record.exc_text)
+        return True
+
+
+#: Loggers of the libraries we hand source URLs to, that log them (fsspec at DEBUG logs
+#: every HTTP URL it fetches; kerchunk every file it scans). A logger's filters see only
+#: its own records, so each one is named.
+GUARDED_LOGGERS = (
+    "fsspec",
+    "fsspec.asyn",
+    "fsspec.cached",
+    "fsspec.caching",
+    "fsspec.generic",
+    "fsspec.http",
+    "fsspec.local",
+    "fsspec.mapping",
+    "fsspec.reference",
+    "h5-to-zarr",
+    "kerchunk.combine",
+    "s3fs",
+    "gcsfs",
+    "adlfs",
+    "fsspec_virtual",
+)
+
+
+def _guard_loggers() -> None:
+    for name in GUARDED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+_guard_loggers()
