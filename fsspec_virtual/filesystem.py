@@ -17,7 +17,15 @@ from fsspec.spec import AbstractBufferedFile
 
 from .compute import compute_chunk
 from .errors import ReadOnlyError
-from .keys import ComputedSource, InlineSource, RangeSource, chunk_keys, resolve_key
+from .keys import (
+    ComputedSource,
+    InlineSource,
+    RangeSource,
+    StoreKey,
+    choose_reading,
+    chunk_keys,
+    resolve_key,
+)
 from .options import from_json_safe, redacted, to_json_safe
 from .reader import (
     DEFAULT_READ_OPTIONS,
@@ -159,8 +167,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         self._chunk_cache_size = chunk_cache_size
         self._scan_cache = ScanCache(cache_dir, cache_options) if cache else None
         self._listing_ttl = listing_ttl
-        # Under URL chaining, clients address keys below the chained path itself.
-        self._chained_root = source.strip("/") if isinstance(source, str) else None
+        # Only under URL chaining (fsspec's url_to_fs passes fo=) do clients address keys
+        # below the source path itself ("/data/*.nc/t2m/.zarray"); a path= never prefixes keys.
+        self._chained_root = fo.strip("/") if path is None and isinstance(fo, str) else None
 
     def __reduce__(self) -> tuple[Any, ...]:
         from fsspec.spec import make_instance
@@ -206,12 +215,35 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             path = path[len("virtualzarr://") :]
         return path.strip("/")
 
-    def _key(self, path: str) -> str:
-        key = self._strip_protocol(path)
-        root = self._chained_root
-        if root and (key == root or key.startswith(root + "/")):
-            key = key[len(root) :].lstrip("/")
-        return key
+    def _key(self, path: str, state: CollectionState | None = None) -> StoreKey:
+        """The store key ``path`` names.
+
+        Under URL chaining (the instance was given ``fo=``), a path below the chained root
+        names the key below it; unless only the path itself, read as a key, names something
+        in the store (``fs.get_mapper("")`` on ``fo="/data"`` with a variable ``data``).
+        Where both readings name something, :class:`AmbiguousKeyError`. Telling them apart
+        needs the collection: a coroutine asking before it was built gets an undecided
+        :class:`StoreKey`, which :func:`resolve_key` decides.
+        """
+        if isinstance(path, StoreKey):
+            if path.other is None:
+                return path
+            below, whole = str(path), path.other
+        else:
+            whole = self._strip_protocol(path)
+            root = self._chained_root
+            if not root or not (whole == root or whole.startswith(root + "/")):
+                return StoreKey(whole)
+            below = whole[len(root) :].lstrip("/")
+        state = state or peek_state(self._spec)
+        if state is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a synchronous caller (open): building now blocks no loop
+                state = self.collection()
+            else:
+                return StoreKey(below, whole)
+        return choose_reading(state.manifest, state.metadata, below, whole)
 
     def _named(self, path: str, key: str) -> str:
         """``key`` spelled as the caller spelled ``path``: under its chained root or slash.
@@ -224,6 +256,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             spelled = spelled[len("virtualzarr://") :]
         spelled = spelled.rstrip("/")
         own = self._key(path)
+        if not spelled.endswith(own):  # a decided StoreKey: the caller spelled the key
+            return key
         base = spelled[: len(spelled) - len(own)] if own else spelled
         if not base:
             return key

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from .errors import VirtualZarrError
 from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
 
 __all__ = [
@@ -14,7 +16,16 @@ __all__ = [
     "resolve_key",
     "chunk_index",
     "chunk_keys",
+    "names_key",
+    "StoreKey",
+    "choose_reading",
+    "AmbiguousKeyError",
 ]
+
+#: A chunk index as ``str(int)`` spells it: ASCII digits, no sign, no leading zero, no
+#: space. ``int()`` also takes ``"01"``, ``"+1"``, ``" 1"`` and non-ASCII digits
+#: (fullwidth, Arabic-Indic): each would alias a real chunk under a second key.
+_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +71,16 @@ ChunkSource = RangeSource | InlineSource | ComputedSource
 
 
 def chunk_index(array: VirtualArray, leaf: str) -> tuple[int, ...] | None:
-    """The grid index a chunk key's last part names, or None if it names no chunk."""
+    """The grid index a chunk key's last part names, or None if it names no chunk.
+
+    Only the canonical spelling names a chunk (``"1.0"``, never ``"01.0"`` or ``"1.00"``):
+    each chunk has exactly one key. A 0-d array's one chunk is ``"0"``.
+    """
     ndim = len(array.meta.shape)
     if ndim == 0:
         return () if leaf == "0" else None
     parts = leaf.split(".")
-    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+    if len(parts) != ndim or not all(_CANONICAL_INDEX.fullmatch(p) for p in parts):
         return None
     index = tuple(int(p) for p in parts)
     if any(i >= n for i, n in zip(index, array.grid.shape)):
@@ -92,7 +107,15 @@ def chunk_keys(path: str, array: VirtualArray) -> list[tuple[str, int]]:
 
 
 def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> ChunkSource | None:
-    """Where the bytes of ``key`` are, or None if the store has no such key."""
+    """Where the bytes of ``key`` are, or None if the store has no such key.
+
+    Raises
+    ------
+    AmbiguousKeyError
+        If ``key`` is an undecided :class:`StoreKey` whose two readings both name something.
+    """
+    if isinstance(key, StoreKey) and key.other is not None:
+        key = choose_reading(manifest, metadata, key, key.other)
     document = metadata.get(key)
     if document is not None:
         return InlineSource(document)
@@ -112,3 +135,63 @@ def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> Chu
     if file_id == COMPUTED:
         return ComputedSource(path, array, index)
     return RangeSource(manifest.urls[file_id], int(grid.offset[index]), int(grid.length[index]))
+
+
+def names_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> bool:
+    """Whether ``key`` names something in the store: a metadata document, a group, an
+    array, or one of an array's chunks (written or not: an unwritten chunk reads as the
+    fill value, so it is a reading of the key all the same)."""
+    if key in metadata or key in manifest.groups or key in manifest.arrays:
+        return True
+    path, _, leaf = key.rpartition("/")
+    array = manifest.arrays.get(path)
+    return array is not None and chunk_index(array, leaf) is not None
+
+
+class AmbiguousKeyError(VirtualZarrError, ValueError):
+    """A path names two different things in the store: the key below a chained root, and
+    the same path read as a key of its own. Never a ``FileNotFoundError`` (zarr would
+    serve fill values)."""
+
+
+class StoreKey(str):
+    """A store key read from a client's path.
+
+    ``other`` is the path's second reading when it could not be told apart yet (under URL
+    chaining, before the collection was scanned): :func:`resolve_key` decides between the
+    two readings once it has the manifest. A key with ``other`` None is decided: reading
+    it again as a path gives it back unchanged.
+    """
+
+    other: str | None
+
+    def __new__(cls, key: str, other: str | None = None) -> StoreKey:
+        made = super().__new__(cls, key)
+        made.other = other
+        return made
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return (type(self), (str(self), self.other))
+
+
+def choose_reading(
+    manifest: Manifest, metadata: dict[str, bytes], below_root: str, whole: str
+) -> StoreKey:
+    """The key a chained path means: ``below_root`` (the path with the chained root taken
+    off, as fsspec's URL chaining addresses keys), unless only ``whole`` (the path read
+    as a key of its own, e.g. through ``fs.get_mapper("")``) names something.
+
+    Raises
+    ------
+    AmbiguousKeyError
+        If both readings name something in the store.
+    """
+    chained, plain = names_key(manifest, metadata, below_root), names_key(manifest, metadata, whole)
+    if chained and plain:
+        raise AmbiguousKeyError(
+            f"{whole!r} names two keys of this store: {below_root!r} (below the chained root "
+            f"the filesystem was given as fo=) and {whole!r} (read as a key of its own); "
+            f"address one of them unambiguously, or construct the filesystem with path= "
+            f"(keys are then never taken below the source path)"
+        )
+    return StoreKey(whole if plain else below_root)
