@@ -7,6 +7,7 @@ dropped. Scanners re-read attributes from the source and convert them here.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -81,8 +82,16 @@ def attribute_dtypes(source: Mapping[str, Any], names: Iterable[str]) -> dict[st
     return out
 
 
-def zarr_fill_value(value: Any) -> Any:
-    """A ``_FillValue`` attribute as Zarr v2's ``fill_value`` JSON spells it."""
+def zarr_fill_value(value: Any, dtype: np.dtype | None = None) -> Any:
+    """A ``_FillValue`` attribute as Zarr v2's ``fill_value`` JSON spells it.
+
+    For an array of fixed-length bytes (``dtype`` of kind ``S``) that is the base64 of
+    the value's bytes; xarray masks whatever it decodes to.
+    """
+    if dtype is not None and dtype.kind == "S":
+        first = np.asarray(value).reshape(-1)[:1]
+        raw = first.astype(dtype).tobytes() if first.size else b""
+        return base64.standard_b64encode(raw.rstrip(b"\x00")).decode("ascii")
     value = json_value(value)
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

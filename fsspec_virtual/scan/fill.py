@@ -13,6 +13,7 @@ chunk of the right fill.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..codecs import encode_chunk
 from ..manifest import INLINE, MISSING, ChunkGrid, VirtualArray
+from .attributes import zarr_fill_value
 
 __all__ = ["UnservableError", "apply_fill_semantics", "netcdf_default_fill"]
 
@@ -46,11 +48,17 @@ class UnservableError(Exception):
 
 
 def netcdf_default_fill(dtype: np.dtype) -> Any:
-    """netCDF's default fill value for a numeric dtype (0 where netCDF defines none)."""
+    """netCDF's default fill value for a numeric dtype (0 where netCDF defines none; a
+    null byte, NC_FILL_CHAR, for text)."""
+    if dtype.kind == "S":
+        return b""
     return _NETCDF_DEFAULT_FILLS.get(f"{dtype.kind}{dtype.itemsize}", 0)
 
 
 def _json_fill_to_value(value: Any, dtype: np.dtype) -> Any:
+    """What zarr fills missing chunks with, given the ``.zarray`` ``fill_value``."""
+    if dtype.kind == "S":  # Zarr v2 spells a bytes fill value in base64
+        return b"" if value is None else base64.standard_b64decode(value)
     if value is None:
         return 0
     if isinstance(value, str) and dtype.kind in "fc":
@@ -106,13 +114,17 @@ def apply_fill_semantics(
     meta = array.meta
     if "_FillValue" not in dset.attrs and "_FillValue" not in meta.attrs:
         meta = replace(meta, fill_value=None)
+    elif "_FillValue" in dset.attrs and meta.numpy_dtype.kind == "S":
+        # kerchunk encodes a bytes fill value twice (base64 of its base64)
+        fill = zarr_fill_value(dset.attrs["_FillValue"], meta.numpy_dtype)
+        meta = replace(meta, fill_value=fill)
     dtype = meta.numpy_dtype
     extent = meta.shape
     grown = shape != extent
     if grown:
         meta = replace(meta, shape=shape)
     grid = _padded(array.grid, meta.grid_shape) if grown else array.grid
-    if dtype.kind not in "biufc":
+    if dtype.kind not in "biufcS":
         if grown:
             raise UnservableError("a non-numeric variable shorter than its dimensions")
         return VirtualArray(meta, grid)

@@ -351,16 +351,17 @@ def _unsupported_type(dtype: np.dtype) -> str | None:
     return None
 
 
-def _string_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
-    """A variable-length string dataset, read through h5py and held inline."""
+def _string_array(translator: Any, dset: h5py.Dataset) -> VirtualArray:
+    """A variable-length string dataset, read through h5py and held inline.
+
+    Its ``_FillValue`` (netCDF's, or xarray's ``""``) is the Zarr ``fill_value``, as
+    xarray masks it in a direct read.
+    """
     data = np.asarray(dset.asstr()[()], dtype=object)
     meta = replace(
-        base.meta,
+        _h5py_meta(translator, dset, np.dtype("O")),
         chunks=dset.shape,
-        dtype="|O",
-        compressor=None,
         filters=({"id": "vlen-utf8"},),
-        fill_value=None,
     )
     if data.size == 0:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
@@ -383,12 +384,13 @@ _H5PY_CHUNK_BYTES = 4 * 2**20
 
 
 def _packed_compound(dtype: np.dtype) -> np.dtype | None:
-    """A compound type as a packed structured dtype of scalar numeric or fixed-string
-    fields (what Zarr v2 and xarray read), or None if it has other fields."""
+    """A compound type as a packed structured dtype of scalar numeric (complex included)
+    or fixed-string fields (what Zarr v2 and xarray read), or None if it has other fields
+    (zarr cannot read structured types with array fields)."""
     fields = []
     for name, spec in (dtype.fields or {}).items():
         field = spec[0]
-        if field.names is not None or field.shape or field.kind not in "biufS":
+        if field.names is not None or field.shape or field.kind not in "biufcS":
             return None
         # little-endian fields: xarray cannot cast structured arrays with big-endian ones
         fields.append((name, field.newbyteorder("<").str if field.kind != "S" else field.str))
@@ -469,19 +471,17 @@ def _target_chunks(dset: h5py.Dataset) -> tuple[int, ...]:
     return (max(1, min(dset.shape[0], _H5PY_CHUNK_BYTES // row)), *dset.shape[1:])
 
 
-def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str) -> VirtualArray:
-    """A dataset no byte range can serve (its filter has no numcodecs codec, or its fill
-    semantics do not fit): computed by reading through h5py on the source file object."""
+def _h5py_meta(translator: Any, dset: h5py.Dataset, dtype: np.dtype) -> ArrayMeta:
+    """The array description of a dataset served from h5py's reads, not byte ranges."""
     from .attributes import zarr_fill_value
 
-    dtype = _served_dtype(dset.dtype)
     names = [n for n in dset.attrs if n not in _HIDDEN_ATTRS and n != "_FillValue"]
     attrs = {**json_attributes(dset.attrs, names), **_enum_attrs(dset.dtype)}
     fill = None
     if "_FillValue" in dset.attrs and dtype.names is None:
-        fill = zarr_fill_value(dset.attrs["_FillValue"])
+        fill = zarr_fill_value(dset.attrs["_FillValue"], dtype)
     dims = tuple(str(d).rsplit("/", 1)[-1] for d in translator._get_array_dims(dset))
-    meta = ArrayMeta(
+    return ArrayMeta(
         shape=tuple(dset.shape),
         chunks=_target_chunks(dset),
         dtype=dtype_spelling(dtype),
@@ -492,6 +492,12 @@ def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str)
         attrs=attrs,
         attr_dtypes=attribute_dtypes(dset.attrs, [*names, "_FillValue"]),
     )
+
+
+def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str) -> VirtualArray:
+    """A dataset no byte range can serve (its filter has no numcodecs codec, or its fill
+    semantics do not fit): computed by reading through h5py on the source file object."""
+    meta = _h5py_meta(translator, dset, _served_dtype(dset.dtype))
     reason = f"read through h5py: {why}" if why else "read through h5py"
     part = SourcePart(0, meta, None, 0, path.lstrip("/"))
     return VirtualArray(
@@ -505,6 +511,166 @@ def _reason_for(path: str, messages: list[str]) -> str:
             lines = [line for line in message.splitlines() if line.strip()]
             return lines[1] if len(lines) > 1 else message
     return "kerchunk produced no reference for it"
+
+
+def _serve_dataset(
+    translator: Any,
+    path: str,
+    dset: Any,
+    base: VirtualArray | None,
+    messages: list[str],
+    dims: dict[str, list[str]],
+    dim_lengths: dict[str, int],
+    netcdf: bool,
+) -> VirtualArray | str | None:
+    """How one dataset is served: its array, the reason it is left out, or None (a
+    netCDF dimension without a variable)."""
+    if isinstance(dset, h5py.ExternalLink):
+        return "HDF5 external links are not supported"
+    try:
+        dtype = dset.dtype
+    except TypeError as e:  # an HDF5 type numpy has no equivalent of (H5T_TIME, ...)
+        return f"its HDF5 type cannot be read by h5py: {e}"
+    reason = _unsupported_type(dtype)
+    if reason is not None:
+        return reason
+    if dset.is_virtual:
+        outside = sorted({s.file_name for s in dset.virtual_sources() if s.file_name != "."})
+        if outside:
+            return (
+                "HDF5 virtual dataset mapping data of other files "
+                f"({', '.join(outside)}) is not supported"
+            )
+        return _read_through_h5py(translator, dset, path, "virtual dataset")
+    if dtype.names is not None:  # kerchunk's compound handling is not ours
+        return _read_through_h5py(translator, dset, path, "compound type")
+    if base is None and _is_dimension_only(dset):
+        return None
+    if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
+        return _string_array(translator, dset)
+    if base is None:
+        missing = _unavailable_filters(dset)
+        if missing:
+            return missing
+        return _read_through_h5py(translator, dset, path, _reason_for(path, messages))
+    if _padded_string(dset):
+        return _read_through_h5py(translator, dset, path, "space-padded or null-terminated text")
+    if dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+        base = _compact_array(dset, base)
+    names = dims.get(path, [])
+    shape = tuple(
+        max(n, dim_lengths.get(name, 0)) if len(names) == dset.ndim else n
+        for n, name in zip(base.meta.shape, names or [""] * dset.ndim)
+    )
+    try:
+        return _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
+    except UnservableError as e:
+        return _read_through_h5py(translator, dset, path, str(e))
+
+
+def _padded_string(dset: h5py.Dataset) -> bool:
+    """Whether a fixed-length text dataset's stored bytes differ from what h5py reads:
+    HDF5 converts space padding, and whatever follows a null terminator, to nulls."""
+    if dset.dtype.kind != "S":
+        return False
+    pad = dset.id.get_type().get_strpad()
+    if pad == h5py.h5t.STR_SPACEPAD:
+        return True
+    return pad == h5py.h5t.STR_NULLTERM and dset.dtype.itemsize > 1
+
+
+#: Names no Zarr (v2) node may have: they are metadata keys of their parent.
+_METADATA_NAMES = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
+def _invalid_name(path: str) -> str | None:
+    """The first part of ``path`` that is no valid Zarr node name, or None.
+
+    A store key made of ``.`` or ``..`` parts (``../../x/0``) escapes its store for any
+    client that normalises paths, and zarr refuses it; a part named like a metadata key
+    would replace its parent's document. Such objects are left out, not renamed: a
+    renamed variable would be one no other reader of the file shows.
+    """
+    for part in path.split("/"):
+        if not part or set(part) == {"."} or part in _METADATA_NAMES:
+            return part
+    return None
+
+
+def _without_invalid_names(
+    groups: dict[str, dict[str, Any]], arrays: dict[str, VirtualArray]
+) -> tuple[dict[str, dict[str, Any]], dict[str, VirtualArray], dict[str, str]]:
+    """Groups and arrays without those whose path is no valid Zarr key, and the reason
+    each such array is left out."""
+    kept_groups = {p: a for p, a in groups.items() if not p or _invalid_name(p) is None}
+    kept, skipped = {}, {}
+    for path, array in arrays.items():
+        part = _invalid_name(path)
+        if part is None:
+            kept[path] = array
+        else:
+            skipped[path] = f"its HDF5 path holds {part!r}, which is not a valid Zarr node name"
+    return kept_groups, kept, skipped
+
+
+def _stored_prefix(dset: h5py.Dataset, index: tuple[int, ...], n: int) -> bytes | None:
+    """The first ``n`` stored bytes of chunk ``index`` as HDF5 itself reads them, or None
+    where that cannot be told without decoding."""
+    if dset.chunks is not None:
+        start = tuple(i * c for i, c in zip(index, dset.chunks))
+        return bytes(dset.id.read_direct_chunk(start)[1][:n])
+    if dset.dtype.kind not in "biufcS" or dset.size == 0:
+        return None
+    if not dset.shape:
+        return np.asarray(dset[()], dtype=dset.dtype).tobytes()[:n]
+    row = dset[(0,) * (dset.ndim - 1)] if dset.ndim > 1 else dset
+    count = max(1, min(dset.shape[-1], -(-n // dset.dtype.itemsize)))
+    return np.asarray(row[:count], dtype=dset.dtype).tobytes()[:n]
+
+
+def _read_at(file_obj: Any, offset: int, n: int) -> bytes:
+    file_obj.seek(offset)
+    return bytes(file_obj.read(n))
+
+
+def _shifted(grid: ChunkGrid, by: int) -> ChunkGrid:
+    in_file = grid.file_id >= 0
+    offset = np.where(in_file, grid.offset + np.uint64(by), grid.offset).astype(np.uint64)
+    return ChunkGrid(np.array(grid.file_id), offset, np.array(grid.length), grid.inline)
+
+
+def _with_verified_offsets(
+    arrays: dict[str, VirtualArray], h5: h5py.File, file_obj: Any, translator: Any
+) -> dict[str, VirtualArray]:
+    """In a file with a user block, byte ranges checked against HDF5's own reads.
+
+    HDF5 addresses count from the end of the user block (the base address); some HDF5
+    versions report chunk addresses without adding it. One chunk per dataset is compared
+    with what HDF5 reads there: ranges found one user block early are moved, ranges
+    that match neither way are replaced by reads through h5py.
+    """
+    userblock = int(h5.userblock_size)
+    if not userblock:
+        return arrays
+    out = dict(arrays)
+    for path, array in arrays.items():
+        grid = array.grid
+        written = np.argwhere(grid.file_id >= 0)
+        dset = h5.get(path)
+        if not len(written) or not isinstance(dset, h5py.Dataset):
+            continue
+        index = tuple(int(i) for i in written[0])
+        n = min(64, int(grid.length[index]))
+        expected = _stored_prefix(dset, index, n)
+        offset = int(grid.offset[index])
+        if expected is not None and _read_at(file_obj, offset, n) == expected:
+            continue
+        if expected is not None and _read_at(file_obj, offset + userblock, n) == expected:
+            out[path] = replace(array, grid=_shifted(grid, userblock))
+        else:
+            why = "its byte offsets could not be checked in a file with a user block"
+            out[path] = _read_through_h5py(translator, dset, path, why)
+    return out
 
 
 def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
@@ -535,39 +701,17 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         dim_lengths = _dimension_lengths(datasets, dims)
         netcdf = "_NCProperties" in h5.attrs or bool(dim_lengths)
         for path, dset in datasets.items():
-            if isinstance(dset, h5py.ExternalLink):
-                skipped[path] = "HDF5 external links are not supported"
-                continue
-            reason = _unsupported_type(dset.dtype)
-            base = arrays.get(path)
-            if reason is not None:
+            served = _serve_dataset(
+                translator, path, dset, arrays.get(path), messages, dims, dim_lengths, netcdf
+            )
+            if isinstance(served, str):
                 arrays.pop(path, None)
-                skipped[path] = reason
-            elif dset.dtype.names is not None:  # kerchunk's compound handling is not ours
-                arrays[path] = _read_through_h5py(translator, dset, path, "compound type")
-            elif base is None:
-                if _is_dimension_only(dset):
-                    continue
-                missing = _unavailable_filters(dset)
-                if missing:
-                    skipped[path] = missing
-                else:
-                    why = _reason_for(path, messages)
-                    arrays[path] = _read_through_h5py(translator, dset, path, why)
-            elif dset.dtype.kind == "O":  # variable-length strings (others are refused above)
-                arrays[path] = _string_array(dset, base)
-            else:
-                if dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
-                    base = _compact_array(dset, base)
-                names = dims.get(path, [])
-                shape = tuple(
-                    max(n, dim_lengths.get(name, 0)) if len(names) == dset.ndim else n
-                    for n, name in zip(base.meta.shape, names or [""] * dset.ndim)
-                )
-                try:
-                    arrays[path] = _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
-                except UnservableError as e:
-                    arrays[path] = _read_through_h5py(translator, dset, path, str(e))
+                skipped[path] = served
+            elif served is not None:
+                arrays[path] = served
+        arrays = _with_verified_offsets(arrays, h5, file_obj, translator)
+        groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
+        skipped.update(invalid)
         arrays = _with_phony_dimensions(arrays)
     warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
-    return replace(manifest, arrays=arrays, skipped=skipped), warnings_out
+    return replace(manifest, groups=groups, arrays=arrays, skipped=skipped), warnings_out
