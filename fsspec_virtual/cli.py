@@ -1,13 +1,86 @@
-"""The ``fsspec-virtual`` command: ``info``, ``scan`` and ``demo``."""
+"""The ``fsspec-virtual`` command: ``info``, ``scan`` and ``demo``.
+
+Everything it writes (results, warnings, log records, errors and their tracebacks) has the
+credentials of source URLs removed (:func:`~fsspec_virtual.options.redacted_text`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import NoReturn, TextIO
+
+from .errors import VirtualZarrError
+from .options import RedactingFilter, redacted_text
 
 __all__ = ["main"]
+
+
+def _print(text: object = "", file: TextIO | None = None) -> None:
+    print(redacted_text(str(text)), file=file if file is not None else sys.stdout)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file if file is not None else sys.stderr).write(redacted_text(text))
+
+
+@contextmanager
+def _redacted_output() -> Iterator[None]:
+    """Warnings, and log records that reach no configured handler, printed redacted
+    (those of other libraries too: they may quote a source URL)."""
+    guard = RedactingFilter()
+    handlers = [h for h in (logging.lastResort, *logging.getLogger().handlers) if h is not None]
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        for handler in handlers:
+            handler.addFilter(guard)
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(guard)
+
+
+def _failure(error: Exception) -> str:
+    """What the command prints for ``error``: its message and causes for our own errors,
+    the whole traceback for others; credentials redacted from both."""
+    if not isinstance(error, VirtualZarrError):
+        return redacted_text("".join(traceback.format_exception(error)))
+    lines = [f"fsspec-virtual: error: {type(error).__name__}: {error}"]
+    seen = {id(error)}
+    cause = _cause(error)
+    while cause is not None and id(cause) not in seen:
+        lines.append(f"  caused by {type(cause).__name__}: {cause}")
+        seen.add(id(cause))
+        cause = _cause(cause)
+    return redacted_text("\n".join(lines))
+
+
+def _cause(error: BaseException) -> BaseException | None:
+    """The exception ``error`` was raised from, or while handling (as tracebacks show)."""
+    if error.__cause__ is not None or error.__suppress_context__:
+        return error.__cause__
+    return error.__context__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the argument it refused: a URL with its password, maybe
+        super().error(redacted_text(message))
 
 
 def _summary(fs) -> str:
@@ -29,9 +102,9 @@ def _info(args: argparse.Namespace) -> int:
 
     fs = VirtualZarrFileSystem(args.path, concat_dim=args.concat_dim)
     ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
-    print(ds)
-    print()
-    print(_summary(fs))
+    _print(ds)
+    _print()
+    _print(_summary(fs))
     return 0
 
 
@@ -54,13 +127,13 @@ def _scan(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     state = get_state(fs._spec, fs._scanning, cache)
     elapsed = time.perf_counter() - start
-    print(
+    _print(
         f"{len(state.files)} files: {cache.misses} scanned, {cache.hits} reused from the scan "
         f"cache at {cache.fs.unstrip_protocol(cache.root)}, in {elapsed:.1f} s"
     )
     remote, cost = state.scan_cost
     if remote:
-        print(
+        _print(
             f"remote scans: {cost.requests} requests ({cost.requests / remote:.1f} per file), "
             f"{cost.bytes} bytes read"
         )
@@ -76,23 +149,23 @@ def _demo(args: argparse.Namespace) -> int:
 
     directory = args.dir or tempfile.mkdtemp(prefix="fsspec-virtual-demo-")
     paths = write_sample_collection(directory)
-    print(f"wrote {len(paths)} NetCDF4 files to {directory}")
+    _print(f"wrote {len(paths)} NetCDF4 files to {directory}")
     url = f"virtualzarr::{directory}/*.nc"
-    print(f'xr.open_zarr("{url}", storage_options={{"virtualzarr": {{"concat_dim": "time"}}}})\n')
+    _print(f'xr.open_zarr("{url}", storage_options={{"virtualzarr": {{"concat_dim": "time"}}}})\n')
     ds = xr.open_zarr(url, storage_options={"virtualzarr": {"concat_dim": "time"}})
-    print(ds)
+    _print(ds)
     served = ds["t2m"].values
     with_h5py = np.concatenate([h5py.File(p, "r")["t2m"][()] for p in paths])
     if served.dtype != with_h5py.dtype or not np.array_equal(served, with_h5py):
-        print("\nCHECK FAILED: t2m differs from a direct h5py read", file=sys.stderr)
+        _print("\nCHECK FAILED: t2m differs from a direct h5py read", file=sys.stderr)
         return 1
-    print(f"\nchecked: t2m {served.shape} {served.dtype} equals a direct h5py read of every file")
+    _print(f"\nchecked: t2m {served.shape} {served.dtype} equals a direct h5py read of every file")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="fsspec-virtual", description=__doc__)
+    """Run the command line; returns the exit code (1 after an error, printed on stderr)."""
+    parser = _Parser(prog="fsspec-virtual", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print the combined dataset and a summary")
     info.add_argument("path", help="directory, glob, file or URL of the source files")
@@ -114,4 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("dir", nargs="?", default=None, help="where to write (default: a temp dir)")
     demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
-    return args.run(args)
+    with _redacted_output():
+        try:
+            code: int = args.run(args)
+        except Exception as e:
+            _print(_failure(e), file=sys.stderr)
+            return 1
+    return code

@@ -51,11 +51,22 @@ _TEXT_END = r"\s'\"<>`"
 #: ``scheme://user:password@``: the password (RFC 3986 userinfo cannot hold "/", "?" or
 #: "#"; a raw "@" in a password is taken to the last "@" of the authority, as urllib does).
 _USERINFO = re.compile(rf"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@{_TEXT_END}]*:)([^/?#{_TEXT_END}]*)@")
-#: ``?name=value``, ``&name=value``, ``;name=value`` (query strings, connection strings).
-_PARAMETER = re.compile(rf"([?&;]([^=&;#?{_TEXT_END}]+)=)([^&;#{_TEXT_END})]*)")
-#: ``'name': 'value'`` (dict reprs, JSON) and ``name='value'`` (keyword reprs).
+#: ``?name=value``, ``&name=value``, ``;name=value`` (query strings, connection strings);
+#: punctuation ending a sentence is not part of the value.
+_PARAMETER = re.compile(
+    rf"([?&;]([^=&;#?{_TEXT_END}]+)=)([^&;#{_TEXT_END})]*?)(?=[:,.!]*(?:[&;#{_TEXT_END})]|$))"
+)
+#: ``'name': 'value'`` (dict reprs, JSON) and ``name='value'`` (keyword reprs); values
+#: may be bytes (``b'...'``: botocore's request headers).
 _QUOTED_PAIR = re.compile(
-    r"""((['"])([^'"\s:=,{}()]+)\2\s*:\s*|\b([A-Za-z_][\w-]*)=)(['"])((?:\\.|(?!\5)[^\\])*)\5"""
+    r"""((['"])([^'"\s:=,{}()]+)\2\s*:\s*b?|\b([A-Za-z_][\w-]*)=b?)(['"])((?:\\.|(?!\5)[^\\])*)\5"""
+)
+#: ``Name: value`` lines (HTTP headers, botocore's canonical requests); not a traceback's
+#: ``SomeError: message``.
+_HEADER_LINE = re.compile(
+    r"^([ \t]*((?![A-Za-z0-9-]*(?:Error|Exception|Warning)[ \t]*:)[A-Za-z][A-Za-z0-9-]*)"
+    r"[ \t]*:[ \t]*)(\S[^\r\n]*)$",
+    re.MULTILINE,
 )
 
 
@@ -120,14 +131,18 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAMES.search(name))
 
 
-def redacted(options: Any) -> Any:
+def redacted(options: Any, include_password: bool = False) -> Any:
     """``options`` with the values of credential-like keys replaced by ``"***"``, at any
     depth, and passwords and signatures removed from every string (see
     :func:`redacted_text`).
 
     Mappings become dicts, tuples stay tuples; a ``(name, value)`` pair whose name is a
     credential's (headers given as a list of pairs) has its value replaced too.
+    ``include_password=True`` returns ``options`` as they are (as fsspec's ``to_json``
+    spells that choice).
     """
+    if include_password:
+        return options
     if isinstance(options, Mapping):
         return {
             k: REDACTED
@@ -150,6 +165,10 @@ def _parameter(match: re.Match[str]) -> str:
     return match.group(1) + REDACTED if is_secret_name(match.group(2)) else match.group(0)
 
 
+def _header_line(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED if is_secret_name(match.group(2)) else match.group(0)
+
+
 def _quoted_pair(match: re.Match[str]) -> str:
     name = match.group(3) or match.group(4)
     if not is_secret_name(name):
@@ -164,7 +183,8 @@ def redacted_text(text: str) -> str:
     Replaced: the password of a URL's userinfo (``https://user:***@host/``; a user name
     alone is kept), the values of credential-like query or connection-string parameters
     (``?X-Amz-Signature=***``, ``&sig=***``, ``;AccountKey=***``), and quoted values of
-    credential-like names (``'secret': '***'``, ``token='***'``). Pure, and idempotent.
+    credential-like names (``'secret': '***'``, ``token='***'``) and of header lines
+    (``Authorization: ***``). Pure, and idempotent.
 
     Examples
     --------
@@ -173,7 +193,8 @@ def redacted_text(text: str) -> str:
     """
     text = _USERINFO.sub(rf"\1{REDACTED}@", text)
     text = _PARAMETER.sub(_parameter, text)
-    return _QUOTED_PAIR.sub(_quoted_pair, text)
+    text = _QUOTED_PAIR.sub(_quoted_pair, text)
+    return _HEADER_LINE.sub(_header_line, text)
 
 
 class RedactingFilter(logging.Filter):
@@ -201,33 +222,45 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-#: Loggers of the libraries we hand source URLs to, that log them (fsspec at DEBUG logs
-#: every HTTP URL it fetches; kerchunk every file it scans). A logger's filters see only
-#: its own records, so each one is named.
+#: Loggers (and their children) of the libraries we hand source URLs and credentials to,
+#: that log them: fsspec at DEBUG logs every HTTP URL it fetches, kerchunk every file it
+#: scans, botocore every request it signs (its session token among the headers).
 GUARDED_LOGGERS = (
     "fsspec",
-    "fsspec.asyn",
-    "fsspec.cached",
-    "fsspec.caching",
-    "fsspec.generic",
-    "fsspec.http",
-    "fsspec.local",
-    "fsspec.mapping",
-    "fsspec.reference",
     "h5-to-zarr",
-    "kerchunk.combine",
+    "kerchunk",
     "s3fs",
     "gcsfs",
     "adlfs",
+    "sshfs",
+    "paramiko",
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "aiohttp",
+    "urllib3",
     "fsspec_virtual",
 )
+_GUARDED = re.compile("|".join(rf"{re.escape(n)}(?:\.|$)" for n in GUARDED_LOGGERS))
+_guard_records = RedactingFilter()
 
 
-def _guard_loggers() -> None:
-    for name in GUARDED_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+def _install_record_factory() -> None:
+    """Redact the records of :data:`GUARDED_LOGGERS` as they are made, whatever handler
+    (the application's, pytest's) later shows them. A logger's own filters would see
+    only its own records, not its children's; records of other loggers are untouched."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_fsspec_virtual", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _GUARDED.match(record.name):
+            _guard_records.filter(record)
+        return record
+
+    make_record._fsspec_virtual = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
 
 
-_guard_loggers()
+_install_record_factory()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .manifest import COMPUTED, INLINE, MISSING, Manifest
+from .options import redacted_text
 from .scan import ScanCost
 
 __all__ = ["VariableReport", "ScanReport", "describe"]
@@ -28,13 +29,17 @@ class VariableReport:
     chunks
         Chunks by kind: ``{"passthrough": n, "inline": n, "computed": n, "missing": n}``.
     reason
-        Why a variable is computed or skipped, else ``""``.
+        Why a variable is computed or skipped, else ``""`` (credentials in it redacted).
     """
 
     path: str
     how: str
     chunks: dict[str, int]
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        # reasons quote source URLs, which may carry a password
+        object.__setattr__(self, "reason", redacted_text(self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ class ScanReport:
             detail = f" ({counts})" if counts else ""
             why = f": {v.reason}" if v.reason else ""
             lines.append(f"  {v.path:<{width}}  {v.how}{detail}{why}")
-        return "\n".join(lines)
+        return redacted_text("\n".join(lines))
 
 
 def describe(

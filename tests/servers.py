@@ -7,6 +7,7 @@ block-cache behaviour is measured where it costs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import html
@@ -51,6 +52,8 @@ class HTTPServer:
         Names answered with 404 although they exist.
     drop
         Names whose GET responses are cut off half-way (the connection is closed).
+    failing
+        Names whose GET requests are answered with 500 Internal Server Error.
     delay
         Seconds to wait before answering a GET, per name.
     required_headers
@@ -71,6 +74,7 @@ class HTTPServer:
     ranges: bool = True
     missing: set[str] = field(default_factory=set)
     drop: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)
     delay: dict[str, float] = field(default_factory=dict)
     required_headers: dict[str, str] = field(default_factory=dict)
     weak_etags: bool = False
@@ -91,6 +95,13 @@ class HTTPServer:
         with self._lock:
             self.hits.clear()
             self.max_in_flight = 0
+
+    def require_basic_auth(self, user: str, password: str) -> str:
+        """Answer 401 to requests without HTTP basic auth as ``user``/``password``; returns
+        the server's URL with them in it (``http://user:password@127.0.0.1:PORT``)."""
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.required_headers["Authorization"] = f"Basic {token}"
+        return self.url.replace("://", f"://{user}:{password}@", 1)
 
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
@@ -129,6 +140,9 @@ class HTTPServer:
         if name in self.missing or not target.exists():
             self._record(request, 404)
             raise web.HTTPNotFound()
+        if name in self.failing and request.method == "GET":
+            self._record(request, 500)
+            raise web.HTTPInternalServerError()
         if target.is_dir():
             self._record(request, 200)
             return self._index(target, request.path)
