@@ -156,6 +156,19 @@ class TestHTTPPassword:
         shown.add("report", str(fs.report()))
         shown.check(SECRET)
 
+    def test_server_error_while_listing(self, authed, shown):
+        """The error names the file and carries the server's answer as its cause (shown in
+        tracebacks): neither holds the password."""
+        server, url, paths = authed
+        server.failing.add(paths[0].name)
+        error = shown.raised(NoSourceFilesError, lambda: virtual(url).cat_file(".zmetadata"))
+        assert paths[0].name in str(error) and error.__cause__ is not None
+        state_module.clear_states()
+        fs = virtual(url, on_error="skip")
+        messages = shown.warned(SkippedFileWarning, lambda: fs.cat_file(".zmetadata"))
+        assert any(paths[0].name in m for m in messages), messages
+        shown.check(SECRET)
+
     def test_file_that_cannot_be_scanned(self, authed, shown):
         _, url, paths = authed
         write_truncated(paths[0].parent / "zz_broken.nc", paths[0])
