@@ -3,10 +3,15 @@
 The rules follow ``xr.open_mfdataset(..., data_vars="minimal", coords="minimal",
 compat="override")``: files are ordered by their concat coordinate; variables with the
 concat dimension are concatenated; the others, and all attributes, come from the first
-file. Concatenated variables are joined by :mod:`fsspec_virtual.concat` (passthrough
-where chunks line up, computed where they do not); what no conversion can reconcile is
-refused with :class:`IncompatibleSourcesError` naming the variable, the files and the
-difference: nothing is ever served wrong.
+file. A dimension coordinate other than the concat one (``lat``, ``lon``) labels every
+file's data, so it must hold the same values in every file (xarray refuses to align
+other labels with ``join="exact"``, or re-aligns the data): one that differs is refused,
+never served under the first file's labels. Data variables without the concat dimension
+are not compared (``compat="override"``: the first file's are served). Concatenated
+variables are joined by :mod:`fsspec_virtual.concat` (passthrough where chunks line up,
+computed where they do not); what no conversion can reconcile is refused with
+:class:`IncompatibleSourcesError` naming the variable, the files and the difference:
+nothing is ever served wrong.
 """
 
 from __future__ import annotations
@@ -19,16 +24,16 @@ from typing import Any
 import numpy as np
 
 from .concat import coarsened, concatenate_variable, serve_alone
-from .coords import decode_many, encode_times, is_cf_time
+from .coords import Labels, decode_many, encode_times, is_cf_time, labels_difference
 from .errors import IncompatibleSourcesError
 from .manifest import ChunkGrid, Manifest, VirtualArray
 
-__all__ = ["ScannedFile", "combine", "concat_coordinate_paths"]
+__all__ = ["ScannedFile", "combine", "concat_coordinate_paths", "dimension_coordinate_paths"]
 
 
 @dataclass(frozen=True, slots=True)
 class ScannedFile:
-    """One file's scan result, with the raw values of its concat coordinates.
+    """One file's scan result, with the raw values of its dimension coordinates.
 
     Attributes
     ----------
@@ -37,7 +42,8 @@ class ScannedFile:
     manifest
         Its manifest.
     coords
-        Array path of each concat coordinate to its raw values in this file.
+        Array path of each dimension coordinate (see :func:`dimension_coordinate_paths`)
+        to its raw values in this file; variable-length strings as fixed-width ones.
     """
 
     path: str
@@ -51,6 +57,16 @@ def concat_coordinate_paths(manifest: Manifest, concat_dim: str) -> list[str]:
         path
         for path, array in manifest.arrays.items()
         if path.rpartition("/")[2] == concat_dim and array.meta.dimensions == (concat_dim,)
+    ]
+
+
+def dimension_coordinate_paths(manifest: Manifest) -> list[str]:
+    """Paths of the dimension coordinates: 1-D variables named like their only dimension,
+    in any group (the concat dimension's among them)."""
+    return [
+        path
+        for path, array in manifest.arrays.items()
+        if array.meta.dimensions == (path.rpartition("/")[2],)
     ]
 
 
@@ -103,6 +119,25 @@ def _check_same(path: str, first: ScannedFile, other: ScannedFile) -> None:
             f"variable {path!r} differs between {first.path} and {other.path}: "
             f"dimensions {a.dimensions} vs {b.dimensions}, shape {a.shape} vs {b.shape}"
         )
+
+
+def _check_labels(path: str, first: ScannedFile, other: ScannedFile) -> None:
+    """A dimension coordinate other than the concat one must be the same in every file:
+    it is served from the first file only, and labels every file's data."""
+    for f in (first, other):
+        if path not in f.coords:  # never assume agreement: refuse what cannot be checked
+            raise IncompatibleSourcesError(
+                f"the values of coordinate {path!r} of {f.path} were not read: cannot "
+                f"check that {first.path} and {other.path} agree on it"
+            )
+    a, b = first.manifest.arrays[path].meta, other.manifest.arrays[path].meta
+    difference = labels_difference(
+        path,
+        Labels(first.path, first.coords[path], a.attrs),
+        Labels(other.path, other.coords[path], b.attrs),
+    )
+    if difference is not None:
+        raise IncompatibleSourcesError(difference)
 
 
 def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -> VirtualArray:
@@ -176,6 +211,13 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
     first = files[0]
     skipped = {p: r for f in files for p, r in f.manifest.skipped.items()}
     coord_paths = set(concat_coordinate_paths(first.manifest, concat_dim))
+    label_paths = set(dimension_coordinate_paths(first.manifest)) - coord_paths
+    # before any other check: a wrong concat_dim makes every other coordinate "differ"
+    kept = [a for p, a in first.manifest.arrays.items() if p not in skipped]
+    if not any(concat_dim in a.meta.dimensions for a in kept):
+        raise IncompatibleSourcesError(
+            f"no variable of {first.path} has the concat dimension {concat_dim!r}"
+        )
     arrays: dict[str, VirtualArray] = {}
     all_paths = dict.fromkeys(p for f in files for p in f.manifest.arrays)
     for path in all_paths:
@@ -195,13 +237,11 @@ def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
         if axis is None:
             for other in files[1:]:
                 _check_same(path, first, other)
+                if path in label_paths:
+                    _check_labels(path, first, other)
             arrays[path] = coarsened(serve_alone(first.manifest.arrays[path]), None)
         else:
             arrays[path] = coarsened(concatenate_variable(path, files, axis), axis)
-    if not any(concat_dim in a.meta.dimensions for a in arrays.values()):
-        raise IncompatibleSourcesError(
-            f"no variable of {first.path} has the concat dimension {concat_dim!r}"
-        )
     groups = {p: a for f in reversed(files) for p, a in f.manifest.groups.items()}
     groups.update(first.manifest.groups)
     return Manifest(

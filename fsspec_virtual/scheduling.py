@@ -11,12 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from fsspec import AbstractFileSystem, filesystem
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from .combine import ScannedFile, concat_coordinate_paths
+from .codecs import decode_chunk
+from .combine import ScannedFile, dimension_coordinate_paths
+from .coords import storable
 from .errors import ScanError
+from .manifest import Manifest, VirtualArray
 from .materialize import read_array, run_blocking
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
@@ -95,6 +99,53 @@ def _as_it_is_now(fs: AbstractFileSystem, source: SourceFile) -> SourceFile:
     return replace(source, size=int(info.get("size") or 0), identity=file_identity(info))
 
 
+def _byte_ranges_only(array: VirtualArray) -> bool:
+    file_id = array.grid.file_id
+    return (
+        array.plan is None and file_id.ndim == 1 and file_id.size > 0 and bool(np.all(file_id >= 0))
+    )
+
+
+def _read_coordinates(
+    fs: AbstractFileSystem,
+    manifest: Manifest,
+    known: dict[str, np.ndarray],
+    versions: dict[str, Any] | None,
+) -> dict[str, np.ndarray]:
+    """The raw values of the dimension coordinates not ``known`` (see ``storable``).
+
+    Those held in byte ranges only are fetched in one batch, nearby ranges merged (a
+    NetCDF3 file's coordinates lie side by side after its header: one request); the
+    others (inline, unwritten, read through h5py) one array at a time.
+    """
+    paths = [p for p in dimension_coordinate_paths(manifest) if p not in known]
+    batch = [p for p in paths if _byte_ranges_only(manifest.arrays[p])]
+    requests, owners = [], []
+    for path in batch:
+        grid = manifest.arrays[path].grid
+        for fid, offset, length in zip(grid.file_id, grid.offset, grid.length):
+            url = manifest.urls[int(fid)]
+            version = versions.get(url) if versions else None
+            requests.append(Request(url, int(offset), int(offset) + int(length), version))
+            owners.append(path)
+    chunks: dict[str, list[np.ndarray]] = {path: [] for path in batch}
+    for path, raw in zip(owners, run_blocking(fetch_ranges(fs, requests)) if requests else []):
+        if isinstance(raw, BaseException):
+            raise raw
+        chunks[path].append(decode_chunk(raw, manifest.arrays[path].meta))
+    out = {}
+    for path in paths:
+        n = manifest.arrays[path].meta.shape[0]
+        if path in chunks:
+            values = np.concatenate(chunks[path])[:n]
+        else:
+            values = read_array(fs, manifest, path, versions)
+        kept = storable(values)
+        if kept is not None:  # else unread: a combine refuses to guess its agreement
+            out[path] = kept
+    return out
+
+
 def scan_one(
     fs: AbstractFileSystem,
     source: SourceFile,
@@ -131,9 +182,8 @@ def scan_one(
         versions = {source.path: (source.size, source.identity)} if guarded else None
         coords = dict(read or {})
         try:
-            if concat_dim is not None and read is None:
-                for path in concat_coordinate_paths(manifest, concat_dim):
-                    coords[path] = read_array(fs, manifest, path, versions)
+            if concat_dim is not None:  # a collection: its files' labels are compared
+                coords.update(_read_coordinates(fs, manifest, coords, versions))
             unchanged = source if guarded else _as_it_is_now(fs, source)
         except FileNotFoundError as e:
             raise ScanError(source.path, f"it vanished while being scanned: {e}") from e

@@ -24,17 +24,23 @@ def _array(shape, chunks, dims, dtype="<f4", attrs=None, compressor=None) -> Vir
     return VirtualArray(meta, grid)
 
 
-def _file(name, times, units="days since 2001-01-01", nt=None, **var_kw) -> ScannedFile:
+X = np.array([0.0, 10.0, 20.0, 30.0], dtype="<f4")
+
+
+def _file(
+    name, times, units="days since 2001-01-01", nt=None, x=X, x_attrs=None, **var_kw
+) -> ScannedFile:
     nt = len(times) if nt is None else nt
+    x = np.asarray(x)
     arrays = {
         "time": _array((nt,), (nt,), ("time",), "<i8", {"units": units}),
         "v": _array(
             (nt, 4), var_kw.pop("chunks", (1, 4)), var_kw.pop("dims", ("time", "x")), **var_kw
         ),
-        "x": _array((4,), (4,), ("x",)),
+        "x": _array(x.shape, x.shape, ("x",), x.dtype.str, x_attrs),
     }
     manifest = Manifest((name,), {"": {"source": name}}, arrays)
-    return ScannedFile(name, manifest, {"time": np.asarray(times, dtype="i8")})
+    return ScannedFile(name, manifest, {"time": np.asarray(times, dtype="i8"), "x": x})
 
 
 def _times(manifest: Manifest) -> np.ndarray:
@@ -136,3 +142,129 @@ class TestChecks:
     def test_several_files_need_concat_dim(self):
         with pytest.raises(IncompatibleSourcesError, match="concat_dim"):
             combine([_file("a.nc", [0]), _file("b.nc", [1])], None)
+
+
+def _with_group_lat(f: ScannedFile, lat: np.ndarray) -> ScannedFile:
+    """``f`` with a group ``g`` holding ``lat(lat)`` and ``w(time, lat)``."""
+    nt = f.manifest.arrays["time"].meta.shape[0]
+    arrays = dict(f.manifest.arrays)
+    arrays["g/lat"] = _array(lat.shape, lat.shape, ("lat",), lat.dtype.str)
+    arrays["g/w"] = _array((nt, lat.size), (1, lat.size), ("time", "lat"))
+    groups = {**f.manifest.groups, "g": {}}
+    manifest = Manifest(f.manifest.urls, groups, arrays)
+    return ScannedFile(f.path, manifest, {**f.coords, "g/lat": lat})
+
+
+class TestLabels:
+    """A dimension coordinate other than the concat one is served from the first file:
+    any other file whose labels differ is refused, naming the coordinate, both files and
+    the first difference."""
+
+    @pytest.mark.parametrize(
+        ("x", "first_difference"),
+        [
+            (X + 5, "a.nc[0] = 0.0, b.nc[0] = 5.0"),  # shifted by half a cell
+            (X[::-1], "a.nc[0] = 0.0, b.nc[0] = 30.0"),  # reversed
+            (np.array([0.0, 10.0, 20.0, 31.0], "<f4"), "a.nc[3] = 30.0, b.nc[3] = 31.0"),
+            (np.array([0.0, 10.0, 20.0, np.nan], "<f4"), "a.nc[3] = 30.0, b.nc[3] = nan"),
+        ],
+    )
+    def test_different_values_are_refused(self, x, first_difference):
+        a, b = _file("a.nc", [0, 1]), _file("b.nc", [2, 3], x=x)
+        for files in ([a, b], [b, a]):  # the first file is the first in time, not in the list
+            with pytest.raises(IncompatibleSourcesError) as err:
+                combine(files, "time")
+            assert (
+                str(err.value)
+                == f"coordinate 'x' differs between a.nc and b.nc: {first_difference}"
+            )
+
+    def test_longitude_conventions_are_refused(self):
+        lon360 = np.array([0.0, 90.0, 180.0, 270.0])
+        lon180 = np.array([-180.0, -90.0, 0.0, 90.0])
+        with pytest.raises(IncompatibleSourcesError, match=r"'x' differs between a\.nc and b\.nc"):
+            combine([_file("a.nc", [0, 1], x=lon360), _file("b.nc", [2, 3], x=lon180)], "time")
+
+    def test_a_later_file_is_compared_with_the_first(self):
+        files = [_file("a.nc", [0]), _file("b.nc", [1]), _file("c.nc", [2], x=X + 1)]
+        with pytest.raises(IncompatibleSourcesError, match=r"between a\.nc and c\.nc: a\.nc\[0\]"):
+            combine(files, "time")
+
+    def test_equal_values_and_nans_combine(self):
+        x = np.array([0.0, np.nan, 20.0, -0.0])
+        out = combine([_file("a.nc", [0, 1], x=x), _file("b.nc", [2, 3], x=x.copy())], "time")
+        assert out.arrays["x"].meta.dtype == "<f8"
+
+    def test_byte_order_alone_is_no_difference(self):
+        big = X.astype(">f4")  # a NetCDF3 file's coordinate beside a NetCDF4 file's
+        out = combine([_file("a.nc", [0, 1]), _file("b.nc", [2, 3], x=big)], "time")
+        assert out.arrays["x"].meta.dtype == "<f4"
+
+    def test_float32_and_float64_of_exactly_equal_values_combine(self):
+        """Allowed, as xarray's index comparison allows them: every float32 value equals
+        its float64 counterpart exactly; the first file's dtype is served (as xarray's)."""
+        wide = X.astype("<f8")
+        out = combine([_file("a.nc", [0, 1], x=wide), _file("b.nc", [2, 3])], "time")
+        assert out.arrays["x"].meta.dtype == "<f8"
+        out = combine([_file("a.nc", [0, 1]), _file("b.nc", [2, 3], x=wide)], "time")
+        assert out.arrays["x"].meta.dtype == "<f4"
+
+    def test_float32_and_float64_that_differ_after_the_cast_are_refused(self):
+        narrow = np.array([0.0, 0.1, 0.2, 0.3], dtype="<f4")
+        wide = np.array([0.0, 0.1, 0.2, 0.3], dtype="<f8")
+        with pytest.raises(IncompatibleSourcesError) as err:
+            combine([_file("a.nc", [0, 1], x=narrow), _file("b.nc", [2, 3], x=wide)], "time")
+        assert "a.nc[1] = 0.10000000149011612, b.nc[1] = 0.1 (float32 vs float64)" in str(err.value)
+
+    def test_integers_beyond_float_precision_are_compared_exactly(self):
+        big = np.array([2**53 + 1, 0, 1, 2], dtype="<i8")
+        with pytest.raises(IncompatibleSourcesError, match=r"9007199254740993"):
+            combine(
+                [_file("a.nc", [0, 1], x=big), _file("b.nc", [2, 3], x=big.astype("<f8"))], "time"
+            )
+
+    def test_text_and_numbers_are_refused(self):
+        names = np.array(["a", "b", "c", "d"])
+        with pytest.raises(IncompatibleSourcesError, match=r"'x' differs.*dtype <U1 vs float32"):
+            combine([_file("a.nc", [0, 1], x=names), _file("b.nc", [2, 3])], "time")
+
+    def test_different_units_are_refused(self):
+        a = _file("a.nc", [0, 1], x_attrs={"units": "m"})
+        b = _file("b.nc", [2, 3], x_attrs={"units": "km"})
+        with pytest.raises(IncompatibleSourcesError, match=r"'x' differs.*units 'm' vs 'km'"):
+            combine([a, b], "time")
+
+    def test_times_in_other_units_are_compared_decoded(self):
+        days = {"units": "days since 2001-01-01"}
+        hours = {"units": "hours since 2001-01-01"}
+        day_x = np.array([0, 1, 2, 3], dtype="<i8")
+        a = _file("a.nc", [0, 1], x=day_x, x_attrs=days)
+        out = combine([a, _file("b.nc", [2, 3], x=day_x * 24, x_attrs=hours)], "time")
+        assert out.arrays["x"].meta.attrs == days
+        later = _file("b.nc", [2, 3], x=day_x * 24 + 1, x_attrs=hours)
+        with pytest.raises(IncompatibleSourcesError, match=r"a\.nc\[0\] = 2001-01-01T00"):
+            combine([a, later], "time")
+        noleap = _file("b.nc", [2, 3], x=day_x, x_attrs={**days, "calendar": "noleap"})
+        with pytest.raises(IncompatibleSourcesError, match=r"'x' differs.*units/calendar"):
+            combine([a, noleap], "time")
+
+    def test_a_coordinate_in_a_group(self):
+        lat = np.array([-45.0, 0.0, 45.0])
+        a = _with_group_lat(_file("a.nc", [0, 1]), lat)
+        combine([a, _with_group_lat(_file("b.nc", [2, 3]), lat.copy())], "time")
+        b = _with_group_lat(_file("b.nc", [2, 3]), lat + 22.5)
+        with pytest.raises(IncompatibleSourcesError) as err:
+            combine([a, b], "time")
+        assert str(err.value) == (
+            "coordinate 'g/lat' differs between a.nc and b.nc: a.nc[0] = -45.0, b.nc[0] = -22.5"
+        )
+
+    def test_values_not_read_are_never_assumed_equal(self):
+        b = _file("b.nc", [2, 3])
+        b = ScannedFile("b.nc", b.manifest, {"time": b.coords["time"]})
+        with pytest.raises(IncompatibleSourcesError, match=r"'x' of b\.nc were not read"):
+            combine([_file("a.nc", [0, 1]), b], "time")
+
+    def test_one_file_needs_no_labels(self):
+        only = _file("a.nc", [0, 1])
+        combine([ScannedFile("a.nc", only.manifest, {})], "time")

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 2
+SCANNER_VERSION = 3
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with
@@ -113,17 +113,23 @@ def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
     return guarded_kind and strong_etag(source.identity) is not None
 
 
-def _coordinates(manifest: Manifest, concat_dim: str, f: Any) -> dict[str, Any] | None:
-    """The concat coordinates' raw values, read through the open file ``f``; None where
-    one needs h5py (read later through the filesystem)."""
-    from ..combine import concat_coordinate_paths
+def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
+    """The raw values of the dimension coordinates, read through the open file ``f``:
+    from the blocks the scan fetched, usually without a request (netCDF-C allocates
+    contiguous coordinates next to the metadata). Those that need h5py, or that the
+    scan cache cannot keep, are left out (read later through the filesystem)."""
+    from ..combine import dimension_coordinate_paths
+    from ..coords import storable
     from ..materialize import FileObjectSource, read_array, readable_through_file
 
-    paths = concat_coordinate_paths(manifest, concat_dim)
-    if not all(readable_through_file(manifest, p) for p in paths):
-        return None
     via = FileObjectSource(f)
-    return {p: read_array(via, manifest, p) for p in paths}
+    out = {}
+    for path in dimension_coordinate_paths(manifest):
+        if readable_through_file(manifest, path):
+            values = storable(read_array(via, manifest, path))
+            if values is not None:
+                out[path] = values
+    return out
 
 
 def scan_file(
@@ -144,8 +150,9 @@ def scan_file(
     open_options
         Options of ``fs.open`` for remote files (default :data:`DEFAULT_SCAN_OPEN_OPTIONS`).
     concat_dim
-        For a remote HDF5 file, the concat coordinates' values are read through the scan's
-        own file object (from the blocks it fetched, usually without a request).
+        If given, for a remote HDF5 file, the dimension coordinates' values are read
+        through the scan's own file object (from the blocks it fetched, usually without
+        a request).
     first_block
         The remote file's first block, fetched ahead (counted by whoever fetched it).
 
@@ -153,7 +160,7 @@ def scan_file(
     -------
     manifest, warnings, cost, coords
         The file's manifest, one message per variable left out of it, the requests the
-        scan made, and the concat coordinates' raw values where they were read (else None).
+        scan made, and the raw values of the dimension coordinates read (else None).
 
     Raises
     ------
@@ -180,7 +187,7 @@ def scan_file(
                 manifest, messages = scan_hdf5(f, source.path)
                 coords = None
                 if not local and concat_dim is not None:
-                    coords = _coordinates(manifest, concat_dim, f)
+                    coords = _coordinates(manifest, f)
                 cost = ScanCost() if counter is None else ScanCost(counter.requests, counter.bytes)
                 return manifest, messages, cost, coords
         if source.format == "netcdf3":
