@@ -1,24 +1,28 @@
 """Where the files are: resolve ``path`` to a filesystem, list it, recognise data files.
 
 Files are recognised by their magic bytes, never by their name: HDF5 (and so NetCDF4)
-by the HDF5 signature, NetCDF3 by ``CDF\\x01`` / ``CDF\\x02`` (``CDF\\x05`` is recognised so
-that it can be refused with a clear error).
+by the HDF5 signature (at byte 0, or after a user block of 512, 1024, 2048, ... bytes),
+NetCDF3 by ``CDF\\x01`` / ``CDF\\x02`` (``CDF\\x05`` is recognised so that it can be refused
+with a clear error). A name only matters to tell a broken data file from a README: a file
+named like NetCDF/HDF5 (``.nc``, ``.h5``, ...) whose bytes match no format is an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem, sync
 
-from .errors import NoSourceFilesError, RangeNotSupportedError, SkippedFileWarning
+from .errors import NoSourceFilesError, RangeNotSupportedError, ScanError, SkippedFileWarning
 
 __all__ = [
     "FileFormat",
@@ -26,6 +30,8 @@ __all__ = [
     "resolve_filesystem",
     "list_source_files",
     "sniff_format",
+    "hdf5_signature_offsets",
+    "DATA_SUFFIXES",
     "speaks",
     "speaks_http",
     "http_headers",
@@ -36,6 +42,28 @@ FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAGIC_LENGTH = 8
+#: The smallest HDF5 user block: the superblock is at 0 or at 512 * 2**k (HDF5 format spec).
+FIRST_USERBLOCK = 512
+#: Offsets up to here are searched with one read per file (of at most 64 KiB + 8 bytes);
+#: each larger one costs a read of 8 bytes.
+NEAR_USERBLOCKS = 65536
+#: Names that say NetCDF or HDF5: such a file whose bytes match no format is broken (or
+#: not what its name says), never silently left out. ``.mat`` files are HDF5 from MATLAB
+#: 7.3 on; earlier ones (header ``MATLAB 5.0 MAT-file``) are another format, and ignored.
+DATA_SUFFIXES = frozenset(
+    {".nc", ".nc3", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5", ".hdf", ".mat"}
+)
+#: What a file named like data may be instead, by its first bytes (for the error message).
+_OTHER_FORMATS = (
+    (b"\x0e\x03\x13\x01", "HDF4, which is not supported (h4toh5 converts it to HDF5)"),
+    (b"\x1f\x8b", "gzip-compressed: decompress it first"),
+    (b"BZh", "bzip2-compressed: decompress it first"),
+    (b"\xfd7zXZ", "xz-compressed: decompress it first"),
+    (b"(\xb5/\xfd", "zstd-compressed: decompress it first"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"GRIB", "GRIB, which is not supported"),
+    (b"<", "text, perhaps an HTML page (an error page saved in the file's place?)"),
+)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -62,7 +90,11 @@ class SourceFile:
 
 
 def sniff_format(head: bytes) -> FileFormat | None:
-    """The format announced by a file's first bytes, or ``None`` for non-data files."""
+    """The format announced by a file's first bytes, or ``None`` for non-data files.
+
+    Only byte 0 is looked at: an HDF5 file with a user block has its signature further on
+    (see :func:`hdf5_signature_offsets`; :func:`list_source_files` searches there too).
+    """
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
     if head[:4] in (b"CDF\x01", b"CDF\x02"):
@@ -112,6 +144,64 @@ def http_headers(fs: AbstractFileSystem, **extra: str) -> dict[str, str]:
     return {**own, **extra}
 
 
+def hdf5_signature_offsets(size: int) -> list[int]:
+    """Where the HDF5 library looks for its signature in a file of ``size`` bytes: byte 0,
+    then after a user block of 512, 1024, 2048, ... bytes (MATLAB 7.3 files, ``h5jam``
+    output, ``h5py.File(..., userblock_size=512)``), while 8 bytes fit before the end."""
+    offsets = [0]
+    offset = FIRST_USERBLOCK
+    while offset + MAGIC_LENGTH <= size:
+        offsets.append(offset)
+        offset *= 2
+    return offsets
+
+
+def _default_port(scheme: str) -> int | None:
+    return {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _default_port(scheme)
+    except ValueError:  # not a port number
+        return None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _below(url: str, directory: str) -> str | None:
+    """``url`` (its dot segments resolved) if it names something below ``directory``: the
+    same scheme, host and port, a path under the directory's, and no query or fragment
+    (index pages link to their parent, to other sites, to ``?C=M;O=A`` sorted versions of
+    themselves and to ``#`` anchors: none of these is a file of the directory). Else None.
+    """
+    if "?" in url or "#" in url or _origin(url) is None or _origin(url) != _origin(directory):
+        return None
+    path = urlsplit(url).path or "/"
+    base = posixpath.normpath(unquote(urlsplit(directory).path or "/")).rstrip("/") + "/"
+    # "%2e%2e" is ".." to servers that decode before resolving: check the decoded path
+    if not (posixpath.normpath(unquote(path)) + "/").startswith(base):
+        return None
+    if posixpath.normpath(unquote(path)).rstrip("/") + "/" == base:
+        return None  # the directory itself
+    resolved = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
+    if resolved == path:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, resolved, "", ""))
+
+
+def _kept_below(found: dict[str, dict[str, Any]], directory: str) -> dict[str, dict[str, Any]]:
+    """The entries of a remote listing that are below ``directory``, under resolved names."""
+    kept: dict[str, dict[str, Any]] = {}
+    for name, info in found.items():
+        resolved = _below(name, directory)
+        if resolved is not None and resolved not in kept:
+            kept[resolved] = {**info, "name": resolved}
+    return kept
+
+
 def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     # fsspec's HTTP isdir() GETs the whole URL to look for links in it: for a data file
     # that is the whole file, twice. One HEAD tells a page from a file instead.
@@ -120,14 +210,18 @@ def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]
     except FileNotFoundError:
         raise NoSourceFilesError(f"source path does not exist: {path}") from None
     if path.endswith("/") or info.get("mimetype") == "text/html":
-        return {e["name"]: e for e in fs.ls(path, detail=True)}
+        listed = {e["name"]: e for e in fs.ls(path, detail=True)}
+        return _kept_below(listed, path.rstrip("/") + "/")
     return {path: info}
 
 
 def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     """Files named by one path: a glob's matches, a directory's files, or the file."""
-    if _GLOB_CHARS.search(path):
+    glob = _GLOB_CHARS.search(path)
+    if glob:
         found = fs.glob(path, detail=True)
+        if speaks_http(fs):  # globs match in an index page's links: the same rules apply
+            found = _kept_below(found, path[: path.rfind("/", 0, glob.start()) + 1])
     elif speaks_http(fs):
         found = _expand_http(fs, path)
     elif fs.isdir(path):
@@ -195,46 +289,163 @@ def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]], skip: b
         found[name] = {**found[name], **info}
 
 
+@dataclass(slots=True)
+class _Sniffed:
+    """What a listed file's bytes say: its first bytes, the format found (at byte 0, or
+    HDF5 after a user block), or the error reading it."""
+
+    head: bytes = b""
+    format: FileFormat | None = None
+    error: BaseException | None = None
+
+
+def _read_round(
+    fs: AbstractFileSystem, reads: list[tuple[str, int, int]]
+) -> list[bytes | BaseException]:
+    """One batched ``cat_ranges`` of ``(name, start, end)`` reads.
+
+    Raises
+    ------
+    RangeNotSupportedError
+        If an answer is longer than asked: the server ignores Range requests, and every
+        chunk read would return the wrong bytes.
+    """
+    if not reads:
+        return []
+    names, starts, ends = (list(column) for column in zip(*reads))
+    answers = fs.cat_ranges(names, starts, ends, on_error="return")
+    for (name, start, end), answer in zip(reads, answers):
+        if not isinstance(answer, BaseException) and len(answer) > end - start:
+            raise RangeNotSupportedError(name)
+    return answers
+
+
+def _sniffed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> dict[str, _Sniffed]:
+    """The format of each listed file, from its magic bytes.
+
+    The first round reads bytes 0-8 of every file (one batched ``cat_ranges``). HDF5 may
+    also sit after a user block (see :func:`hdf5_signature_offsets`): only files that
+    matched nothing at byte 0 are searched further, in rounds of one batched
+    ``cat_ranges`` each: the second reads bytes 512 to 64 KiB + 8 of each (all offsets up
+    to 64 KiB at once), each later one 8 bytes at the next offset (128 KiB, 256 KiB, ...)
+    of the files still unmatched and long enough. A remote file that is not data so costs
+    1 + 1 + log2(size / 64 KiB) requests (2 for one under 128 KiB); a data file, one.
+    """
+    sniffed = {name: _Sniffed() for name in found}
+    sizes = {name: info.get("size") for name, info in found.items()}
+    first = [(name, 0, MAGIC_LENGTH) for name in found if sizes[name] != 0]
+    for (name, _, _), answer in zip(first, _read_round(fs, first)):
+        if isinstance(answer, BaseException):
+            sniffed[name].error = answer
+        else:
+            sniffed[name].head = answer
+            sniffed[name].format = sniff_format(answer)
+
+    def unmatched(beyond: int) -> list[str]:
+        return [
+            name
+            for name, seen in sniffed.items()
+            if seen.format is None
+            and seen.error is None
+            and (sizes[name] or 0) >= beyond + MAGIC_LENGTH
+        ]
+
+    offset = FIRST_USERBLOCK
+    while names := unmatched(offset):
+        if offset == FIRST_USERBLOCK:
+            ends = [min(sizes[n] or 0, NEAR_USERBLOCKS + MAGIC_LENGTH) for n in names]
+        else:
+            ends = [offset + MAGIC_LENGTH] * len(names)
+        reads = [(name, offset, end) for name, end in zip(names, ends)]
+        for (name, start, _), answer in zip(reads, _read_round(fs, reads)):
+            if isinstance(answer, BaseException):
+                sniffed[name].error = answer
+                continue
+            found_at = [
+                at
+                for at in hdf5_signature_offsets(start + len(answer))
+                if at >= start and answer[at - start :].startswith(HDF5_SIGNATURE)
+            ]
+            if found_at:
+                sniffed[name].format = "hdf5"
+        offset = NEAR_USERBLOCKS * 2 if offset == FIRST_USERBLOCK else offset * 2
+    return sniffed
+
+
+def _named_like_data(name: str, head: bytes) -> bool:
+    """Whether ``name`` says NetCDF/HDF5 (see :data:`DATA_SUFFIXES`)."""
+    suffix = posixpath.splitext(name.rstrip("/").rpartition("/")[2])[1].lower()
+    if suffix == ".mat":
+        return not head.startswith(b"MATLAB 5")  # MATLAB before 7.3: not HDF5
+    return suffix in DATA_SUFFIXES
+
+
+def _not_data(head: bytes, size: int | None) -> str:
+    """Why a file named like data is not: what its first bytes are."""
+    if size == 0:
+        return "the file is empty"
+    if len(head) < MAGIC_LENGTH:
+        return f"the file is only {len(head)} byte(s) long ({head!r})"
+    what = next((text for magic, text in _OTHER_FORMATS if head.startswith(magic)), None)
+    said = f"its first bytes are {head!r}" + (f" ({what})" if what else "")
+    return (
+        f"{said}: neither NetCDF3 (CDF\\x01, CDF\\x02) nor HDF5 (whose signature "
+        f"is at none of bytes 0, 512, 1024, ...)"
+    )
+
+
+def _refuse(message: str, error: Exception, skip: bool) -> None:
+    """Raise ``error``, or with ``skip`` warn that the file is left out."""
+    if not skip:
+        raise error
+    warnings.warn(message, SkippedFileWarning, stacklevel=4)
+
+
 def list_source_files(
     fs: AbstractFileSystem, paths: list[str], on_error: str = "raise"
 ) -> list[SourceFile]:
     """List the data files that ``paths`` name on ``fs``, in the order they were named.
 
+    Data files are recognised by their bytes (see :func:`_sniffed` for what that costs
+    on a remote filesystem). A file named like NetCDF/HDF5 (``.nc``, ``.h5``, see
+    :data:`DATA_SUFFIXES`) whose bytes match no format, empty ones included, is a
+    :class:`~fsspec_virtual.ScanError`: its time steps would vanish silently otherwise.
+    Other files (a README, a ``.json``) are ignored.
+
     With ``on_error="skip"``, a listed file that cannot be looked up or read (a 404 from
-    a server whose index names it) is left out with a warning.
+    a server whose index names it), or that is named like data but is not, is left out
+    with a :class:`~fsspec_virtual.SkippedFileWarning`.
 
     Raises
     ------
     NoSourceFilesError
-        If a path does not exist, or no data file is found.
+        If a path does not exist, a file cannot be read, or no data file is found.
+    ScanError
+        If a file named like NetCDF/HDF5 is not.
+    RangeNotSupportedError
+        If the server ignores Range requests.
     """
     found: dict[str, dict[str, Any]] = {}
     for path in paths:
         found.update(_expand(fs, path))
     skip = on_error == "skip"
     _completed(fs, found, skip)
-    candidates = [(name, info) for name, info in found.items() if (info.get("size") or 0) >= 4]
-    heads = fs.cat_ranges(
-        [name for name, _ in candidates],
-        [0] * len(candidates),
-        [MAGIC_LENGTH] * len(candidates),
-        on_error="return",
-    )
     files = []
-    for (name, info), head in zip(candidates, heads):
-        if isinstance(head, BaseException):
-            message = f"cannot read {name}: {type(head).__name__}: {head}"
-            if skip:
-                warnings.warn(f"skipping {name}: {message}", SkippedFileWarning, stacklevel=2)
-                continue
-            raise NoSourceFilesError(message) from head
-        if len(head) > MAGIC_LENGTH:
-            # asked for 8 bytes, got the whole file: the server ignores Range requests,
-            # and every read of a chunk would return the wrong bytes
-            raise RangeNotSupportedError(name)
-        fmt = sniff_format(head)
-        if fmt is not None:
-            files.append(source_file(name, info, fmt))
+    for name, sniffed in _sniffed(fs, found).items():
+        info = found[name]
+        if sniffed.error is not None:
+            error = sniffed.error
+            message = f"cannot read {name}: {type(error).__name__}: {error}"
+            unreadable = NoSourceFilesError(message)
+            unreadable.__cause__ = error
+            _refuse(f"skipping {name}: {message}", unreadable, skip)
+            continue
+        if sniffed.format is not None:
+            files.append(source_file(name, info, sniffed.format))
+        elif _named_like_data(name, sniffed.head):
+            not_data = _not_data(sniffed.head, info.get("size"))
+            refused = ScanError(name, f"named like a NetCDF/HDF5 file, but {not_data}")
+            _refuse(f"skipping {name}: {refused}", refused, skip)
     if not files:
         where = ", ".join(paths)
         raise NoSourceFilesError(

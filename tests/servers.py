@@ -13,7 +13,7 @@ import hashlib
 import html
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,9 @@ class HTTPServer:
         Send weak ETags (``W/"..."``), as servers that compress on the fly do.
     honour_if_match
         Whether ``If-Match`` is checked (False: ignored, as some servers do).
+    extra_links
+        ``href`` values added to every index page after the directory's own entries, as
+        real servers add links to the parent, sort orders (``?C=M;O=A``) and anchors.
     hits
         Every request received, in order.
     max_in_flight
@@ -79,6 +82,7 @@ class HTTPServer:
     required_headers: dict[str, str] = field(default_factory=dict)
     weak_etags: bool = False
     honour_if_match: bool = True
+    extra_links: list[str] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     max_in_flight: int = 0
     _in_flight: int = 0
@@ -145,7 +149,7 @@ class HTTPServer:
             raise web.HTTPInternalServerError()
         if target.is_dir():
             self._record(request, 200)
-            return self._index(target, request.path)
+            return self._index(target, request.path, self.extra_links)
         stat = target.stat()
         etag = '"' + hashlib.md5(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest() + '"'
         etag = "W/" + etag if self.weak_etags else etag
@@ -194,11 +198,12 @@ class HTTPServer:
         return web.Response(status=status, body=body, headers=headers)
 
     @staticmethod
-    def _index(directory: Path, path: str) -> web.Response:
+    def _index(directory: Path, path: str, extra: Sequence[str] = ()) -> web.Response:
         base = path if path.endswith("/") else path + "/"
+        hrefs = [(base + p.name, p.name) for p in sorted(directory.iterdir())]
         links = "".join(
-            f'<li><a href="{html.escape(base + p.name)}">{html.escape(p.name)}</a></li>'
-            for p in sorted(directory.iterdir())
+            f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>'
+            for href, text in [*hrefs, *((link, link) for link in extra)]
         )
         page = f"<html><body><ul>{links}</ul></body></html>"
         return web.Response(text=page, content_type="text/html")
