@@ -210,6 +210,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     def _strip_protocol(cls, path: str) -> str:  # type: ignore[override]
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]  # type: ignore[return-value]
+        if isinstance(path, StoreKey):
+            return path  # a key already, perhaps undecided: fsspec's path helpers keep it so
         path = str(path)
         if path.startswith("virtualzarr://"):
             path = path[len("virtualzarr://") :]

@@ -259,6 +259,20 @@ class TestChainedRootNamedLikeAVariable:
         with pytest.raises(AmbiguousKeyError):
             zarr.open_array(fs.get_mapper("data"), mode="r")
 
+    def test_first_access_through_a_mapper(self, in_memory):
+        # nothing scanned yet: the key is read on the event loop, before any state exists
+        fs = fsspec.filesystem("virtualzarr", fo="/data", target_protocol="memory", **self.OPTIONS)
+        with pytest.raises(AmbiguousKeyError):
+            fs.get_mapper("")["data/.zattrs"]
+        state_module.clear_states()
+        options = {"fo": "/data", "target_protocol": "memory", **self.OPTIONS}
+        fresh = fsspec.filesystem("virtualzarr", **options)
+        chunk = fresh.get_mapper("")["data/0.0"]
+        state = fresh.collection()
+        source = resolve_key(state.manifest, state.metadata, "data/0.0")
+        end = source.offset + source.length
+        assert chunk == fsspec.filesystem("memory").cat_file(source.url, source.offset, end)
+
     def test_undecided_before_the_scan_is_decided_by_the_lookup(self, in_memory):
         fs, _ = fsspec.core.url_to_fs(
             "virtualzarr::memory://data", virtualzarr={**self.OPTIONS, "asynchronous": True}
