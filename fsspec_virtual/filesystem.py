@@ -200,7 +200,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return {
             "cls": f"{cls.__module__}:{cls.__name__}",
             "protocol": self.protocol,
-            "args": encoder.make_serializable(self.storage_args),
+            "args": encoder.make_serializable(redacted(self.storage_args, include_password)),
             **encoder.make_serializable(options),
         }
 
