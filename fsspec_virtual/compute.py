@@ -22,6 +22,8 @@ import numpy as np
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from .access import adapter_for
+from .access.adapters import check_local
 from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
 from .errors import SourceReadError, StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
@@ -30,12 +32,10 @@ from .reader import (
     ReadOptions,
     Request,
     Version,
-    check_version,
     fetch_ranges,
     open_as_scanned,
     read_one,
 )
-from .source import file_identity
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -200,7 +200,9 @@ class _OpenH5Files:
 
     def __init__(self, size: int = 8) -> None:
         self._size = size
-        self._files: OrderedDict[tuple[int, str], tuple[Any, Any, threading.Lock]] = OrderedDict()
+        # keyed by version too: a handle opened on one version never serves another
+        self._files: OrderedDict[tuple[int, str, Version | None], tuple[Any, Any, threading.Lock]]
+        self._files = OrderedDict()
         self._lock = threading.Lock()
 
     def read(
@@ -216,15 +218,10 @@ class _OpenH5Files:
         from .scan.hdf5 import _load_filter_plugins
 
         _load_filter_plugins()  # a worker process scanned; this one may not have them yet
-        key = (id(fs), url)
-        if version is not None and isinstance(fs, LocalFileSystem):
-            try:
-                check_version(url, os.stat(url), version)
-            except (StaleSourceError, FileNotFoundError) as e:
-                self.forget(key)
-                if isinstance(e, StaleSourceError):
-                    raise
-                raise StaleSourceError(url, f"it no longer exists: {e}") from e
+        key = (id(fs), url, version)
+        local = isinstance(fs, LocalFileSystem)
+        if version is not None and local:
+            self._check_local(key, url, version)
         with self._lock:
             entry = self._files.get(key)
             if entry is None:
@@ -240,19 +237,31 @@ class _OpenH5Files:
         try:
             with file_lock:
                 dataset = h5file[h5path]
-                return dataset[where] if dataset.shape else dataset[()]
+                values = dataset[where] if dataset.shape else dataset[()]
         except Exception as e:
-            if isinstance(fs, LocalFileSystem):
+            if local:
                 raise
             # h5py hides why its file object failed: ask the source whether it changed
             self.forget(key)
             if version is not None:
-                info = fs.info(url)
-                if (int(info.get("size") or 0), file_identity(info)) != tuple(version):
-                    raise StaleSourceError(url, "its size or ETag changed") from e
+                adapter_for(fs).check_current(url, version)
             raise SourceReadError(url, f"{type(e).__name__}: {e}") from e
+        if version is not None and local:
+            self._check_local(key, url, version)  # rewritten in place while being read?
+        return values
 
-    def forget(self, key: tuple[int, str]) -> None:
+    def _check_local(
+        self, key: tuple[int, str, Version | None], url: str, version: Version
+    ) -> None:
+        try:
+            check_local(url, os.stat(url), version)
+        except (StaleSourceError, FileNotFoundError) as e:
+            self.forget(key)
+            if isinstance(e, StaleSourceError):
+                raise
+            raise StaleSourceError(url, f"it no longer exists: {e}") from e
+
+    def forget(self, key: tuple[int, str, Version | None]) -> None:
         with self._lock:
             entry = self._files.pop(key, None)
         if entry is not None:
@@ -308,7 +317,8 @@ async def _source_chunk(
             return await asyncio.to_thread(decode_chunk, raw, meta)
         return decode_chunk(raw, meta)
 
-    return await cache.get_or_load((url, offset, length), load)
+    # the version is part of the key: a refreshed state shares this cache with the old one
+    return await cache.get_or_load((url, versions.get(url), offset, length), load)
 
 
 def _within(index: tuple[int, ...], meta: ArrayMeta, region: Region) -> bool:

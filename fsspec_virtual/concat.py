@@ -30,7 +30,7 @@ from .manifest import (
     VirtualArray,
 )
 
-__all__ = ["concatenate_variable", "serve_alone", "coarsened", "keep_layouts", "PACKING_ATTRS"]
+__all__ = ["concatenate_variable", "serve_alone", "coarsened", "PACKING_ATTRS"]
 
 #: Source chunks smaller than this (decoded) are served merged into larger chunks...
 SMALL_CHUNK_BYTES = 64 * 1024
@@ -313,35 +313,3 @@ def coarsened(array: VirtualArray, keep_axis: int | None) -> VirtualArray:
 def _layout(meta: ArrayMeta) -> tuple[object, ...]:
     """What gives a chunk key its meaning: everything of ``.zarray`` but the shape."""
     return (meta.chunks, meta.dtype, meta.compressor, meta.filters, meta.fill_value, meta.order)
-
-
-def keep_layouts(manifest: Manifest, previous: Manifest) -> Manifest:
-    """After a refresh, each array keeps the chunk layout clients may have read before.
-
-    A client holding the old ``.zarray`` asks for chunk keys by the old chunk shape and
-    decodes them with the old codecs; were the layout to change (a rewritten file with
-    other chunks or codecs), those keys would name other regions or decode wrongly. So an
-    array whose layout would change is served, computed, in its previous layout. A
-    changed dtype (served values differ in kind) is refused: reopen the store.
-    """
-    arrays = dict(manifest.arrays)
-    for path, array in manifest.arrays.items():
-        before = previous.arrays.get(path)
-        if before is None or _layout(before.meta) == _layout(array.meta):
-            continue
-        if before.meta.dtype != array.meta.dtype or len(before.meta.shape) != len(array.meta.shape):
-            raise IncompatibleSourcesError(
-                f"variable {path!r} changed type ({before.meta.dtype} -> {array.meta.dtype}) "
-                "since the store was opened: open a new store to serve it"
-            )
-        if array.plan is not None:
-            parts = array.plan.parts
-        else:
-            parts = (SourcePart(0, array.meta, array.grid),)
-        target = replace(before.meta, shape=array.meta.shape, attrs=array.meta.attrs)
-        reason = "layout kept from before a refresh" + (
-            f"; {array.plan.reason}" if array.plan is not None else ""
-        )
-        plan = ComputePlan(parts, array.plan.axis if array.plan else None, reason)
-        arrays[path] = VirtualArray(target, ChunkGrid.computed(target.grid_shape), plan)
-    return replace(manifest, arrays=arrays)

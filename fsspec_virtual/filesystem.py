@@ -48,6 +48,8 @@ from .state import (
     peek_state,
     refresh_state,
     refresh_state_async,
+    resolve_snapshot,
+    resolve_snapshot_async,
 )
 
 __all__ = ["VirtualZarrFileSystem"]
@@ -107,12 +109,22 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         into one request, up to ``max_block`` bytes (default 32 MiB).
     max_concurrency
         Requests to the source in flight at once (default 16).
+    cache_secret
+        Sign the persistent cache's entries with this secret (HMAC-SHA256) and use only
+        entries signed with it: for caches that people you do not trust can write.
+    snapshot
+        The identity of the snapshot to serve (written by :meth:`to_json` and pickles, so
+        that every copy of an opened store serves the same files at the same versions);
+        default: the collection's current snapshot when first accessed.
     **kwargs
         Passed to :class:`fsspec.asyn.AsyncFileSystem` (``asynchronous``, ``loop``).
     """
 
     protocol = "virtualzarr"
     root_marker = ""
+    #: Every construction is a new store, pinned to a snapshot at its first access (and
+    #: cheap: snapshots are kept per process, see :mod:`fsspec_virtual.state`)
+    cachable = False
 
     def __init__(
         self,
@@ -135,6 +147,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         max_gap: int = DEFAULT_READ_OPTIONS.max_gap,
         max_block: int = DEFAULT_READ_OPTIONS.max_block,
         max_concurrency: int = DEFAULT_READ_OPTIONS.concurrency,
+        cache_secret: str | None = None,
+        snapshot: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -165,8 +179,10 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
-        self._scan_cache = ScanCache(cache_dir, cache_options) if cache else None
+        self._scan_cache = ScanCache(cache_dir, cache_options, cache_secret) if cache else None
         self._listing_ttl = listing_ttl
+        self._fixed_snapshot = snapshot
+        self._pinned: CollectionState | None = None
         # Only under URL chaining (fsspec's url_to_fs passes fo=) do clients address keys
         # below the source path itself ("/data/*.nc/t2m/.zarray"); a path= never prefixes keys.
         self._chained_root = fo.strip("/") if path is None and isinstance(fo, str) else None
@@ -174,11 +190,22 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     def __reduce__(self) -> tuple[Any, ...]:
         from fsspec.spec import make_instance
 
-        options = dict(self.storage_options)
+        options = self._pinned_options(dict(self.storage_options))
         for name, value in self._portable_options.items():
             if name in options:
                 options[name] = value
         return make_instance, (type(self), self.storage_args, options)
+
+    def _pinned_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` naming the snapshot a copy of this store must serve: the one it
+        serves now (unless ``listing_ttl`` says a new store should list again)."""
+        options.pop("snapshot", None)
+        pinned = self._pinned
+        if pinned is not None and (self._fixed_snapshot or not self._stale(pinned)):
+            options["snapshot"] = pinned.id
+        elif self._fixed_snapshot:
+            options["snapshot"] = self._fixed_snapshot
+        return options
 
     def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
         """The JSON form of the filesystem: its arguments, as fsspec records them.
@@ -193,6 +220,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
 
         encoder = FilesystemJSONEncoder()
         options = {k: v for k, v in self.storage_options.items() if v is not None}
+        options = self._pinned_options(options)
         if not include_password:
             options = redacted(options)
         options = to_json_safe(options)
@@ -237,7 +265,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             if not root or not (whole == root or whole.startswith(root + "/")):
                 return StoreKey(whole)
             below = whole[len(root) :].lstrip("/")
-        state = state or peek_state(self._spec)
+        state = state or self._pinned
         if state is None:
             try:
                 asyncio.get_running_loop()
@@ -268,27 +296,48 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return base + key if base.endswith("/") else f"{base}/{key}"
 
     async def _state(self) -> CollectionState:
-        state = peek_state(self._spec)
+        """The snapshot this store serves: pinned at its first access (see :meth:`refresh`)."""
+        pinned = self._pinned
+        if pinned is not None and not self._moves(pinned):
+            return pinned
+        spec, settings, cache = self._spec, self._scanning, self._scan_cache
+        if pinned is None and self._fixed_snapshot:
+            ident = self._fixed_snapshot
+            return self._pin(await resolve_snapshot_async(spec, ident, settings, cache))
+        state = peek_state(spec)
         if state is None:
-            state = await get_state_async(self._spec, self._scanning, self._scan_cache)
+            state = await get_state_async(spec, settings, cache)
         elif self._stale(state):
-            spec, settings, cache = self._spec, self._scanning, self._scan_cache
             state = await refresh_state_async(spec, settings, cache, state)
-        return self._configured(state)
+        return self._pin(state)
+
+    def _pin(self, state: CollectionState) -> CollectionState:
+        state = self._configured(state)
+        self._pinned = state
+        return state
 
     def _stale(self, state: CollectionState) -> bool:
         ttl = self._listing_ttl
         return ttl is not None and time.monotonic() - state.built_at > ttl
 
+    def _moves(self, pinned: CollectionState) -> bool:
+        """Whether an access lists the sources again: only for a blocking store (the one a
+        user holds) whose ``listing_ttl`` has passed. Asynchronous stores (the ones zarr
+        and xarray read through) and stores given a ``snapshot`` never change under the
+        arrays opened on them."""
+        return not self.asynchronous and not self._fixed_snapshot and self._stale(pinned)
+
     def refresh(self) -> CollectionState:
         """List the sources again: new files join the dataset (in coordinate order), changed
         files are scanned again, deleted ones leave it; unchanged files are not rescanned.
 
-        The metadata keys follow at once; zarr and xarray objects opened before keep the
-        shapes they read, so reopen them to see new data.
+        This store serves the new snapshot from now on, and so do stores opened from it
+        after (``xr.open_zarr(fs.get_mapper(""))``); datasets and arrays opened before keep
+        reading the snapshot they were opened on, unchanged.
         """
         state = refresh_state(self._spec, self._scanning, self._scan_cache)
-        return self._configured(state)
+        self._fixed_snapshot = None
+        return self._pin(state)
 
     def _configured(self, state: CollectionState) -> CollectionState:
         if self._chunk_cache_size is not None and state.cache.capacity != self._chunk_cache_size:
@@ -298,11 +347,20 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return state
 
     def collection(self) -> CollectionState:
-        """The scanned collection (files, combined manifest, metadata); scans if needed."""
-        state = peek_state(self._spec)
+        """The snapshot this store serves (files, combined manifest, metadata); lists and
+        scans if needed."""
+        pinned = self._pinned
+        if pinned is not None and not self._moves(pinned):
+            return pinned
+        spec, settings, cache = self._spec, self._scanning, self._scan_cache
+        if pinned is None and self._fixed_snapshot:
+            return self._pin(resolve_snapshot(spec, self._fixed_snapshot, settings, cache))
+        state = peek_state(spec)
         if state is None:
-            state = get_state(self._spec, self._scanning, self._scan_cache)
-        return self._configured(state)
+            state = get_state(spec, settings, cache)
+        elif self._stale(state):
+            state = refresh_state(spec, settings, cache, state)
+        return self._pin(state)
 
     async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:
         urls = state.manifest.urls
@@ -339,8 +397,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return entries
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        key = self._key(path)
         state = await self._state()
+        key = self._key(path, state)
         entries = self._children(state, key)
         if entries is None:
             entries = [await self._info(path)]
@@ -349,8 +407,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return entries if detail else [e["name"] for e in entries]
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        key = self._key(path)
         state = await self._state()
+        key = self._key(path, state)
         name = self._named(path, key)
         if key in state.manifest.groups or key in state.manifest.arrays:
             return {"name": name, "size": 0, "type": "directory"}
@@ -366,8 +424,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        key = self._key(path)
         state = await self._state()
+        key = self._key(path, state)
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
             raise FileNotFoundError(key)
@@ -400,7 +458,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         targets: list[int] = []
         computed: list[tuple[int, ComputedSource, int | None, int | None]] = []
         for i, (path, start, end) in enumerate(zip(paths, starts, ends)):
-            key = self._key(path)
+            key = self._key(path, state)
             source = resolve_key(state.manifest, state.metadata, key)
             if source is None:
                 results[i] = FileNotFoundError(key)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar, cast
 
 import numpy as np
 from fsspec import AbstractFileSystem
 
+from .access import FileVersion
 from .compute import DecodedChunkCache, read_region
 from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 
@@ -48,7 +49,7 @@ def read_array(
     fs: AbstractFileSystem | FileObjectSource,
     manifest: Manifest,
     path: str,
-    versions: dict[str, tuple[int, str]] | None = None,
+    versions: Mapping[str, FileVersion] | None = None,
 ) -> np.ndarray:
     """The full, raw (not CF-decoded) values of one array of ``manifest``.
 

@@ -1,6 +1,11 @@
-"""A persistent cache of scan results: one entry per (file, size, identity, scanner version).
+"""A persistent cache of scan results: one entry per (file, version, scanner version), and
+one per combined snapshot of a collection.
 
-An entry is a file's scanned manifest and concat coordinates in a compact binary form (one
+Every entry is bound to what it describes: it holds its own key and the files (path,
+version, format) it was made from, and is used only for a lookup of that key whose
+caller expects those files; its manifest may name no other file.
+
+An entry is a scanned manifest and coordinate values in a compact binary form (one
 JSON document of metadata followed by the raw bytes of its numpy arrays: an ``.npz`` costs
 a zip-member lookup per array, too slow for thousands of entries), behind a header holding
 a SHA-256 of the payload. Entries are written under a temporary name and renamed, so readers
@@ -12,6 +17,7 @@ shared by a team).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -25,17 +31,19 @@ import fsspec
 import numpy as np
 from fsspec import AbstractFileSystem
 
+from .access import FileVersion
+from .errors import RedactedWarning
 from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, SourcePart, VirtualArray
 from .source import SourceFile, speaks
 
 __all__ = ["ScanCache", "default_cache_dir", "CorruptCacheEntryWarning"]
 
 _MAGIC = b"FSVSCAN1"
-_FORMAT = 2
+_FORMAT = 3
 _LENGTH = struct.Struct("<Q")
 
 
-class CorruptCacheEntryWarning(UserWarning):
+class CorruptCacheEntryWarning(RedactedWarning):
     """A cache entry failed its checksum or could not be read; it was discarded."""
 
 
@@ -97,8 +105,36 @@ def _read_grid(arrays: Any, name: str) -> ChunkGrid:
     )
 
 
-def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: list[str]) -> bytes:
-    """One file's scan result as cache-entry bytes (header, checksum, payload)."""
+#: The files an entry was made from: ``[path, version, format]`` each.
+Binding = list[list[Any]]
+
+
+def binding_of(files: list[SourceFile]) -> Binding:
+    """What an entry made from ``files`` is bound to (see :func:`encode_entry`)."""
+    return [[f.path, f.version.to_list(), f.format] for f in files]
+
+
+def files_of(binding: Binding) -> list[SourceFile]:
+    """Undo :func:`binding_of`."""
+    return [SourceFile(path, FileVersion.from_list(v), fmt) for path, v, fmt in binding]
+
+
+def _digest(payload: bytes, secret: bytes | None) -> bytes:
+    if secret is None:
+        return hashlib.sha256(payload).digest()
+    return hmac.new(secret, payload, hashlib.sha256).digest()
+
+
+def encode_entry(
+    manifest: Manifest,
+    coords: dict[str, np.ndarray],
+    messages: list[str],
+    key: str = "",
+    files: Binding | None = None,
+    secret: bytes | None = None,
+) -> bytes:
+    """A scan result as cache-entry bytes (header, checksum or HMAC, payload), bound to
+    its ``key`` and the ``files`` it was made from."""
     writer = _Writer()
     arrays_doc = {}
     for path, array in manifest.arrays.items():
@@ -136,6 +172,8 @@ def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: li
         "arrays": arrays_doc,
         "coords": coords_doc,
         "messages": messages,
+        "key": key,
+        "files": files or [],
     }
     buffers, blobs, at = {}, [], 0
     for name, values in writer.arrays.items():
@@ -149,22 +187,29 @@ def encode_entry(manifest: Manifest, coords: dict[str, np.ndarray], messages: li
     doc["buffers"] = buffers
     head = json.dumps(doc).encode()
     payload = _LENGTH.pack(len(head)) + head + b"".join(blobs)
-    return _MAGIC + hashlib.sha256(payload).digest() + payload
+    return _MAGIC + _digest(payload, secret) + payload
 
 
-def decode_entry(data: bytes) -> tuple[Manifest, dict[str, np.ndarray], list[str]]:
-    """The scan result held in cache-entry bytes.
+#: A decoded entry: manifest, coordinate values, messages, and what it is bound to.
+Entry = tuple[Manifest, dict[str, np.ndarray], list[str], str, Binding]
+
+
+def decode_entry(data: bytes, secret: bytes | None = None) -> Entry:
+    """The scan result held in cache-entry bytes, with its key and the files it was made
+    from.
 
     Raises
     ------
     ValueError
-        If the bytes are not an intact entry of this format.
+        If the bytes are not an intact entry of this format (or not signed with
+        ``secret``).
     """
     if len(data) < len(_MAGIC) + 32 or not data.startswith(_MAGIC):
         raise ValueError("not a scan-cache entry (bad header)")
     digest, payload = data[len(_MAGIC) : len(_MAGIC) + 32], data[len(_MAGIC) + 32 :]
-    if hashlib.sha256(payload).digest() != digest:
-        raise ValueError("checksum mismatch (truncated or corrupted entry)")
+    if not hmac.compare_digest(_digest(payload, secret), digest):
+        what = "signature" if secret is not None else "checksum"
+        raise ValueError(f"{what} mismatch (truncated, corrupted or forged entry)")
     (size,) = _LENGTH.unpack_from(payload)
     doc = json.loads(payload[_LENGTH.size : _LENGTH.size + size])
     if doc.get("format") != _FORMAT:
@@ -193,7 +238,21 @@ def decode_entry(data: bytes) -> tuple[Manifest, dict[str, np.ndarray], list[str
         out[path] = VirtualArray(_meta_from(entry["meta"]), _read_grid(arrays, entry["grid"]), plan)
     coords = {path: arrays[name] for path, name in doc["coords"].items()}
     manifest = Manifest(tuple(doc["urls"]), doc["groups"], out, doc["skipped"])
-    return manifest, coords, list(doc["messages"])
+    return manifest, coords, list(doc["messages"]), str(doc["key"]), list(doc["files"])
+
+
+def check_binding(entry: Entry, key: str, expected: Binding | None) -> None:
+    """Raise ``ValueError`` unless ``entry`` was stored under ``key``, made from the
+    ``expected`` files (when given), and names no file it was not made from."""
+    manifest, _, _, own_key, files = entry
+    if own_key != key:
+        raise ValueError(f"it was written for another key ({own_key[:16]}...)")
+    if expected is not None and files != expected:
+        raise ValueError("it describes other files or versions than the ones asked for")
+    allowed = {path for path, _, _ in files}
+    strangers = [url for url in manifest.urls if url not in allowed]
+    if strangers:
+        raise ValueError(f"its manifest names files it was not made from ({strangers[0]})")
 
 
 # -- the cache ----------------------------------------------------------------------------
@@ -217,10 +276,19 @@ class ScanCache:
         A directory or fsspec URL; default :func:`default_cache_dir`.
     storage_options
         Options of ``location``'s filesystem.
+    secret
+        Sign entries with HMAC-SHA256 under this secret, and use only entries signed
+        with it (see the module's trust model).
     """
 
-    def __init__(self, location: str | None = None, storage_options: dict | None = None):
+    def __init__(
+        self,
+        location: str | None = None,
+        storage_options: dict | None = None,
+        secret: str | bytes | None = None,
+    ):
         location = location or default_cache_dir()
+        self._secret = secret.encode() if isinstance(secret, str) else secret
         self.fs: AbstractFileSystem
         self.fs, self.root = fsspec.core.url_to_fs(location, **(storage_options or {}))
         self.root = self.root.rstrip("/")
@@ -228,22 +296,29 @@ class ScanCache:
         self.misses = 0
 
     def key(self, protocol: str, source: SourceFile, concat_dim: str | None, version: int) -> str:
-        """The entry name of one file's scan (its path, size, identity, scanner version)."""
+        """The entry name of one file's scan (its path, version, format, scanner version)."""
         ident = json.dumps(
-            [protocol, source.path, source.size, source.identity, concat_dim, version, _FORMAT]
+            [
+                protocol,
+                source.path,
+                source.version.to_list(),
+                source.format,
+                concat_dim,
+                version,
+                _FORMAT,
+            ]
         )
         return hashlib.sha256(ident.encode()).hexdigest()
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key[:2]}/{key}.scan"
 
-    def get(
-        self, key: str, files: int = 1
-    ) -> tuple[Manifest, dict[str, np.ndarray], list[str]] | None:
-        """The cached scan, or None (a corrupt entry is removed with a warning).
+    def get(self, key: str, files: int = 1, expect: Binding | None = None) -> Entry | None:
+        """The cached entry, or None (a corrupt or misbound entry is removed with a warning).
 
         ``files`` is how many files the entry stands for, in the ``hits``/``misses`` counts
-        (a whole collection's entry: its files on a hit, none on a miss).
+        (a whole collection's entry: its files on a hit, none on a miss). ``expect``: the
+        files the entry must have been made from (see :func:`check_binding`).
         """
         path = self._path(key)
         try:
@@ -252,7 +327,8 @@ class ScanCache:
             self.misses += 1 if files == 1 else 0
             return None
         try:
-            result = decode_entry(data)
+            result = decode_entry(data, self._secret)
+            check_binding(result, key, expect)
         except Exception as e:
             warnings.warn(
                 f"scan cache entry {path} is unusable ({e}); it is discarded and the file "
@@ -270,11 +346,17 @@ class ScanCache:
         return result
 
     def put(
-        self, key: str, manifest: Manifest, coords: dict[str, np.ndarray], messages: list[str]
+        self,
+        key: str,
+        manifest: Manifest,
+        coords: dict[str, np.ndarray],
+        messages: list[str],
+        files: Binding,
     ) -> None:
-        """Store a scan: written under a temporary name, then renamed into place."""
+        """Store an entry made from ``files``: written under a temporary name, then renamed
+        into place."""
         path = self._path(key)
-        data = encode_entry(manifest, coords, messages)
+        data = encode_entry(manifest, coords, messages, key, files, self._secret)
         parent = path.rsplit("/", 1)[0]
         try:
             if _puts_are_atomic(self.fs):
@@ -285,4 +367,6 @@ class ScanCache:
             self.fs.pipe_file(temporary, data)
             self.fs.mv(temporary, path)
         except OSError as e:
-            warnings.warn(f"cannot write scan cache entry {path}: {e}", stacklevel=2)
+            warnings.warn(
+                f"cannot write scan cache entry {path}: {e}", RedactedWarning, stacklevel=2
+            )

@@ -16,6 +16,7 @@ from fsspec import AbstractFileSystem, filesystem
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from .access import adapter_for
 from .codecs import decode_chunk
 from .combine import ScannedFile, dimension_coordinate_paths
 from .coords import storable
@@ -25,7 +26,7 @@ from .materialize import read_array, run_blocking
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
 from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, reads_are_guarded, scan_file
-from .source import SourceFile, file_identity
+from .source import SourceFile
 
 __all__ = [
     "ScanSettings",
@@ -94,9 +95,7 @@ class ScanSettings:
 
 
 def _as_it_is_now(fs: AbstractFileSystem, source: SourceFile) -> SourceFile:
-    fs.invalidate_cache(source.path)
-    info = fs.info(source.path)
-    return replace(source, size=int(info.get("size") or 0), identity=file_identity(info))
+    return replace(source, version=adapter_for(fs).current_version(source.path))
 
 
 def _byte_ranges_only(array: VirtualArray) -> bool:
@@ -174,12 +173,12 @@ def scan_one(
             if not guarded:
                 raise
             now = _as_it_is_now(fs, source)
-            if (now.size, now.identity) == (source.size, source.identity):
+            if now.version == source.version:
                 raise
             source, error, first_block = now, e, None
             continue
         cost = cost + spent
-        versions = {source.path: (source.size, source.identity)} if guarded else None
+        versions = {source.path: source.version} if guarded else None
         coords = dict(read or {})
         try:
             if concat_dim is not None:  # a collection: its files' labels are compared
@@ -190,10 +189,7 @@ def scan_one(
         except OSError as e:  # the file changed under the coordinate read
             unchanged = None
             error = e
-        if unchanged is not None and (unchanged.size, unchanged.identity) == (
-            source.size,
-            source.identity,
-        ):
+        if unchanged is not None and unchanged.version == source.version:
             return ScannedFile(source.path, manifest, coords), messages, source, cost
         try:
             source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
@@ -230,7 +226,7 @@ def _first_blocks(
     ):
         return [None] * len(window)
     requests = [
-        Request(s.path, 0, min(block_size, s.size), (s.size, s.identity))
+        Request(s.path, 0, min(block_size, s.size), s.version)
         for s, ok in zip(window, eligible)
         if ok
     ]

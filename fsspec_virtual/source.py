@@ -22,6 +22,7 @@ import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem, sync
 
+from .access import FileVersion, adapter_for
 from .errors import NoSourceFilesError, RangeNotSupportedError, ScanError, SkippedFileWarning
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "DATA_SUFFIXES",
     "speaks",
     "speaks_http",
-    "http_headers",
-    "strong_etag",
 ]
 
 FileFormat = Literal["hdf5", "netcdf3", "netcdf5"]
@@ -69,24 +68,27 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One data file of the collection.
+    """One data file of the collection, at one version.
 
     Attributes
     ----------
     path
         The file's path on the source filesystem (what its ``cat_file`` takes).
-    size
-        Size in bytes.
-    identity
-        What changes when the file is rewritten: ETag, or modification time.
+    version
+        What it was when listed or scanned (size, mtime/inode/ctime or ETag/Last-Modified):
+        every read of it is checked against this.
     format
         The format its magic bytes announce.
     """
 
     path: str
-    size: int
-    identity: str
+    version: FileVersion
     format: FileFormat
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self.version.size
 
 
 def sniff_format(head: bytes) -> FileFormat | None:
@@ -135,13 +137,6 @@ def speaks(fs: AbstractFileSystem, *protocols: str) -> bool:
 def speaks_http(fs: AbstractFileSystem) -> bool:
     """Whether ``fs`` is fsspec's HTTP(S) filesystem."""
     return speaks(fs, "http", "https")
-
-
-def http_headers(fs: AbstractFileSystem, **extra: str) -> dict[str, str]:
-    """The headers an HTTP request of ``fs`` sends (its own, e.g. ``Authorization``) plus
-    ``extra``: a ``headers=`` argument replaces, not extends, the filesystem's."""
-    own = getattr(fs, "kwargs", {}).get("headers") or {}
-    return {**own, **extra}
 
 
 def hdf5_signature_offsets(size: int) -> list[int]:
@@ -233,34 +228,12 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
     return {name: info for name, info in found.items() if info.get("type") != "directory"}
 
 
-#: Prefix of identities that are ETags: reads of remote files send them as ``If-Match``.
-ETAG_PREFIX = "etag:"
-
-
-def strong_etag(identity: str) -> str | None:
-    """The ETag an identity holds, if it is a strong one: the only kind ``If-Match`` can
-    match (a weak ``W/"..."`` never does, RFC 9110)."""
-    etag = identity.removeprefix(ETAG_PREFIX)
-    if etag == identity or etag.startswith("W/"):
-        return None
-    return etag
-
-
-def file_identity(info: dict[str, Any]) -> str:
-    """What changes when a file is rewritten, from its ``info``: ``etag:<ETag>``, or the
-    modification time as the filesystem spells it."""
-    for key in ("ETag", "etag"):
-        if info.get(key):
-            return ETAG_PREFIX + str(info[key])
-    for key in ("mtime", "LastModified", "last_modified", "modified", "Last-Modified"):
-        if info.get(key) is not None:
-            return str(info[key])
-    return ""
-
-
-def source_file(name: str, info: dict[str, Any], fmt: FileFormat) -> SourceFile:
-    """The :class:`SourceFile` of a listed data file, from its ``info``."""
-    return SourceFile(name, int(info.get("size") or 0), file_identity(info), fmt)
+def source_file(
+    fs: AbstractFileSystem, name: str, info: dict[str, Any], fmt: FileFormat
+) -> SourceFile:
+    """The :class:`SourceFile` of a listed data file, from its ``info`` (a local file's
+    version comes from ``os.stat``: nanosecond times, inode and ctime)."""
+    return SourceFile(name, adapter_for(fs).listed_version(name, info), fmt)
 
 
 def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]], skip: bool) -> None:
@@ -441,7 +414,7 @@ def list_source_files(
             _refuse(f"skipping {name}: {message}", unreadable, skip)
             continue
         if sniffed.format is not None:
-            files.append(source_file(name, info, sniffed.format))
+            files.append(source_file(fs, name, info, sniffed.format))
         elif _named_like_data(name, sniffed.head):
             not_data = _not_data(sniffed.head, info.get("size"))
             refused = ScanError(name, f"named like a NetCDF/HDF5 file, but {not_data}")

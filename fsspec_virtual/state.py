@@ -1,9 +1,17 @@
-"""The scanned state of a collection, built on first need and shared within the process.
+"""Snapshots of collections: built on first need, kept in a bounded registry per process.
+
+A snapshot (:class:`CollectionState`) is one listing of a collection's files at known
+versions and the combined manifest built from it. Its identity (:func:`snapshot_id`) is a
+digest of the collection's arguments and every file's path, version and format: it travels
+with a filesystem's JSON form and pickle, so every reader of one opened dataset (zarr's
+re-created filesystem, a Dask worker in another process) serves the same snapshot, or
+raises :class:`~fsspec_virtual.errors.StaleSourceError`. :func:`refresh_state` makes a new
+snapshot the collection's current one; snapshots already handed out never change.
 
 zarr re-creates our filesystem (with ``asynchronous=True``) from its arguments, and users
-open the same collection many times: so the state is kept here, keyed by the arguments
-that determine it, not on a filesystem instance. Building runs in a worker thread (never
-on an event loop: kerchunk calls zarr's synchronous API).
+open the same collection many times: so snapshots are kept here, not on a filesystem
+instance. Building runs in a worker thread (never on an event loop: kerchunk calls zarr's
+synchronous API).
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import json
 import threading
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,24 +33,29 @@ from typing import Any, Literal
 from fsspec import AbstractFileSystem, get_filesystem_class
 from fsspec.core import split_protocol
 
+from .access import FileVersion
 from .combine import ScannedFile, combine
 from .compute import DecodedChunkCache
-from .concat import keep_layouts
-from .errors import ScanError, SkippedFileWarning, UnsupportedVariableWarning
+from .errors import ScanError, SkippedFileWarning, StaleSourceError, UnsupportedVariableWarning
 from .manifest import Manifest
 from .metadata import render_metadata
+from .options import redacted
 from .scan import SCANNER_VERSION, ScanCost
-from .scan_cache import ScanCache
-from .scheduling import Scanned, ScanSettings, scan_files
+from .scan_cache import ScanCache, binding_of, files_of
+from .scheduling import ScanSettings, scan_files
 from .source import SourceFile, list_source_files, resolve_filesystem
 
 __all__ = [
     "CollectionSpec",
     "CollectionState",
+    "ScanResult",
+    "snapshot_id",
     "get_state",
     "get_state_async",
     "refresh_state",
     "refresh_state_async",
+    "resolve_snapshot",
+    "resolve_snapshot_async",
     "peek_state",
     "clear_states",
 ]
@@ -86,21 +101,63 @@ class CollectionSpec:
 
     def __repr__(self) -> str:
         return (
-            f"CollectionSpec(paths={self.paths!r}, concat_dim={self.concat_dim!r}, "
+            f"CollectionSpec(paths={redacted(self.paths)!r}, concat_dim={self.concat_dim!r}, "
             f"target_protocol={self.target_protocol!r}, on_error={self.on_error!r})"
         )
 
 
-@dataclass(frozen=True)
-class CollectionState:
-    """A scanned, combined collection, ready to serve keys.
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """One file's scan, as a snapshot keeps it.
 
     Attributes
     ----------
+    scanned
+        The file's manifest and coordinate values.
+    messages
+        One message per variable left out of it.
+    source
+        The file at the version whose bytes were scanned.
+    cost
+        The requests the scan made (remote files).
+    """
+
+    scanned: ScannedFile
+    messages: tuple[str, ...]
+    source: SourceFile
+    cost: ScanCost = field(default_factory=ScanCost)
+
+
+def snapshot_id(spec: CollectionSpec, files: Sequence[SourceFile]) -> str:
+    """The identity of a snapshot: a digest of the collection's arguments and of every
+    file's path, version and format (the options of the source filesystem are left out:
+    they differ between processes, the files' versions do not)."""
+    ident = json.dumps(
+        [
+            "snapshot",
+            list(spec.paths),
+            spec.concat_dim,
+            spec.target_protocol,
+            spec.on_error,
+            SCANNER_VERSION,
+            binding_of(list(files)),
+        ]
+    )
+    return "s" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, eq=False)
+class CollectionState:
+    """A snapshot of a collection: files at known versions and their combined manifest.
+
+    Attributes
+    ----------
+    spec
+        The collection.
     fs
         The source filesystem.
     files
-        The data files, as listed (skipped files excluded).
+        The data files at the versions scanned (skipped files excluded).
     manifest
         The combined manifest.
     metadata
@@ -108,31 +165,107 @@ class CollectionState:
     cache
         Decoded source chunks, for computed chunks.
     scanned
-        Each kept file's scan, for reuse by :func:`refresh_state`.
+        Each kept file's scan, for reuse by :func:`refresh_state` (empty when the snapshot
+        came whole from the persistent cache).
     built_at
-        ``time.monotonic()`` when the state was built (for ``listing_ttl``).
+        ``time.monotonic()`` when the snapshot was built (for ``listing_ttl``).
     scan_cost
-        The remote files scanned for this state and the requests their scans made.
+        The remote files scanned for this snapshot and the requests their scans made.
     """
 
+    spec: CollectionSpec
     fs: AbstractFileSystem
     files: tuple[SourceFile, ...]
     manifest: Manifest
     metadata: dict[str, bytes]
-    cache: DecodedChunkCache = field(default_factory=DecodedChunkCache, compare=False)
-    scanned: tuple[tuple[ScannedFile, tuple[str, ...]], ...] = field(default=(), compare=False)
-    built_at: float = field(default_factory=time.monotonic, compare=False)
-    scan_cost: tuple[int, ScanCost] = field(default=(0, ScanCost()), compare=False)
+    cache: DecodedChunkCache = field(default_factory=DecodedChunkCache)
+    scanned: tuple[ScanResult, ...] = ()
+    built_at: float = field(default_factory=time.monotonic)
+    scan_cost: tuple[int, ScanCost] = (0, ScanCost())
 
     @functools.cached_property
-    def versions(self) -> dict[str, tuple[int, str]]:
-        """Each file's size and identity when scanned: reads check them (local files)."""
-        return {f.path: (f.size, f.identity) for f in self.files}
+    def id(self) -> str:
+        """The snapshot's identity (see :func:`snapshot_id`)."""
+        return snapshot_id(self.spec, self.files)
+
+    @functools.cached_property
+    def versions(self) -> dict[str, FileVersion]:
+        """Each file's version when scanned: every read is checked against it."""
+        return {f.path: f.version for f in self.files}
+
+    def __repr__(self) -> str:
+        return (
+            f"<collection snapshot {self.id[:13]}: {len(self.files)} file(s), "
+            f"{len(self.manifest.arrays)} array(s), {len(self.manifest.groups)} group(s)>"
+        )
 
 
-_states: dict[CollectionSpec, CollectionState] = {}
-_locks: dict[CollectionSpec, threading.Lock] = {}
-_locks_guard = threading.Lock()
+#: Snapshots kept alive by the registry beyond those that open stores hold.
+MAX_SNAPSHOTS = 8
+
+
+class Registry:
+    """The snapshots of this process: the current one of each collection, the most
+    recently used ones (bounded: :data:`MAX_SNAPSHOTS`), and any that an open store still
+    holds (weakly)."""
+
+    def __init__(self, size: int = MAX_SNAPSHOTS) -> None:
+        self.size = size
+        self._guard = threading.Lock()
+        self._current: OrderedDict[CollectionSpec, CollectionState] = OrderedDict()
+        self._recent: OrderedDict[str, CollectionState] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[str, CollectionState] = (
+            weakref.WeakValueDictionary()
+        )
+        self._locks: dict[CollectionSpec, threading.Lock] = {}
+
+    def lock(self, spec: CollectionSpec) -> threading.Lock:
+        """The lock serialising builds of one collection."""
+        with self._guard:
+            return self._locks.setdefault(spec, threading.Lock())
+
+    def current(self, spec: CollectionSpec) -> CollectionState | None:
+        """The collection's current snapshot, if one is kept."""
+        with self._guard:
+            state = self._current.get(spec)
+            if state is not None:
+                self._current.move_to_end(spec)
+            return state
+
+    def find(self, ident: str) -> CollectionState | None:
+        """A snapshot by identity, if this process still has it."""
+        with self._guard:
+            state = self._recent.get(ident) or self._alive.get(ident)
+            if state is not None:
+                self._keep(state)
+            return state
+
+    def add(self, state: CollectionState, current: bool = True) -> None:
+        """Keep ``state``, as its collection's current snapshot if ``current``."""
+        with self._guard:
+            if current:
+                self._current[state.spec] = state
+                self._current.move_to_end(state.spec)
+                while len(self._current) > self.size:
+                    self._current.popitem(last=False)
+            self._alive[state.id] = state
+            self._keep(state)
+
+    def _keep(self, state: CollectionState) -> None:
+        self._recent[state.id] = state
+        self._recent.move_to_end(state.id)
+        while len(self._recent) > self.size:
+            self._recent.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every snapshot."""
+        with self._guard:
+            self._current.clear()
+            self._recent.clear()
+            self._alive.clear()
+
+
+_registry = Registry()
 
 
 def _scan_or_reuse(
@@ -142,25 +275,22 @@ def _scan_or_reuse(
     settings: ScanSettings,
     cache: ScanCache | None,
     previous: CollectionState | None = None,
-) -> list[Scanned | BaseException]:
-    """Each file's scan: from the previous state or the persistent cache where the file is
-    unchanged (same path, size and identity), else scanned now (and stored)."""
-    known: dict[SourceFile, Scanned] = {}
+) -> list[ScanResult | BaseException]:
+    """Each file's scan: from the previous snapshot or the persistent cache where the file
+    is unchanged (same path and version), else scanned now (and stored)."""
+    known: dict[SourceFile, ScanResult] = {}
     if previous is not None:
-        for source, (earlier, notes) in zip(previous.files, previous.scanned):
-            known[source] = (earlier, list(notes), source, ScanCost())
-    keys = [
-        cache.key(spec.target_protocol, s, spec.concat_dim, SCANNER_VERSION) if cache else ""
-        for s in listed
-    ]
-    results: list[Scanned | BaseException | None] = []
-    for source, key in zip(listed, keys):
-        hit = known.get(source) if source.identity else None
-        if hit is None and cache is not None:
-            cached = cache.get(key)
-            if cached is not None:
-                manifest, coords, cached_notes = cached
-                hit = (ScannedFile(source.path, manifest, coords), cached_notes, source, ScanCost())
+        known = {r.source: ScanResult(r.scanned, r.messages, r.source) for r in previous.scanned}
+    results: list[ScanResult | BaseException | None] = []
+    for source in listed:
+        # a version that is only a size cannot tell a rewrite: never reused
+        hit = known.get(source) if source.version.tells_rewrites else None
+        if hit is None and cache is not None and source.version.tells_rewrites:
+            key = cache.key(spec.target_protocol, source, spec.concat_dim, SCANNER_VERSION)
+            entry = cache.get(key, expect=binding_of([source]))
+            if entry is not None:
+                manifest, coords, notes = entry[0], entry[1], entry[2]
+                hit = ScanResult(ScannedFile(source.path, manifest, coords), tuple(notes), source)
         results.append(hit)
     todo = [i for i, r in enumerate(results) if r is None]
     fresh = scan_files(
@@ -171,33 +301,61 @@ def _scan_or_reuse(
         spec.concat_dim,
         settings,
     )
-    for i, result in zip(todo, fresh):
+    for i, outcome in zip(todo, fresh):
+        if isinstance(outcome, BaseException):
+            results[i] = outcome
+            continue
+        done, found, as_scanned, spent = outcome
+        result = ScanResult(done, tuple(found), as_scanned, spent)
         results[i] = result
-        if cache is not None and not isinstance(result, BaseException):
-            done, found, version, _ = result
-            key = cache.key(spec.target_protocol, version, spec.concat_dim, SCANNER_VERSION)
-            cache.put(key, done.manifest, done.coords, found)
+        if cache is not None and as_scanned.version.tells_rewrites:
+            key = cache.key(spec.target_protocol, as_scanned, spec.concat_dim, SCANNER_VERSION)
+            cache.put(key, done.manifest, done.coords, found, binding_of([as_scanned]))
     complete = [r for r in results if r is not None]
     if len(complete) != len(listed):  # never zip scans with the wrong files
         raise RuntimeError(f"{len(listed) - len(complete)} scan result(s) missing")
     return complete
 
 
-def _collection_key(spec: CollectionSpec, listed: Sequence[SourceFile]) -> str:
-    """The persistent-cache key of a whole combined collection: its arguments and the
-    exact version of every file listed."""
-    ident = json.dumps(
-        [
-            "collection",
-            spec.paths,
-            spec.concat_dim,
-            spec.target_protocol,
-            spec.on_error,
-            SCANNER_VERSION,
-            [[f.path, f.size, f.identity, f.format] for f in listed],
-        ]
-    )
-    return "c" + hashlib.sha256(ident.encode()).hexdigest()
+def _kept_while_rewritten(
+    source: SourceFile, previous: CollectionState | None
+) -> ScanResult | None:
+    """A refresh keeps what it knew of a file that is being rewritten right now: its reads
+    raise StaleSourceError until a later refresh catches it at rest."""
+    if previous is None:
+        return None
+    return next((r for r in previous.scanned if r.source.path == source.path), None)
+
+
+def _from_cache(
+    spec: CollectionSpec,
+    fs: AbstractFileSystem,
+    cache: ScanCache,
+    ident: str,
+    expect: list[SourceFile] | None,
+) -> CollectionState | None:
+    """A whole snapshot from the persistent cache: the entry must be bound to ``ident``,
+    and its files must be ``expect`` (when given) and digest to ``ident``."""
+    entry = cache.get(ident, files=len(expect) if expect else 1, expect=None)
+    if entry is None:
+        return None
+    files = files_of(entry[4])
+    if snapshot_id(spec, files) != ident or (expect is not None and files != expect):
+        return None  # a valid entry of another snapshot or listing: not this one
+    for message in entry[2]:
+        warnings.warn(message, UnsupportedVariableWarning, stacklevel=3)
+    manifest = entry[0]
+    return CollectionState(spec, fs, tuple(files), manifest, render_metadata(manifest))
+
+
+def _source_filesystem(
+    spec: CollectionSpec, previous: CollectionState | None
+) -> tuple[AbstractFileSystem, list[str]]:
+    if previous is not None:
+        fs = previous.fs
+        fs.invalidate_cache()  # listings must be fresh
+        return fs, [fs._strip_protocol(p) for p in spec.paths]
+    return resolve_filesystem(list(spec.paths), spec.target_protocol, spec.target_options)
 
 
 def _build(
@@ -206,80 +364,51 @@ def _build(
     cache: ScanCache | None,
     previous: CollectionState | None = None,
 ) -> CollectionState:
-    if previous is not None:
-        fs = previous.fs
-        fs.invalidate_cache()  # listings must be fresh
-        paths = [fs._strip_protocol(p) for p in spec.paths]
-    else:
-        options = spec.target_options
-        fs, paths = resolve_filesystem(list(spec.paths), spec.target_protocol, options)
+    fs, paths = _source_filesystem(spec, previous)
     listed = list_source_files(fs, paths, spec.on_error)
-    whole_key = _collection_key(spec, listed) if cache is not None else ""
     if cache is not None and previous is None:
-        # the whole combined collection, for this exact listing: one read instead of one
-        # per file plus the combine
-        hit = cache.get(whole_key, files=len(listed))
+        # the whole snapshot of this exact listing: one read instead of one per file plus
+        # the combine
+        hit = _from_cache(spec, fs, cache, snapshot_id(spec, listed), listed)
         if hit is not None:
-            manifest = hit[0]
-            for message in hit[2]:
-                warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
-            return CollectionState(
-                fs, tuple(listed), manifest, render_metadata(manifest), DecodedChunkCache()
-            )
-    scanned: list[ScannedFile] = []
-    kept: list[SourceFile] = []
-    memo: list[tuple[ScannedFile, tuple[str, ...]]] = []
-    results = _scan_or_reuse(spec, fs, listed, settings, cache, previous)
-    cost = ScanCost()
-    n_scanned = 0
-    for source, result in zip(listed, results):
-        if isinstance(result, BaseException) and previous is not None:
-            # a refresh keeps what it knew of a file that is being rewritten right now: its
-            # reads raise StaleSourceError until a later refresh catches it at rest
-            earlier = next(
-                (hit for f, hit in zip(previous.files, previous.scanned) if f.path == source.path),
-                None,
-            )
-            if earlier is not None and source.path in previous.versions:
-                old = next(f for f in previous.files if f.path == source.path)
-                result = (earlier[0], list(earlier[1]), old, ScanCost())
+            return hit
+    kept: list[ScanResult] = []
+    for source, result in zip(listed, _scan_or_reuse(spec, fs, listed, settings, cache, previous)):
+        if isinstance(result, BaseException):
+            result = _kept_while_rewritten(source, previous) or result
         if isinstance(result, BaseException):
             if spec.on_error == "raise":
                 raise result
             warnings.warn(f"skipping {source.path}: {result}", SkippedFileWarning, stacklevel=2)
             continue
-        scanned_file, messages, as_scanned, spent = result
-        if spent.requests:
-            n_scanned += 1
-            cost = cost + spent
-        for message in messages:
+        for message in result.messages:
             warnings.warn(message, UnsupportedVariableWarning, stacklevel=2)
-        scanned.append(scanned_file)
-        kept.append(as_scanned)
-        memo.append((scanned_file, tuple(messages)))
-    if not scanned:
+        kept.append(result)
+    if not kept:
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
-    manifest = combine(scanned, spec.concat_dim)
-    if previous is not None:
-        manifest = keep_layouts(manifest, previous.manifest)
-    if cache is not None and tuple(kept) == tuple(listed):
-        notes = [note for _, found in memo for note in found]
-        cache.put(_collection_key(spec, kept), manifest, {}, notes)
-    cache_of_chunks = previous.cache if previous is not None else DecodedChunkCache()
-    return CollectionState(
+    manifest = combine([r.scanned for r in kept], spec.concat_dim)
+    files = tuple(r.source for r in kept)
+    remote = [r.cost for r in kept if r.cost.requests]
+    cost = sum(remote, ScanCost())
+    state = CollectionState(
+        spec,
         fs,
-        tuple(kept),
+        files,
         manifest,
         render_metadata(manifest),
-        cache_of_chunks,
-        tuple(memo),
-        scan_cost=(n_scanned, cost),
+        previous.cache if previous is not None else DecodedChunkCache(),
+        tuple(kept),
+        scan_cost=(len(remote), cost),
     )
+    if cache is not None and all(f.version.tells_rewrites for f in files):
+        notes = [note for r in kept for note in r.messages]
+        cache.put(state.id, manifest, {}, notes, binding_of(list(files)))
+    return state
 
 
 def peek_state(spec: CollectionSpec) -> CollectionState | None:
-    """The state if it has been built already (no I/O)."""
-    return _states.get(spec)
+    """The collection's current snapshot if one has been built already (no I/O)."""
+    return _registry.current(spec)
 
 
 def get_state(
@@ -287,7 +416,7 @@ def get_state(
     settings: ScanSettings | None = None,
     cache: ScanCache | None = None,
 ) -> CollectionState:
-    """The state of a collection, built now if no instance has built it yet (blocking).
+    """The collection's current snapshot, built now if there is none yet (blocking).
 
     Parameters
     ----------
@@ -298,46 +427,15 @@ def get_state(
     cache
         The persistent scan cache to reuse and fill, if any.
     """
-    state = _states.get(spec)
+    state = _registry.current(spec)
     if state is not None:
         return state
-    with _locks_guard:
-        lock = _locks.setdefault(spec, threading.Lock())
-    with lock:
-        state = _states.get(spec)
+    with _registry.lock(spec):
+        state = _registry.current(spec)
         if state is None:
             state = _build(spec, settings or ScanSettings(), cache)
-            _states[spec] = state
+            _registry.add(state)
     return state
-
-
-#: Builds started from coroutines run here, never in an event loop's default executor:
-#: zarr's loop needs its executor's threads for the codec work kerchunk's translation
-#: asks of it, and concurrent first reads would otherwise all block in that pool.
-_builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vz-scan")
-_building: dict[CollectionSpec, concurrent.futures.Future[CollectionState]] = {}
-
-
-async def get_state_async(
-    spec: CollectionSpec, settings: ScanSettings | None = None, cache: ScanCache | None = None
-) -> CollectionState:
-    """:func:`get_state` for coroutines: concurrent callers share one build."""
-    state = _states.get(spec)
-    if state is not None:
-        return state
-    with _locks_guard:
-        future = _building.get(spec)
-        if future is None:
-            future = _builder.submit(get_state, spec, settings, cache)
-            _building[spec] = future
-            future.add_done_callback(lambda _: _forget_build(spec, future))
-    return await asyncio.wrap_future(future)
-
-
-def _forget_build(spec: CollectionSpec, future: concurrent.futures.Future[CollectionState]) -> None:
-    with _locks_guard:
-        if _building.get(spec) is future:
-            del _building[spec]
 
 
 def refresh_state(
@@ -346,21 +444,99 @@ def refresh_state(
     cache: ScanCache | None = None,
     seen: CollectionState | None = None,
 ) -> CollectionState:
-    """List the sources again and rebuild the state, scanning only new or changed files.
+    """List the sources again and make a new current snapshot, scanning only new or
+    changed files. Snapshots handed out before are not changed.
 
-    The new state replaces the old one in a single assignment: a request sees one or the
-    other, never a mix. With ``seen`` (the state the caller found stale), nothing is done
-    if another caller has replaced it meanwhile.
+    With ``seen`` (the snapshot the caller found too old), nothing is done if another
+    caller has replaced it meanwhile.
     """
-    with _locks_guard:
-        lock = _locks.setdefault(spec, threading.Lock())
-    with lock:
-        previous = _states.get(spec)
+    with _registry.lock(spec):
+        previous = _registry.current(spec)
         if seen is not None and previous is not None and previous is not seen:
             return previous
         state = _build(spec, settings or ScanSettings(), cache, previous)
-        _states[spec] = state
+        if previous is not None and state.id == previous.id:
+            state = previous  # nothing changed: same snapshot, same identity
+        _registry.add(state)
     return state
+
+
+def resolve_snapshot(
+    spec: CollectionSpec,
+    ident: str,
+    settings: ScanSettings | None = None,
+    cache: ScanCache | None = None,
+) -> CollectionState:
+    """The snapshot ``ident`` of a collection: kept in this process, or whole in the
+    persistent cache, or the current listing if it is still that snapshot.
+
+    Raises
+    ------
+    StaleSourceError
+        If the snapshot cannot be had any more (its files changed, and it is neither kept
+        nor cached): the dataset must be opened again.
+    """
+    state = _registry.find(ident)
+    if state is not None:
+        return state
+    with _registry.lock(spec):
+        state = _registry.find(ident)
+        if state is not None:
+            return state
+        if cache is not None:
+            fs, _ = resolve_filesystem(list(spec.paths), spec.target_protocol, spec.target_options)
+            state = _from_cache(spec, fs, cache, ident, None)
+        if state is None:
+            current = _registry.current(spec) or _build(spec, settings or ScanSettings(), cache)
+            _registry.add(current, current=True)
+            state = current if current.id == ident else None
+        if state is None:
+            raise StaleSourceError(
+                ", ".join(spec.paths),
+                f"this store was opened on snapshot {ident[:13]} of the collection, which "
+                "can no longer be had (its files changed and it is not in the scan cache); "
+                "open the dataset again",
+            )
+        _registry.add(state, current=False)
+    return state
+
+
+#: Builds started from coroutines run here, never in an event loop's default executor:
+#: zarr's loop needs its executor's threads for the codec work kerchunk's translation
+#: asks of it, and concurrent first reads would otherwise all block in that pool.
+_builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vz-scan")
+_building: dict[Any, concurrent.futures.Future[CollectionState]] = {}
+_building_guard = threading.Lock()
+
+
+async def _shared_build(key: Any, function: Any, *args: Any) -> CollectionState:
+    """``function(*args)`` on the builder threads; concurrent callers with one ``key``
+    share one call."""
+    with _building_guard:
+        future = _building.get(key)
+        started = future is None
+        if future is None:
+            future = _building[key] = _builder.submit(function, *args)
+    if started:
+        # outside the guard: a future already done runs its callback here, at once
+        future.add_done_callback(lambda done: _forget_build(key, done))
+    return await asyncio.wrap_future(future)
+
+
+def _forget_build(key: Any, future: concurrent.futures.Future[CollectionState]) -> None:
+    with _building_guard:
+        if _building.get(key) is future:
+            del _building[key]
+
+
+async def get_state_async(
+    spec: CollectionSpec, settings: ScanSettings | None = None, cache: ScanCache | None = None
+) -> CollectionState:
+    """:func:`get_state` for coroutines: concurrent callers share one build."""
+    state = _registry.current(spec)
+    if state is not None:
+        return state
+    return await _shared_build(("get", spec), get_state, spec, settings, cache)
 
 
 async def refresh_state_async(
@@ -375,6 +551,25 @@ async def refresh_state_async(
     return await asyncio.wrap_future(future)
 
 
+async def resolve_snapshot_async(
+    spec: CollectionSpec,
+    ident: str,
+    settings: ScanSettings | None = None,
+    cache: ScanCache | None = None,
+) -> CollectionState:
+    """:func:`resolve_snapshot` for coroutines."""
+    state = _registry.find(ident)
+    if state is not None:
+        return state
+    return await _shared_build(
+        ("resolve", spec, ident), resolve_snapshot, spec, ident, settings, cache
+    )
+
+
 def clear_states() -> None:
-    """Forget every built state (the next access rescans)."""
-    _states.clear()
+    """Forget every snapshot, and the source files held open for them (the next access
+    lists and scans again, from the persistent cache where it can)."""
+    from .compute import _h5_files
+
+    _registry.clear()
+    _h5_files.clear()

@@ -65,6 +65,13 @@ class HTTPServer:
     extra_links
         ``href`` values added to every index page after the directory's own entries, as
         real servers add links to the parent, sort orders (``?C=M;O=A``) and anchors.
+    etags
+        Whether answers carry an ``ETag`` (False: ``Last-Modified`` only).
+    honour_if_unmodified_since
+        Whether ``If-Unmodified-Since`` is checked (False: ignored).
+    shift_ranges
+        Answer range requests with the range this many bytes further on (and a
+        ``Content-Range`` saying so), as a misbehaving cache or proxy might.
     hits
         Every request received, in order.
     max_in_flight
@@ -83,6 +90,9 @@ class HTTPServer:
     weak_etags: bool = False
     honour_if_match: bool = True
     extra_links: list[str] = field(default_factory=list)
+    etags: bool = True
+    honour_if_unmodified_since: bool = True
+    shift_ranges: int = 0
     hits: list[Hit] = field(default_factory=list)
     max_in_flight: int = 0
     _in_flight: int = 0
@@ -159,6 +169,14 @@ class HTTPServer:
             "Accept-Ranges": "bytes" if self.ranges else "none",
             "Content-Type": "application/octet-stream",
         }
+        if not self.etags:
+            del headers["ETag"]
+        since = request.headers.get("If-Unmodified-Since")
+        if self.honour_if_unmodified_since and since is not None:
+            limit = email.utils.parsedate_to_datetime(since).timestamp()
+            if int(stat.st_mtime) > limit:
+                self._record(request, 412)
+                raise web.HTTPPreconditionFailed(headers=headers)
         wanted = request.headers.get("If-Match")
         # If-Match compares strongly: a weak ETag never matches (RFC 9110, 13.1.1)
         strong = [t.strip() for t in (wanted or "").split(",") if not t.strip().startswith("W/")]
@@ -180,6 +198,9 @@ class HTTPServer:
                 self._record(request, 416)
                 raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"*/{size}"})
             status = 206
+            if self.shift_ranges:
+                start = min(start + self.shift_ranges, size - 1)
+                stop = min(stop + self.shift_ranges, size)
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         headers["Content-Length"] = str(stop - start)
         self._record(request, status)

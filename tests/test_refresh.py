@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from fsspec_virtual import VirtualZarrFileSystem
+from fsspec_virtual import StaleSourceError, VirtualZarrFileSystem
 
 
 def _write(path: Path, start: int, value: float, steps: int = 3) -> Path:
@@ -151,24 +151,24 @@ class TestStaleReads:
             group["v"][...]
 
 
-def test_a_client_opened_before_a_refresh_keeps_reading_right(tmp_path, scans):
-    """A rewritten file with another chunking: the array keeps its chunk layout, so an
-    array object opened before the refresh reads the new values at the right places."""
+def test_a_client_opened_before_a_refresh_reads_its_snapshot_or_raises(tmp_path, scans):
+    """A rewritten file with another chunking and values: an array opened before the
+    refresh never reads the new bytes under its old layout. It reads its own snapshot: the
+    unchanged file as before, the rewritten one raises StaleSourceError (never fill values);
+    a store opened after the refresh reads the new values."""
     _write(tmp_path / "a.nc", 0, 1.0)
     _write(tmp_path / "b.nc", 3, 2.0)
     fs = _store(tmp_path)
     opened_before = zarr.open_group(fs.get_mapper(""), mode="r")["v"]
+    before = opened_before[...]
     assert opened_before.chunks == (1, 4)
     time.sleep(0.01)
-    # the first file sets the layout: rewrite it with another chunking and codec
     ds = xr.open_dataset(tmp_path / "a.nc").load()
     ds["v"] = ds["v"] + 40
     (tmp_path / "a.nc").unlink()
     ds.to_netcdf(tmp_path / "a.nc", encoding={"v": {"chunksizes": (3, 2), "zlib": True}})
     fs.refresh()
-    entry = {v.path: v for v in fs.report().variables}["v"]
-    assert entry.how == "computed" and "layout kept" in entry.reason
-    paths = sorted(tmp_path.glob("*.nc"))
-    with xr.open_mfdataset(paths) as truth:
-        np.testing.assert_array_equal(opened_before[...], truth["v"].values)
+    np.testing.assert_array_equal(opened_before[3:], before[3:])  # b.nc: unchanged
+    with pytest.raises(StaleSourceError, match=r"a\.nc"):
+        opened_before[:3]
     _assert_equals_mfdataset(fs, tmp_path)

@@ -334,7 +334,7 @@ class TestS3:
         s3fs = _upload(s3, paths, f"{bucket}/data")
         fs = virtual(f"s3://{bucket}/data/", target_options=s3.options())
         state = fs.collection()
-        assert all(f.identity.startswith("etag:") for f in state.files)
+        assert all(f.version.etag for f in state.files)
         assert len(scan_calls) == 3
         state_module.clear_states()  # a new process, as far as the state is concerned
         again = virtual(f"s3://{bucket}/data/", target_options=s3.options())

@@ -116,7 +116,7 @@ def test_entries_round_trip_computed_and_inline_arrays(tmp_path):
     fs = VirtualZarrFileSystem(str(path), cache=False, skip_instance_cache=True)
     manifest = fs.collection().manifest
     coords = {"lzf": np.arange(3), "scalar": np.float64(1.0)}
-    back, back_coords, messages = decode_entry(encode_entry(manifest, coords, ["m"]))
+    back, back_coords, messages, _, _ = decode_entry(encode_entry(manifest, coords, ["m"]))
     assert messages == ["m"] and np.array_equal(back_coords["lzf"], coords["lzf"])
     assert back_coords["scalar"].shape == ()
     assert back.urls == manifest.urls and back.groups == manifest.groups

@@ -11,10 +11,11 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from ..access import adapter_for
 from ..errors import ScanError
 from ..manifest import Manifest
 from ..reader import open_as_scanned
-from ..source import SourceFile, speaks, speaks_http, strong_etag
+from ..source import SourceFile, speaks_http
 
 __all__ = [
     "scan_file",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 3
+SCANNER_VERSION = 4
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with
@@ -109,8 +110,7 @@ def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
     (checked against the listed one; see :func:`~fsspec_virtual.reader.open_as_scanned`).
     Not with a weak ETag, which ``If-Match`` never matches: those scans are checked by a
     look at the file afterwards."""
-    guarded_kind = speaks_http(fs) or speaks(fs, "s3", "s3a")
-    return guarded_kind and strong_etag(source.identity) is not None
+    return adapter_for(fs).guards(source.version)
 
 
 def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
@@ -176,12 +176,9 @@ def scan_file(
 
             if speaks_http(fs) and source.size:
                 options["size"] = source.size  # spares fsspec a HEAD request
-            listed = (source.size, source.identity)
-            opened = (
-                fs.open(source.path, mode="rb")
-                if local
-                else open_as_scanned(fs, source.path, listed, **options)
-            )
+            # local scans are checked afterwards (a file replaced meanwhile is scanned again)
+            guard = None if local else source.version
+            opened = open_as_scanned(fs, source.path, guard, **options)
             with opened as f:
                 counter = None if local else _counted(f, first_block, source.size)
                 manifest, messages = scan_hdf5(f, source.path)

@@ -79,7 +79,8 @@ def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
     for path, array in manifest.arrays.items():
         raw = header.variables[path]._attributes
         attrs = json_attributes({k: v for k, v in raw.items() if k != "_FillValue"})
-        fill = zarr_fill_value(raw["_FillValue"]) if "_FillValue" in raw else None
+        dtype = array.meta.numpy_dtype
+        fill = zarr_fill_value(raw["_FillValue"], dtype) if "_FillValue" in raw else None
         types = attribute_dtypes(raw, raw)
         meta = replace(array.meta, attrs=attrs, fill_value=fill, attr_dtypes=types)
         arrays[path] = replace(array, meta=meta)
