@@ -30,7 +30,7 @@ from .source import SourceFile
 
 __all__ = [
     "ScanSettings",
-    "Scanned",
+    "ScanResult",
     "Progress",
     "scan_one",
     "scan_in_worker",
@@ -43,8 +43,28 @@ __all__ = [
 #: Told the number of files scanned so far and the number to scan.
 Progress = Callable[[int, int], None]
 
-#: One file's scan, its messages, the file version it describes and what it cost.
-Scanned = tuple[ScannedFile, list[str], SourceFile, ScanCost]
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """One file's scan, as a snapshot keeps it.
+
+    Attributes
+    ----------
+    scanned
+        The file's manifest and coordinate values.
+    messages
+        One message per variable left out of it.
+    source
+        The file at the version whose bytes were scanned.
+    cost
+        The requests the scan made (remote files).
+    """
+
+    scanned: ScannedFile
+    messages: tuple[str, ...]
+    source: SourceFile
+    cost: ScanCost = field(default_factory=ScanCost)
+
 
 #: Below this many files a cold pool's start-up (~1 s) costs more than it saves (a file
 #: scans in ~25 ms in-process; measured on the small and medium benchmark presets).
@@ -151,7 +171,7 @@ def scan_one(
     concat_dim: str | None,
     open_options: dict[str, Any] | None = None,
     first_block: bytes | None = None,
-) -> Scanned:
+) -> ScanResult:
     """Scan one file; returns the scan, its messages, the file version it describes and
     the requests it made.
 
@@ -190,7 +210,9 @@ def scan_one(
             unchanged = None
             error = e
         if unchanged is not None and unchanged.version == source.version:
-            return ScannedFile(source.path, manifest, coords), messages, source, cost
+            return ScanResult(
+                ScannedFile(source.path, manifest, coords), tuple(messages), source, cost
+            )
         try:
             source = unchanged if unchanged is not None else _as_it_is_now(fs, source)
         except FileNotFoundError as e:
@@ -243,9 +265,9 @@ def scan_window(
     window: Sequence[SourceFile],
     concat_dim: str | None,
     open_options: dict[str, Any],
-) -> list[Scanned | ScanError]:
+) -> list[ScanResult | ScanError]:
     """Scan the files of ``window`` one at a time, their first blocks fetched together."""
-    out: list[Scanned | ScanError] = []
+    out: list[ScanResult | ScanError] = []
     for source, block in zip(window, _first_blocks(fs, window, open_options)):
         try:
             out.append(scan_one(fs, source, concat_dim, open_options, block))
@@ -260,7 +282,7 @@ def scan_window_in_worker(
     window: Sequence[SourceFile],
     concat_dim: str | None,
     open_options: dict[str, Any],
-) -> list[Scanned | ScanError]:
+) -> list[ScanResult | ScanError]:
     """:func:`scan_window` in a worker process, which makes its own source filesystem."""
     try:
         fs = filesystem(protocol, **options)
@@ -275,7 +297,7 @@ def scan_in_worker(
     source: SourceFile,
     concat_dim: str | None,
     open_options: dict[str, Any] | None = None,
-) -> Scanned | ScanError:
+) -> ScanResult | ScanError:
     """:func:`scan_one` where the source filesystem must be made anew (a worker process
     or a Dask worker); a failure is returned, not raised, so that one bad file never
     fails a whole batch."""
@@ -321,7 +343,7 @@ def _ticker(
 
 def _dask_map(
     client: Any, args: list[tuple[Any, ...]], tick: Callable[[int], None]
-) -> list[Scanned | ScanError]:
+) -> list[ScanResult | ScanError]:
     """``scan_in_worker`` over ``args`` on a Dask cluster (or Dask's default scheduler)."""
     if client is None:
         import dask
@@ -368,7 +390,7 @@ def scan_files(
     listed: Sequence[SourceFile],
     concat_dim: str | None,
     settings: ScanSettings,
-) -> list[Scanned | ScanError]:
+) -> list[ScanResult | ScanError]:
     """Scan every file, where ``settings`` say; a file that fails gives its ScanError.
 
     Parameters
@@ -410,7 +432,7 @@ def scan_files(
                 timeout=SCAN_TIMEOUT,
                 on_done=lambda i: tick(len(windows[i])),
             )
-            out: list[Scanned | ScanError] = []
+            out: list[ScanResult | ScanError] = []
             for window, result in zip(windows, done):
                 if isinstance(result, BaseException):  # the task failed: each of its files
                     why = f"{type(result).__name__}: {result}"

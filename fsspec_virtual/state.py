@@ -42,7 +42,7 @@ from .metadata import render_metadata
 from .options import redacted
 from .scan import SCANNER_VERSION, ScanCost
 from .scan_cache import ScanCache, binding_of, files_of
-from .scheduling import ScanSettings, scan_files
+from .scheduling import ScanResult, ScanSettings, scan_files
 from .source import SourceFile, list_source_files, resolve_filesystem
 
 __all__ = [
@@ -104,28 +104,6 @@ class CollectionSpec:
             f"CollectionSpec(paths={redacted(self.paths)!r}, concat_dim={self.concat_dim!r}, "
             f"target_protocol={self.target_protocol!r}, on_error={self.on_error!r})"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ScanResult:
-    """One file's scan, as a snapshot keeps it.
-
-    Attributes
-    ----------
-    scanned
-        The file's manifest and coordinate values.
-    messages
-        One message per variable left out of it.
-    source
-        The file at the version whose bytes were scanned.
-    cost
-        The requests the scan made (remote files).
-    """
-
-    scanned: ScannedFile
-    messages: tuple[str, ...]
-    source: SourceFile
-    cost: ScanCost = field(default_factory=ScanCost)
 
 
 def snapshot_id(spec: CollectionSpec, files: Sequence[SourceFile]) -> str:
@@ -305,9 +283,8 @@ def _scan_or_reuse(
         if isinstance(outcome, BaseException):
             results[i] = outcome
             continue
-        done, found, as_scanned, spent = outcome
-        result = ScanResult(done, tuple(found), as_scanned, spent)
-        results[i] = result
+        done, found, as_scanned = outcome.scanned, list(outcome.messages), outcome.source
+        results[i] = outcome
         if cache is not None and as_scanned.version.tells_rewrites:
             key = cache.key(spec.target_protocol, as_scanned, spec.concat_dim, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found, binding_of([as_scanned]))
