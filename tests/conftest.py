@@ -335,6 +335,25 @@ def write_plain_hdf5_uniform(path: Path) -> Path:
     return path
 
 
+def write_steps(path: Path, start: int, value: float, steps: int = 3) -> Path:
+    """A tiny NetCDF4 file: ``v(time, x)`` = ``value + x`` for days ``start ..``, one
+    uncompressed chunk per step (a rewrite with other values keeps every offset)."""
+    import xarray as xr
+
+    ds = xr.Dataset(
+        {"v": (("time", "x"), np.full((steps, 4), value, dtype="f4") + np.arange(4, dtype="f4"))},
+        coords={
+            "time": (
+                "time",
+                np.arange(start, start + steps, dtype="f8"),
+                {"units": "days since 2000-01-01"},
+            )
+        },
+    )
+    ds.to_netcdf(path, encoding={"v": {"chunksizes": (1, 4)}})
+    return path
+
+
 def write_many(directory: Path, n_files: int) -> list[Path]:
     """``n_files`` tiny files of 1 or 2 time steps (chunk 1 along time)."""
     directory.mkdir(parents=True, exist_ok=True)

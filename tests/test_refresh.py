@@ -9,23 +9,11 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import write_steps
 
 from fsspec_virtual import StaleSourceError, VirtualZarrFileSystem
 
-
-def _write(path: Path, start: int, value: float, steps: int = 3) -> Path:
-    ds = xr.Dataset(
-        {"v": (("time", "x"), np.full((steps, 4), value, dtype="f4") + np.arange(4, dtype="f4"))},
-        coords={
-            "time": (
-                "time",
-                np.arange(start, start + steps, dtype="f8"),
-                {"units": "days since 2000-01-01"},
-            )
-        },
-    )
-    ds.to_netcdf(path, encoding={"v": {"chunksizes": (1, 4)}})
-    return path
+_write = write_steps
 
 
 @pytest.fixture

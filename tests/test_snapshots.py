@@ -14,6 +14,8 @@ import pickle
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import distributed
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import write_steps
 from servers import serve_directory
 
 import fsspec_virtual.state as state_module
@@ -33,21 +36,7 @@ from fsspec_virtual.scan_cache import (
     encode_entry,
 )
 
-
-def _write(path: Path, start: int, value: float, steps: int = 3) -> Path:
-    """Uncompressed, one chunk per step: a rewrite with other values keeps every offset."""
-    ds = xr.Dataset(
-        {"v": (("time", "x"), np.full((steps, 4), value, dtype="f4") + np.arange(4, dtype="f4"))},
-        coords={
-            "time": (
-                "time",
-                np.arange(start, start + steps, dtype="f8"),
-                {"units": "days since 2000-01-01"},
-            )
-        },
-    )
-    ds.to_netcdf(path, encoding={"v": {"chunksizes": (1, 4)}})
-    return path
+_write = write_steps
 
 
 def _store(source: str | Path, **kwargs) -> VirtualZarrFileSystem:
@@ -71,6 +60,18 @@ def _rewrite_keeping_stat(path: Path, value: float) -> None:
     tmp.unlink()
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@contextmanager
+def _dask_cluster() -> Iterator[distributed.Client]:
+    """One worker in another process: it has none of this process's snapshots."""
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(autouse=True)
@@ -147,12 +148,7 @@ class TestOpenObjectsKeepTheirSnapshot:
         (tmp_path / "c.nc").unlink()
         _write(tmp_path / "c.nc", 6, 3.0)  # rewritten: the old snapshot cannot be read whole
         fs.refresh()
-        with (
-            distributed.LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster),
-        ):
+        with _dask_cluster():
             if cache:  # the worker finds the snapshot in the scan cache
                 np.testing.assert_array_equal(ds["v"][:3].compute().values, _truth(a))
             else:  # it cannot rebuild it: the listing has changed since
@@ -167,12 +163,7 @@ class TestOpenObjectsKeepTheirSnapshot:
         ds = xr.open_zarr(fs.get_mapper(""), chunks={"time": 1})
         _write(tmp_path / "b.nc", 3, 2.0)
         fs.refresh()
-        with (
-            distributed.LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster),
-        ):
+        with _dask_cluster():
             np.testing.assert_array_equal(ds["v"].compute().values, _truth(a, c))
 
 

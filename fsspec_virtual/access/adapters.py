@@ -30,6 +30,7 @@ __all__ = [
     "SourceAdapter",
     "LocalAdapter",
     "GenericAdapter",
+    "CheckedAnswersAdapter",
     "adapter_for",
     "described_error",
     "on_own_loop",
@@ -266,6 +267,20 @@ class SourceAdapter:
 
 
 GenericAdapter = SourceAdapter
+
+
+class CheckedAnswersAdapter(SourceAdapter):
+    """A protocol whose every answer is checked against the version asked for (a
+    precondition sent, the answer's own version and range compared): nothing to look up
+    after a batch, and a scan with a strong ETag needs no look afterwards either."""
+
+    def guards(self, version: FileVersion) -> bool:
+        return version.strong_etag is not None
+
+    async def _checked_after(
+        self, reads: Sequence[Read], results: list[bytes | BaseException]
+    ) -> list[bytes | BaseException]:
+        return results
 
 
 def check_local(path: str, stat: os.stat_result, version: FileVersion) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from ..errors import RangeNotSupportedError, SourceReadError, StaleSourceError
-from .adapters import Read, SourceAdapter, described_error
+from .adapters import CheckedAnswersAdapter, Read, described_error
 from .version import FileVersion
 
 __all__ = ["HTTPAdapter", "is_http", "http_headers", "precondition_headers"]
@@ -91,7 +91,7 @@ def check_content_range(read: Read, header: str | None, size: int | None) -> Non
         )
 
 
-class HTTPAdapter(SourceAdapter):
+class HTTPAdapter(CheckedAnswersAdapter):
     """fsspec's HTTP(S) filesystem, with checked reads (see the module)."""
 
     async def read_one_async(self, read: Read) -> bytes:
@@ -129,11 +129,3 @@ class HTTPAdapter(SourceAdapter):
             return self.fs.open(path, mode="rb", **options)
         except Exception as e:
             raise described_error(path, e) from e
-
-    def guards(self, version: FileVersion) -> bool:
-        return version.strong_etag is not None
-
-    async def _checked_after(
-        self, reads: Any, results: list[bytes | BaseException]
-    ) -> list[bytes | BaseException]:
-        return results  # each answer was checked

@@ -8,7 +8,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from ..errors import StaleSourceError
-from .adapters import Read, SourceAdapter, described_error
+from .adapters import CheckedAnswersAdapter, Read, described_error
 from .http import check_content_range, same_etag
 from .version import FileVersion
 
@@ -22,7 +22,7 @@ def is_s3(fs: AbstractFileSystem) -> bool:
     return bool(own & {"s3", "s3a"}) and hasattr(fs, "_call_s3")
 
 
-class S3Adapter(SourceAdapter):
+class S3Adapter(CheckedAnswersAdapter):
     """s3fs, with checked reads (see the module)."""
 
     async def read_one_async(self, read: Read) -> bytes:
@@ -66,11 +66,3 @@ class S3Adapter(SourceAdapter):
             handle.close()
             raise StaleSourceError(path, f"its ETag is {details.get('ETag')}, scanned: {etag}")
         return handle
-
-    def guards(self, version: FileVersion) -> bool:
-        return version.strong_etag is not None
-
-    async def _checked_after(
-        self, reads: Any, results: list[bytes | BaseException]
-    ) -> list[bytes | BaseException]:
-        return results  # each answer was checked
