@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from .errors import (
+    AmbiguousKeyError,
     IncompatibleSourcesError,
     NoSourceFilesError,
     RangeNotSupportedError,
@@ -27,6 +28,7 @@ __all__ = [
     "ScanError",
     "NoSourceFilesError",
     "IncompatibleSourcesError",
+    "AmbiguousKeyError",
     "ReadOnlyError",
     "StaleSourceError",
     "SourceReadError",

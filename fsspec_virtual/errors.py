@@ -19,6 +19,7 @@ __all__ = [
     "ScanError",
     "NoSourceFilesError",
     "IncompatibleSourcesError",
+    "AmbiguousKeyError",
     "ReadOnlyError",
     "StaleSourceError",
     "SourceReadError",
@@ -88,6 +89,12 @@ class IncompatibleSourcesError(VirtualZarrError, ValueError):
 
     The message names the variable, both files and the rule that was broken.
     """
+
+
+class AmbiguousKeyError(VirtualZarrError, ValueError):
+    """A path names two different things in the store: the key below a chained root, and
+    the same path read as a key of its own. Never a ``FileNotFoundError`` (zarr would
+    serve fill values)."""
 
 
 class ReadOnlyError(VirtualZarrError, PermissionError):

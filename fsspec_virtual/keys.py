@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import VirtualZarrError
+from .errors import AmbiguousKeyError
 from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
 
 __all__ = [
@@ -146,12 +146,6 @@ def names_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> bool:
     path, _, leaf = key.rpartition("/")
     array = manifest.arrays.get(path)
     return array is not None and chunk_index(array, leaf) is not None
-
-
-class AmbiguousKeyError(VirtualZarrError, ValueError):
-    """A path names two different things in the store: the key below a chained root, and
-    the same path read as a key of its own. Never a ``FileNotFoundError`` (zarr would
-    serve fill values)."""
 
 
 class StoreKey(str):
