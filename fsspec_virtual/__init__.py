@@ -18,6 +18,7 @@ from .errors import (
     SourceReadError,
     StaleSourceError,
     UnsupportedVariableWarning,
+    UnversionedSourceWarning,
     VirtualZarrError,
 )
 from .filesystem import VirtualZarrFileSystem
@@ -35,4 +36,5 @@ __all__ = [
     "RangeNotSupportedError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
+    "UnversionedSourceWarning",
 ]

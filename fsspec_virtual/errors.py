@@ -26,6 +26,7 @@ __all__ = [
     "RangeNotSupportedError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
+    "UnversionedSourceWarning",
     "RedactedWarning",
 ]
 
@@ -138,6 +139,11 @@ class RedactedWarning(_Redacting, UserWarning):
 
 class UnsupportedVariableWarning(RedactedWarning):
     """A variable of a source file cannot be served yet and is left out of the store."""
+
+
+class UnversionedSourceWarning(RedactedWarning):
+    """A source file has no version beyond its size (a server that sends neither ``ETag``
+    nor ``Last-Modified``): a rewrite at the same size cannot be told from it."""
 
 
 class SkippedFileWarning(RedactedWarning):

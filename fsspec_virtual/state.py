@@ -36,7 +36,13 @@ from fsspec.core import split_protocol
 from .access import FileVersion
 from .combine import ScannedFile, combine
 from .compute import DecodedChunkCache
-from .errors import ScanError, SkippedFileWarning, StaleSourceError, UnsupportedVariableWarning
+from .errors import (
+    ScanError,
+    SkippedFileWarning,
+    StaleSourceError,
+    UnsupportedVariableWarning,
+    UnversionedSourceWarning,
+)
 from .manifest import Manifest
 from .metadata import render_metadata
 from .options import redacted
@@ -343,6 +349,15 @@ def _build(
 ) -> CollectionState:
     fs, paths = _source_filesystem(spec, previous)
     listed = list_source_files(fs, paths, spec.on_error)
+    blind = [f.path for f in listed if not f.version.tells_rewrites]
+    if blind:
+        warnings.warn(
+            f"{len(blind)} file(s) have no version but their size ({blind[0]}, ...: their "
+            "filesystem reports neither an ETag nor a modification time): a rewrite at the "
+            "same size cannot be detected, and would be read at the scanned offsets",
+            UnversionedSourceWarning,
+            stacklevel=3,
+        )
     if cache is not None and previous is None:
         # the whole snapshot of this exact listing: one read instead of one per file plus
         # the combine

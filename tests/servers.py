@@ -67,6 +67,11 @@ class HTTPServer:
         real servers add links to the parent, sort orders (``?C=M;O=A``) and anchors.
     etags
         Whether answers carry an ``ETag`` (False: ``Last-Modified`` only).
+    etags_on_get
+        Whether GET answers carry the ``ETag`` (False: only HEAD answers do, as some
+        proxies and CDNs strip it from range answers).
+    last_modified
+        Whether answers carry ``Last-Modified``.
     honour_if_unmodified_since
         Whether ``If-Unmodified-Since`` is checked (False: ignored).
     shift_ranges
@@ -91,6 +96,8 @@ class HTTPServer:
     honour_if_match: bool = True
     extra_links: list[str] = field(default_factory=list)
     etags: bool = True
+    etags_on_get: bool = True
+    last_modified: bool = True
     honour_if_unmodified_since: bool = True
     shift_ranges: int = 0
     hits: list[Hit] = field(default_factory=list)
@@ -169,8 +176,10 @@ class HTTPServer:
             "Accept-Ranges": "bytes" if self.ranges else "none",
             "Content-Type": "application/octet-stream",
         }
-        if not self.etags:
+        if not self.etags or (request.method == "GET" and not self.etags_on_get):
             del headers["ETag"]
+        if not self.last_modified:
+            del headers["Last-Modified"]
         since = request.headers.get("If-Unmodified-Since")
         if self.honour_if_unmodified_since and since is not None:
             limit = email.utils.parsedate_to_datetime(since).timestamp()

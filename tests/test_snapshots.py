@@ -28,7 +28,12 @@ from conftest import write_steps
 from servers import serve_directory
 
 import fsspec_virtual.state as state_module
-from fsspec_virtual import SourceReadError, StaleSourceError, VirtualZarrFileSystem
+from fsspec_virtual import (
+    SourceReadError,
+    StaleSourceError,
+    UnversionedSourceWarning,
+    VirtualZarrFileSystem,
+)
 from fsspec_virtual.scan_cache import (
     CorruptCacheEntryWarning,
     ScanCache,
@@ -206,6 +211,28 @@ class TestVersionsAreChecked:
         assert _truth(a)[0, 0] == 7.0
 
 
+class TestLocalReadsAreCheckedAfterwardsToo:
+    def test_a_write_during_the_read_is_refused(self, tmp_path, monkeypatch):
+        """A rewrite landing between the check before a read and its end: the fstat after
+        the read sees it (a write changes ctime before its bytes show)."""
+        import fsspec_virtual.access.adapters as adapters
+
+        a = _write(tmp_path / "a.nc", 0, 1.0)
+        array = zarr.open_group(_store(a).get_mapper(""), mode="r")["v"]
+        real_pread = os.pread
+
+        def pread_then_overwrite(fd: int, n: int, offset: int) -> bytes:
+            data = real_pread(fd, n, offset)
+            with open(a, "r+b") as f:  # another process writing, in place
+                f.seek(offset)
+                f.write(bytes(n))
+            return data
+
+        monkeypatch.setattr(adapters.os, "pread", pread_then_overwrite)
+        with pytest.raises(StaleSourceError, match=r"a\.nc"):
+            array[0]
+
+
 class TestHTTPAnswersAreChecked:
     def _open(self, server, name: str) -> zarr.Array:
         fs = _store(f"{server.url}/{name}")
@@ -234,6 +261,26 @@ class TestHTTPAnswersAreChecked:
             os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))  # seconds differ
             with pytest.raises(StaleSourceError, match=r"a\.nc"):
                 array[...]
+
+    def test_etag_left_off_range_answers_by_a_server_ignoring_if_match(self, tmp_path):
+        a = _write(tmp_path / "a.nc", 0, 1.0)
+        with serve_directory(tmp_path) as server:
+            server.etags_on_get = False
+            server.honour_if_match = False
+            array = self._open(server, "a.nc")
+            np.testing.assert_array_equal(array[...], _truth(a))
+            stat = a.stat()
+            _rewrite_keeping_stat(a, 9.0)
+            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+            with pytest.raises(StaleSourceError, match=r"a\.nc"):
+                array[...]
+
+    def test_a_server_without_any_version_is_said_to_be_blind(self, tmp_path):
+        _write(tmp_path / "a.nc", 0, 1.0)
+        with serve_directory(tmp_path) as server:
+            server.etags = server.last_modified = False
+            with pytest.warns(UnversionedSourceWarning, match="a.nc"):
+                self._open(server, "a.nc")
 
 
 class TestScanCacheEntriesAreBound:

@@ -58,7 +58,8 @@ def same_etag(a: str, b: str) -> bool:
 
 def check_answer_version(url: str, headers: Any, version: FileVersion | None) -> None:
     """Raise :class:`StaleSourceError` if an answer's ``ETag`` or ``Last-Modified`` is not
-    the version scanned."""
+    the version scanned (``Last-Modified`` is compared where the answer carries no ETag to
+    compare: a file without one, or a server that leaves it off its range answers)."""
     if version is None:
         return
     answered = headers.get("ETag")
@@ -66,7 +67,7 @@ def check_answer_version(url: str, headers: Any, version: FileVersion | None) ->
         raise StaleSourceError(url, f"its ETag is {answered}, scanned: {version.etag}")
     modified = headers.get("Last-Modified")
     if (
-        version.etag is None
+        not (version.etag and answered)
         and version.last_modified
         and modified not in (None, version.last_modified)
     ):

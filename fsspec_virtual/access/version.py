@@ -18,7 +18,15 @@ __all__ = ["FileVersion"]
 
 #: ``info`` keys that hold a modification time, in the spellings fsspec filesystems use
 #: (HTTP's header, s3fs, gcsfs/adlfs, generic).
-_MODIFIED_KEYS = ("Last-Modified", "LastModified", "last_modified", "updated", "modified", "mtime")
+_MODIFIED_KEYS = (
+    "Last-Modified",
+    "LastModified",
+    "last_modified",
+    "updated",
+    "modified",
+    "mtime",
+    "created",  # fsspec's memory filesystem: a rewrite makes a new file
+)
 
 
 def _spelled(value: Any) -> str | None:
