@@ -1,9 +1,15 @@
-"""Combine per-file manifests into one, along one concat dimension.
+"""Combine per-file manifests into one, as ``xr.open_mfdataset`` combines datasets.
 
-The rules follow ``xr.open_mfdataset(..., data_vars="minimal", coords="minimal",
-compat="override")``: files are ordered by their concat coordinate; variables with the
-concat dimension are concatenated; the others, and all attributes, come from the first
-file. A dimension coordinate other than the concat one (``lat``, ``lon``) labels every
+Files are grouped by their set of data variables; each group is placed on an N-D
+hypercube by its coordinates (:mod:`fsspec_virtual.hypercube`) and joined one dimension
+at a time; the groups are then merged (their shared coordinates equal), or, where they
+cover different stretches of one dimension, joined along it with the variables a group
+lacks served missing there (``join="outer"``). Along each dimension the rules follow
+``xr.open_mfdataset(..., data_vars="minimal", coords="minimal", compat="override")``:
+files are ordered by their concat coordinate; variables with the concat dimension are
+concatenated; the others, and all attributes, come from the first file.
+
+A dimension coordinate other than the concat one (``lat``, ``lon``) labels every
 file's data, so it must hold the same values in every file (xarray refuses to align
 other labels with ``join="exact"``, or re-aligns the data): one that differs is refused,
 never served under the first file's labels. Data variables without the concat dimension
@@ -17,18 +23,32 @@ nothing is ever served wrong.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import cast
 
 import numpy as np
 
-from .concat import coarsened, concatenate_variable, serve_alone
+from .concat import CrossAxisPlanError, coarsened, concatenate_variable, serve_alone, url_shifts
 from .coords import Labels, decode_many, encode_times, is_cf_time, labels_difference
 from .errors import IncompatibleSourcesError
-from .manifest import ChunkGrid, Manifest, VirtualArray
+from .hypercube import (
+    CombineOptions,
+    data_variables,
+    group_by_variables,
+    infer_concat_dims,
+    natural_key,
+    place,
+    value_from_path,
+)
+from .manifest import ChunkGrid, ComputePlan, Manifest, VirtualArray
 
-__all__ = ["ScannedFile", "combine", "concat_coordinate_paths", "dimension_coordinate_paths"]
+__all__ = [
+    "ScannedFile",
+    "CombineOptions",
+    "combine",
+    "concat_coordinate_paths",
+    "dimension_coordinate_paths",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +90,12 @@ def dimension_coordinate_paths(manifest: Manifest) -> list[str]:
     ]
 
 
-def _natural_key(path: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
-
-
 def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
     """Files in concat-coordinate order, refusing overlaps and duplicates."""
     key_path = concat_dim if concat_dim in files[0].manifest.arrays else None
     has_coord = [key_path is not None and key_path in f.coords for f in files]
     if not any(has_coord):
-        return sorted(files, key=lambda f: _natural_key(f.path))
+        return sorted(files, key=lambda f: natural_key(f.path))
     if not all(has_coord):
         with_c = files[has_coord.index(True)]
         without = files[has_coord.index(False)]
@@ -140,13 +156,16 @@ def _check_labels(path: str, first: ScannedFile, other: ScannedFile) -> None:
         raise IncompatibleSourcesError(difference)
 
 
-def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -> VirtualArray:
-    """The concat coordinate of every file, decoded per file and re-encoded as one."""
+def _combined_coordinate(
+    path: str, files: list[ScannedFile], concat_dim: str
+) -> tuple[VirtualArray, np.ndarray]:
+    """The concat coordinate of every file, decoded per file and re-encoded as one; and
+    its raw values."""
     first = files[0].manifest.arrays[path].meta
     for other in files[1:]:
         meta = other.manifest.arrays[path].meta
-        if not is_cf_time(first.attrs) and (meta.dtype, meta.attrs.get("units")) != (
-            first.dtype,
+        if not is_cf_time(first.attrs) and (meta.numpy_dtype.kind, meta.attrs.get("units")) != (
+            first.numpy_dtype.kind,
             first.attrs.get("units"),
         ):
             raise IncompatibleSourcesError(
@@ -164,7 +183,10 @@ def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -
             np.concatenate(parts), first.attrs["units"], first.attrs.get("calendar"), dtype
         )
     else:
-        values = np.concatenate([f.coords[path] for f in files]).astype(dtype)
+        raw = [f.coords[path] for f in files]
+        if dtype.kind in "US" or any(r.dtype != dtype for r in raw):
+            dtype = np.result_type(dtype, *(r.dtype for r in raw))
+        values = np.concatenate(raw).astype(dtype)
     values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
     meta = replace(
         first,
@@ -176,74 +198,314 @@ def _combined_coordinate(path: str, files: list[ScannedFile], concat_dim: str) -
         attrs=attrs,
     )
     if not values.size:
-        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
-    return VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
+        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape)), values
+    return VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1)), values
 
 
-def combine(files: list[ScannedFile], concat_dim: str | None) -> Manifest:
+def _as_options(options: CombineOptions | str | None) -> CombineOptions:
+    if isinstance(options, CombineOptions):
+        return options
+    return CombineOptions.from_arguments(options)
+
+
+def _length(block: ScannedFile, dim: str) -> int | None:
+    """A block's length along ``dim``: its coordinate's, else any variable's."""
+    if dim in block.coords:
+        return len(block.coords[dim])
+    for array in block.manifest.arrays.values():
+        if dim in array.meta.dimensions:
+            return array.meta.shape[array.meta.dimensions.index(dim)]
+    return None
+
+
+def _placeholder(path: str, template: VirtualArray, block: ScannedFile, dim: str) -> VirtualArray:
+    """A variable ``block`` lacks, along ``dim``: every chunk missing (read as its fill)."""
+    meta = template.meta
+    length = _length(block, dim)
+    if length is None:
+        raise IncompatibleSourcesError(
+            f"variable {path!r} is not in {block.path}, whose length along {dim!r} is unknown"
+        )
+    axis = meta.dimensions.index(dim)
+    shape = tuple(length if i == axis else n for i, n in enumerate(meta.shape))
+    placed = replace(meta, shape=shape)
+    return VirtualArray(placed, ChunkGrid.empty(placed.grid_shape))
+
+
+def _fillable(path: str, arrays: list[VirtualArray]) -> list[VirtualArray]:
+    """The arrays of a variable missing from some files, declared with a fill value that
+    reads as xarray's outer join gives (NaN): a float without one gets ``NaN``."""
+    meta = arrays[0].meta
+    if meta.fill_value is not None:
+        return arrays
+    if meta.numpy_dtype.kind != "f":
+        raise NotImplementedError(
+            f"variable {path!r} ({meta.dtype}, no _FillValue) is missing from some files: "
+            "xarray fills it with NaN after promoting it to float, which is not served yet; "
+            "pass join='exact' to refuse such collections, or add a _FillValue"
+        )
+    return [replace(a, meta=replace(a.meta, fill_value="NaN")) for a in arrays]
+
+
+def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
+    """Blocks (files, or files joined before) joined along one dimension."""
+    blocks = _order(blocks, dim)
+    first = blocks[0]
+    skipped = {p: r for b in blocks for p, r in b.manifest.skipped.items()}
+    coord_paths = set(concat_coordinate_paths(first.manifest, dim))
+    label_paths = set(dimension_coordinate_paths(first.manifest)) - coord_paths
+    kept = [a for b in blocks for p, a in b.manifest.arrays.items() if p not in skipped]
+    if not any(dim in a.meta.dimensions for a in kept):
+        raise IncompatibleSourcesError(
+            f"no variable of {first.path} has the concat dimension {dim!r}"
+        )
+    arrays: dict[str, VirtualArray] = {}
+    coords = dict(first.coords)
+    for path in dict.fromkeys(p for b in blocks for p in b.manifest.arrays):
+        if path in skipped:
+            continue
+        having = [b for b in blocks if path in b.manifest.arrays]
+        template = having[0].manifest.arrays[path]
+        dims = template.meta.dimensions
+        lacking = [b for b in blocks if path not in b.manifest.arrays]
+        if lacking and (dim not in dims or join == "exact"):
+            raise IncompatibleSourcesError(
+                f"variable {path!r} is in {having[0].path} but not in {lacking[0].path}"
+                + (" (join='exact')" if dim in dims else "")
+            )
+        if path in coord_paths:
+            arrays[path], coords[path] = _combined_coordinate(path, blocks, dim)
+            continue
+        if dim not in dims:
+            for other in blocks[1:]:
+                _check_same(path, first, other)
+                if path in label_paths:
+                    _check_labels(path, first, other)
+            arrays[path] = template
+            continue
+        members = blocks
+        if lacking:
+            filled = _fillable(
+                path,
+                [
+                    b.manifest.arrays[path]
+                    if path in b.manifest.arrays
+                    else _placeholder(path, template, b, dim)
+                    for b in blocks
+                ],
+            )
+            members = [
+                replace(b, manifest=replace(b.manifest, arrays={**b.manifest.arrays, path: a}))
+                for b, a in zip(blocks, filled)
+            ]
+        arrays[path] = concatenate_variable(path, members, dims.index(dim))
+    groups = {p: g for b in reversed(blocks) for p, g in b.manifest.groups.items()}
+    groups.update(first.manifest.groups)
+    urls = tuple(u for b in blocks for u in b.manifest.urls)
+    return ScannedFile(first.path, Manifest(urls, groups, arrays, skipped), coords)
+
+
+def _fold(
+    files: list[ScannedFile],
+    positions: list[tuple[int, ...]],
+    dims: list[str],
+    order: tuple[str, ...],
+    join: str,
+    last_may_compute: bool,
+) -> ScannedFile:
+    """The files joined one dimension at a time, in ``order``; every join but the last
+    must pass through (a computed chunk's parts are placed along one axis only)."""
+    live = list(dims)
+    blocks = dict(zip(positions, files))
+    for step, dim in enumerate(order):
+        i = live.index(dim)
+        rows: dict[tuple[int, ...], list[tuple[int, ScannedFile]]] = {}
+        for position, block in blocks.items():
+            rows.setdefault(position[:i] + position[i + 1 :], []).append((position[i], block))
+        blocks = {}
+        for rest, members in rows.items():
+            row = [b for _, b in sorted(members, key=lambda m: m[0])]
+            joined = _concat(row, dim, join) if len(row) > 1 else row[0]
+            if step < len(order) - 1 or not last_may_compute:
+                planned = [p for p, a in joined.manifest.arrays.items() if a.plan is not None]
+                if len(row) > 1 and planned:
+                    raise CrossAxisPlanError(f"{planned[0]!r} computed along {dim!r}")
+            blocks[rest] = joined
+        live.pop(i)
+    (only,) = blocks.values()
+    return only
+
+
+def _join_group(files: list[ScannedFile], options: CombineOptions) -> ScannedFile:
+    """One group's files (one variable set) joined on their hypercube."""
+    from_path = {d: [f.coords[d][0] for f in files] for d, _ in options.coords_from_path}
+    if options.concat_dims is not None:
+        dims = list(options.concat_dims)
+    else:
+        dims = infer_concat_dims(files)
+        dims += [d for d in from_path if d not in dims]
+    if len(files) == 1:
+        return files[0]
+    if not dims:
+        raise IncompatibleSourcesError(
+            f"{len(files)} files with the same variables ({files[0].path}, {files[1].path}, "
+            "...) and the same coordinate values: nothing tells how to combine them; pass "
+            "concat_dim= (and combine='nested' to order them by file name)"
+        )
+    positions = place(files, dims, options.combine == "nested", from_path)
+    errors = []
+    for order in [tuple(reversed(dims)), *itertools.permutations(dims)]:
+        try:
+            return _fold(files, positions, dims, order, options.join, True)
+        except CrossAxisPlanError as e:
+            errors.append(str(e))
+    raise NotImplementedError(
+        f"files of {files[0].path}, ... need computed chunks along more than one of "
+        f"{dims} ({errors[0]}): chunks straddle files along two dimensions, which is not "
+        "served yet"
+    )
+
+
+def _shifted(array: VirtualArray, shift: int) -> VirtualArray:
+    grid = array.grid.with_file_ids_shifted(shift)
+    if array.plan is None:
+        return VirtualArray(array.meta, grid)
+    parts = tuple(part.shifted(shift, 0) for part in array.plan.parts)
+    return VirtualArray(array.meta, grid, ComputePlan(parts, array.plan.axis, array.plan.reason))
+
+
+def _differing_dims(blocks: list[ScannedFile]) -> list[str]:
+    first = blocks[0]
+    out = []
+    for path in dimension_coordinate_paths(first.manifest):
+        for other in blocks[1:]:
+            if path not in other.coords or path not in first.coords:
+                continue
+            a, b = first.manifest.arrays[path].meta, other.manifest.arrays[path].meta
+            labels = Labels(first.path, first.coords[path], a.attrs)
+            if labels_difference(path, labels, Labels(other.path, other.coords[path], b.attrs)):
+                out.append(path)
+                break
+    return out
+
+
+def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
+    """Groups of files (different variable sets) merged: their shared coordinates equal,
+    or they cover different stretches of one dimension (an outer join along it)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    differ = _differing_dims(blocks)
+    if differ:
+        if options.join == "exact":
+            raise IncompatibleSourcesError(
+                f"variables of {blocks[0].path} and {blocks[1].path} have different "
+                f"coordinates {differ} (join='exact')"
+            )
+        if len(differ) > 1 or "/" in differ[0]:
+            raise NotImplementedError(
+                f"variable groups that differ along {differ} are not merged yet "
+                f"({blocks[0].path}, {blocks[1].path})"
+            )
+        return _concat(blocks, differ[0], options.join)
+    first = blocks[0]
+    arrays: dict[str, VirtualArray] = {}
+    owner: dict[str, ScannedFile] = {}
+    for block, shift in zip(blocks, url_shifts(blocks)):
+        for path, array in block.manifest.arrays.items():
+            if path in arrays:
+                _check_same(path, owner[path], block)
+                continue
+            arrays[path], owner[path] = _shifted(array, shift), block
+    coords = {k: v for b in reversed(blocks) for k, v in b.coords.items()}
+    groups = {p: g for b in reversed(blocks) for p, g in b.manifest.groups.items()}
+    urls = tuple(u for b in blocks for u in b.manifest.urls)
+    skipped = {p: r for b in blocks for p, r in b.manifest.skipped.items()}
+    return ScannedFile(first.path, Manifest(urls, groups, arrays, skipped), coords)
+
+
+def _with_path_coordinates(f: ScannedFile, options: CombineOptions) -> ScannedFile:
+    """A file with its coordinates from its path: a new dimension (length 1) before its
+    data variables' own where the file lacks it."""
+    manifest, coords = f.manifest, dict(f.coords)
+    for dim, where in options.coords_from_path:
+        value = np.asarray([value_from_path(f.path, dim, where)])
+        if dim in manifest.arrays:
+            coords[dim] = value if dim not in coords else coords[dim]
+            continue
+        arrays = dict(manifest.arrays)
+        for path in data_variables(manifest):
+            array = arrays[path]
+            if array.plan is not None:
+                raise NotImplementedError(
+                    f"variable {path!r} of {f.path} is computed (read through h5py or "
+                    f"converted): adding the dimension {dim!r} to it is not served yet"
+                )
+            grid = array.grid
+            arrays[path] = VirtualArray(
+                replace(
+                    array.meta,
+                    shape=(1, *array.meta.shape),
+                    chunks=(1, *array.meta.chunks),
+                    dimensions=(dim, *array.meta.dimensions),
+                ),
+                ChunkGrid(grid.file_id[None], grid.offset[None], grid.length[None], grid.inline),
+            )
+        values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
+        meta = replace(
+            next(iter(f.manifest.arrays.values())).meta,
+            shape=(1,),
+            chunks=(1,),
+            dtype=values.dtype.str,
+            compressor=None,
+            filters=None,
+            fill_value=None,
+            dimensions=(dim,),
+            attrs={},
+            attr_dtypes={},
+        )
+        arrays[dim] = VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
+        coords[dim] = values
+        manifest = replace(manifest, arrays=arrays)
+    return ScannedFile(f.path, manifest, coords)
+
+
+def _finished(manifest: Manifest, concat_dims: list[str]) -> Manifest:
+    """Every array as it is served: lossy packing unpacked, tiny chunks merged."""
+    arrays = {}
+    for path, array in manifest.arrays.items():
+        dims = array.meta.dimensions
+        keep = next((dims.index(d) for d in concat_dims if d in dims), None)
+        arrays[path] = coarsened(serve_alone(array), keep)
+    return replace(manifest, arrays=arrays)
+
+
+def combine(files: list[ScannedFile], options: CombineOptions | str | None = None) -> Manifest:
     """Combine the scanned files of a collection into one manifest.
 
     Parameters
     ----------
     files
         The scanned files, in listing order.
-    concat_dim
-        The dimension to concatenate along; ``None`` only for a single file.
+    options
+        How to combine them (:class:`CombineOptions`); a dimension name is short for
+        ``CombineOptions(concat_dims=(name,))``; None: by coordinates, dimensions inferred.
 
     Raises
     ------
     IncompatibleSourcesError
         If the files cannot be combined without serving wrong data.
+    NotImplementedError
+        For layouts open_mfdataset combines that are not served yet (said which).
     """
     if not files:
         raise ValueError("no files to combine")
+    options = _as_options(options)
+    if options.coords_from_path:
+        files = [_with_path_coordinates(f, options) for f in files]
     if len(files) == 1:
-        only = files[0].manifest
-        return replace(
-            only, arrays={p: coarsened(serve_alone(a), None) for p, a in only.arrays.items()}
-        )
-    if concat_dim is None:
-        raise IncompatibleSourcesError(
-            f"{len(files)} files found ({files[0].path}, {files[1].path}, ...): "
-            "pass concat_dim= to combine them along a dimension"
-        )
-    files = _order(files, concat_dim)
-    first = files[0]
-    skipped = {p: r for f in files for p, r in f.manifest.skipped.items()}
-    coord_paths = set(concat_coordinate_paths(first.manifest, concat_dim))
-    label_paths = set(dimension_coordinate_paths(first.manifest)) - coord_paths
-    # before any other check: a wrong concat_dim makes every other coordinate "differ"
-    kept = [a for p, a in first.manifest.arrays.items() if p not in skipped]
-    if not any(concat_dim in a.meta.dimensions for a in kept):
-        raise IncompatibleSourcesError(
-            f"no variable of {first.path} has the concat dimension {concat_dim!r}"
-        )
-    arrays: dict[str, VirtualArray] = {}
-    all_paths = dict.fromkeys(p for f in files for p in f.manifest.arrays)
-    for path in all_paths:
-        if path in skipped:
-            continue
-        lacking = [f for f in files if path not in f.manifest.arrays]
-        if lacking:
-            having = next(f for f in files if path in f.manifest.arrays)
-            raise IncompatibleSourcesError(
-                f"variable {path!r} is in {having.path} but not in {lacking[0].path}"
-            )
-        dims = first.manifest.arrays[path].meta.dimensions
-        axis = dims.index(concat_dim) if concat_dim in dims else None
-        if path in coord_paths:
-            arrays[path] = _combined_coordinate(path, files, concat_dim)
-            continue
-        if axis is None:
-            for other in files[1:]:
-                _check_same(path, first, other)
-                if path in label_paths:
-                    _check_labels(path, first, other)
-            arrays[path] = coarsened(serve_alone(first.manifest.arrays[path]), None)
-        else:
-            arrays[path] = coarsened(concatenate_variable(path, files, axis), axis)
-    groups = {p: a for f in reversed(files) for p, a in f.manifest.groups.items()}
-    groups.update(first.manifest.groups)
-    return Manifest(
-        urls=tuple(f.path for f in files), groups=groups, arrays=arrays, skipped=skipped
-    )
+        return _finished(files[0].manifest, [])
+    groups = group_by_variables(files)
+    joined = [_join_group(cast(list[ScannedFile], group), options) for group in groups]
+    merged = _merge(joined, options)
+    dims = list(options.concat_dims or infer_concat_dims(files) or [])
+    return _finished(merged.manifest, dims)

@@ -30,7 +30,14 @@ from .manifest import (
     VirtualArray,
 )
 
-__all__ = ["concatenate_variable", "serve_alone", "coarsened", "PACKING_ATTRS"]
+__all__ = [
+    "concatenate_variable",
+    "serve_alone",
+    "coarsened",
+    "url_shifts",
+    "CrossAxisPlanError",
+    "PACKING_ATTRS",
+]
 
 #: Source chunks smaller than this (decoded) are served merged into larger chunks...
 SMALL_CHUNK_BYTES = 64 * 1024
@@ -42,6 +49,17 @@ MANY_CHUNKS = 1024
 
 #: Attributes that change how stored values decode.
 PACKING_ATTRS = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
+
+
+class CrossAxisPlanError(NotImplementedError):
+    """An array already computed along one axis cannot be concatenated along another
+    (a computed chunk's parts are placed along one axis only)."""
+
+
+def url_shifts(files: Sequence[_File]) -> list[int]:
+    """Where each file's URLs begin in the joined URL table (a file here may itself be
+    several files joined before)."""
+    return [0, *itertools.accumulate(len(f.manifest.urls) for f in files)][:-1]
 
 
 class _File(Protocol):
@@ -96,16 +114,26 @@ def _codec(meta: ArrayMeta) -> tuple[object, ...]:
     return (meta.dtype, meta.compressor, meta.filters, meta.order, meta.chunks, meta.fill_value)
 
 
-def _parts(arrays: list[VirtualArray], starts: list[int], unpack: bool) -> tuple[SourcePart, ...]:
+def _parts(
+    arrays: list[VirtualArray],
+    starts: list[int],
+    unpack: bool,
+    shifts: list[int],
+    axis: int | None,
+) -> tuple[SourcePart, ...]:
     parts: list[SourcePart] = []
-    for file_id, (array, start) in enumerate(zip(arrays, starts)):
+    for array, start, shift in zip(arrays, starts, shifts):
         if array.plan is not None:
+            if array.plan.axis is not None and array.plan.axis != axis:
+                raise CrossAxisPlanError(
+                    f"computed along axis {array.plan.axis}, to be joined along axis {axis}"
+                )
             for part in array.plan.parts:
-                moved = part.shifted(file_id, start)
+                moved = part.shifted(shift, start)
                 parts.append(replace(moved, unpack=moved.unpack or unpack))
         else:
-            grid = array.grid.with_file_ids_shifted(file_id)
-            parts.append(SourcePart(start, array.meta, grid, file_id, None, unpack))
+            grid = array.grid.with_file_ids_shifted(shift)
+            parts.append(SourcePart(start, array.meta, grid, shift, None, unpack))
     return tuple(parts)
 
 
@@ -114,6 +142,7 @@ def _hybrid_grid(
     arrays: list[VirtualArray],
     starts: list[int],
     axis: int,
+    shifts: list[int],
 ) -> ChunkGrid:
     """Target chunks copied from a file where one file chunk is exactly the target chunk."""
     c = target.chunks[axis]
@@ -124,7 +153,7 @@ def _hybrid_grid(
     eligible = [a.plan is None and _codec(a.meta) == _codec(target) for a in arrays]
     for index, (array, usable) in enumerate(zip(arrays, eligible)):
         if usable:
-            grids.append(array.grid.with_file_ids_shifted(index))
+            grids.append(array.grid.with_file_ids_shifted(shifts[index]))
         else:
             placeholder = list(target.grid_shape)
             placeholder[axis] = array.grid.shape[axis]
@@ -162,6 +191,7 @@ def _unpacked(
     chunks: tuple[int, ...],
     axis: int | None,
     why: str,
+    shifts: list[int] | None = None,
 ) -> VirtualArray:
     """The decoded values of the arrays laid end to end, packing attributes removed."""
     metas = [a.meta for a in arrays]
@@ -179,7 +209,8 @@ def _unpacked(
         attrs={k: v for k, v in first.attrs.items() if k not in dropped},
         attr_dtypes={k: v for k, v in first.attr_dtypes.items() if k not in dropped},
     )
-    plan = ComputePlan(_parts(arrays, starts, unpack=True), axis, why)
+    shifts = shifts if shifts is not None else list(range(len(arrays)))
+    plan = ComputePlan(_parts(arrays, starts, True, shifts, axis), axis, why)
     return VirtualArray(target, ChunkGrid.computed(target.grid_shape), plan)
 
 
@@ -189,7 +220,7 @@ def serve_alone(array: VirtualArray) -> VirtualArray:
     if not (_is_packed(meta) and _lossy_packing(meta)) or not meta.shape:
         return array
     chunks = tuple(max(c, 1) for c in meta.chunks)
-    return _unpacked([array], [0], meta.shape, chunks, None, _LOSSY_REASON)
+    return _unpacked([array], [0], meta.shape, chunks, None, _LOSSY_REASON, [0])
 
 
 def _first_difference(files: Sequence[_File], metas: list[ArrayMeta], key) -> str | None:
@@ -225,6 +256,7 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
         non-concat shape, text vs numbers, units).
     """
     arrays = [f.manifest.arrays[path] for f in files]
+    shifts = url_shifts(files)
     metas = [a.meta for a in arrays]
     first = metas[0]
     for other_file, other in zip(files[1:], metas[1:]):
@@ -248,7 +280,7 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
             if packing_between
             else _LOSSY_REASON
         )
-        return _unpacked(arrays, starts, shape, chunks, axis, why)
+        return _unpacked(arrays, starts, shape, chunks, axis, why, shifts)
 
     if all(m.dtype == first.dtype for m in metas):
         declared = first  # exactly, byte order included (NetCDF3 is big-endian)
@@ -259,7 +291,7 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
     straddle = _straddle(files, lengths, chunks[axis])
     codecs_between = _first_difference(files, metas, _codec)
     if not planned and not straddle and not codecs_between:
-        grids = [a.grid.with_file_ids_shifted(i) for i, a in enumerate(arrays)]
+        grids = [a.grid.with_file_ids_shifted(shift) for a, shift in zip(arrays, shifts)]
         return VirtualArray(target, ChunkGrid.concatenate(grids, axis))
     reasons = []
     if straddle:
@@ -267,8 +299,8 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
     if codecs_between:
         reasons.append(f"dtype, codecs, chunks or fill value differ between {codecs_between}")
     reasons.extend(planned[:1])
-    plan = ComputePlan(_parts(arrays, starts, unpack=False), axis, "; ".join(reasons))
-    return VirtualArray(target, _hybrid_grid(target, arrays, starts, axis), plan)
+    plan = ComputePlan(_parts(arrays, starts, False, shifts, axis), axis, "; ".join(reasons))
+    return VirtualArray(target, _hybrid_grid(target, arrays, starts, axis, shifts), plan)
 
 
 def coarsened(array: VirtualArray, keep_axis: int | None) -> VirtualArray:

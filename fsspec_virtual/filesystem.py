@@ -15,6 +15,7 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from .combine import CombineOptions
 from .compute import compute_chunk
 from .errors import ReadOnlyError
 from .keys import (
@@ -68,7 +69,19 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         ``target_protocol`` filesystem. A directory's own files are used (not its
         subdirectories'); use a ``**`` glob to recurse.
     concat_dim
-        The dimension to concatenate the files along. Not needed for a single file.
+        The dimension(s) to concatenate the files along: a name or a list of names.
+        Default: inferred from the coordinate values that differ between files.
+    combine
+        ``"by_coords"`` (default: files placed by their coordinate values, as
+        ``xr.open_mfdataset(combine="by_coords")``) or ``"nested"`` (files without
+        coordinates along a ``concat_dim`` ordered by natural file-name order).
+    join
+        ``"outer"`` (default): a variable missing from some files along a concat
+        dimension is served missing (NaN) there; ``"exact"``: such collections are refused.
+    coords_from_path
+        Dimension -> a regex with one group (or a callable ``path -> value``) that finds a
+        file's coordinate along it in its path, e.g. ``{"member": r"_r(\\d+)i"}``: a new
+        dimension of the data variables where the files lack it.
     fo
         Alias of ``path``, as passed by fsspec's URL chaining (``virtualzarr::s3://...``).
     target_protocol, target_options
@@ -129,8 +142,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     def __init__(
         self,
         path: str | Sequence[str] | None = None,
-        concat_dim: str | None = None,
+        concat_dim: str | Sequence[str] | None = None,
         *,
+        combine: str = "by_coords",
+        join: str = "outer",
+        coords_from_path: dict[str, Any] | None = None,
         fo: str | Sequence[str] | None = None,
         target_protocol: str | None = None,
         target_options: dict[str, Any] | None = None,
@@ -155,19 +171,22 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         target_options = from_json_safe(target_options)
         scheduler = from_json_safe(scheduler)
         progress = from_json_safe(progress)
+        coords_from_path = from_json_safe(coords_from_path)
         # what a pickle (to a Dask worker, say) carries: the options themselves, never
         # references valid in this process only; a process that unpickles a store scans
         # (if it must) on its own, with no progress bar
         self._portable_options = {
             "target_options": target_options,
+            "coords_from_path": coords_from_path,
             "scheduler": "processes",
             "progress": False,
         }
         source = path if path is not None else fo
         if source is None:
             raise TypeError("VirtualZarrFileSystem needs a path (a directory, glob, file or list)")
+        combining = CombineOptions.from_arguments(concat_dim, combine, join, coords_from_path)
         self._spec = CollectionSpec.from_arguments(
-            source, concat_dim, target_protocol, target_options, on_error
+            source, combining, target_protocol, target_options, on_error
         )
         self._scanning = ScanSettings(
             max_workers,

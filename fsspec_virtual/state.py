@@ -34,7 +34,7 @@ from fsspec import AbstractFileSystem, get_filesystem_class
 from fsspec.core import split_protocol
 
 from .access import FileVersion
-from .combine import ScannedFile, combine
+from .combine import CombineOptions, ScannedFile, combine
 from .compute import DecodedChunkCache
 from .errors import (
     ScanError,
@@ -45,7 +45,7 @@ from .errors import (
 )
 from .manifest import Manifest
 from .metadata import render_metadata
-from .options import redacted
+from .options import is_secret_name, redacted
 from .scan import SCANNER_VERSION, ScanCost
 from .scan_cache import ScanCache, binding_of, files_of
 from .scheduling import ScanResult, ScanSettings, scan_files
@@ -68,13 +68,17 @@ __all__ = [
 
 OnError = Literal["raise", "skip"]
 
+#: What a scan reads besides the metadata: every file's dimension coordinates (the
+#: combine compares and orders by them), whatever the collection's options.
+SCAN_READS = "dimension-coordinates"
+
 
 @dataclass(frozen=True, slots=True)
 class CollectionSpec:
     """What determines a collection's state: its sources and how they are combined."""
 
     paths: tuple[str, ...]
-    concat_dim: str | None
+    combining: CombineOptions
     target_protocol: str
     target_options_json: str
     on_error: OnError
@@ -86,7 +90,7 @@ class CollectionSpec:
     def from_arguments(
         cls,
         path: str | Sequence[str],
-        concat_dim: str | None,
+        combining: CombineOptions | str | None,
         target_protocol: str | None,
         target_options: dict[str, Any] | None,
         on_error: OnError,
@@ -103,13 +107,47 @@ class CollectionSpec:
         strip = get_filesystem_class(protocol)._strip_protocol
         paths = tuple(strip(p) for p in raw)
         options = json.dumps(target_options or {}, sort_keys=True, default=repr)
-        return cls(paths, concat_dim, protocol, options, on_error, dict(target_options or {}))
+        if not isinstance(combining, CombineOptions):
+            combining = CombineOptions.from_arguments(combining)
+        return cls(paths, combining, protocol, options, on_error, dict(target_options or {}))
+
+    @property
+    def source_identity(self) -> str:
+        """Where the files are, beyond their paths: the protocol and the options that
+        locate them (a ``dir`` root, an endpoint), credentials and objects left out, so
+        that it is the same in every process and for every user of a shared cache."""
+        return _source_identity(self.target_protocol, self.target_options)
+
+    @property
+    def concat_dim(self) -> str | tuple[str, ...] | None:
+        """The concat dimension(s) named, as given."""
+        dims = self.combining.concat_dims
+        return dims[0] if dims is not None and len(dims) == 1 else dims
 
     def __repr__(self) -> str:
         return (
-            f"CollectionSpec(paths={redacted(self.paths)!r}, concat_dim={self.concat_dim!r}, "
+            f"CollectionSpec(paths={redacted(self.paths)!r}, combining={self.combining!r}, "
             f"target_protocol={self.target_protocol!r}, on_error={self.on_error!r})"
         )
+
+
+def _locating(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            str(k): _locating(v)
+            for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+            if not is_secret_name(str(k))
+        }
+    if isinstance(value, list | tuple):
+        return [_locating(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return type(value).__name__
+
+
+def _source_identity(protocol: str, options: dict[str, Any]) -> str:
+    ident = json.dumps([protocol, _locating(options)], sort_keys=True)
+    return f"{protocol}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
 def snapshot_id(spec: CollectionSpec, files: Sequence[SourceFile]) -> str:
@@ -120,8 +158,8 @@ def snapshot_id(spec: CollectionSpec, files: Sequence[SourceFile]) -> str:
         [
             "snapshot",
             list(spec.paths),
-            spec.concat_dim,
-            spec.target_protocol,
+            spec.combining.identity(),
+            spec.source_identity,
             spec.on_error,
             SCANNER_VERSION,
             binding_of(list(files)),
@@ -270,7 +308,7 @@ def _scan_or_reuse(
         # a version that is only a size cannot tell a rewrite: never reused
         hit = known.get(source) if source.version.tells_rewrites else None
         if hit is None and cache is not None and source.version.tells_rewrites:
-            key = cache.key(spec.target_protocol, source, spec.concat_dim, SCANNER_VERSION)
+            key = cache.key(spec.source_identity, source, SCAN_READS, SCANNER_VERSION)
             entry = cache.get(key, expect=binding_of([source]))
             if entry is not None:
                 manifest, coords, notes = entry[0], entry[1], entry[2]
@@ -282,7 +320,7 @@ def _scan_or_reuse(
         spec.target_protocol,
         spec.target_options,
         [listed[i] for i in todo],
-        spec.concat_dim,
+        SCAN_READS,
         settings,
     )
     for i, outcome in zip(todo, fresh):
@@ -292,7 +330,7 @@ def _scan_or_reuse(
         done, found, as_scanned = outcome.scanned, list(outcome.messages), outcome.source
         results[i] = outcome
         if cache is not None and as_scanned.version.tells_rewrites:
-            key = cache.key(spec.target_protocol, as_scanned, spec.concat_dim, SCANNER_VERSION)
+            key = cache.key(spec.source_identity, as_scanned, SCAN_READS, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found, binding_of([as_scanned]))
     complete = [r for r in results if r is not None]
     if len(complete) != len(listed):  # never zip scans with the wrong files
@@ -378,7 +416,7 @@ def _build(
         kept.append(result)
     if not kept:
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
-    manifest = combine([r.scanned for r in kept], spec.concat_dim)
+    manifest = combine([r.scanned for r in kept], spec.combining)
     files = tuple(r.source for r in kept)
     remote = [r.cost for r in kept if r.cost.requests]
     cost = sum(remote, ScanCost())

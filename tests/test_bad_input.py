@@ -435,9 +435,16 @@ class TestBadArguments:
         with pytest.raises(VirtualZarrError, match="level"):
             fs.ls("")
 
-    def test_several_files_without_concat_dim(self, tmp_path):
+    def test_several_files_without_concat_dim_are_combined_by_coordinates(self, tmp_path):
+        """As xr.open_mfdataset(combine="by_coords"): the differing coordinate is found."""
         paths = good_files(tmp_path)
-        fs = virtual(tmp_path)
-        with pytest.raises(VirtualZarrError) as info:
-            fs.ls("")
-        assert any(p.name in str(info.value) for p in paths) or "concat_dim" in str(info.value)
+        assert_store_matches(
+            virtual(tmp_path), open_truth(paths), open_truth(paths, decode_cf=False)
+        )
+
+    def test_files_alike_in_every_coordinate_without_concat_dim(self, tmp_path):
+        paths = good_files(tmp_path)
+        twin = tmp_path / "twin.nc"
+        twin.write_bytes(paths[0].read_bytes())
+        with pytest.raises(IncompatibleSourcesError, match=r"concat_dim|overlap|same place"):
+            virtual(tmp_path).ls("")

@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 
 from fsspec_virtual.codecs import decode_chunk
-from fsspec_virtual.combine import ScannedFile, combine
+from fsspec_virtual.combine import CombineOptions, ScannedFile, combine
 from fsspec_virtual.coords import decode_values
 from fsspec_virtual.errors import IncompatibleSourcesError
-from fsspec_virtual.manifest import COMPUTED, INLINE, ArrayMeta, ChunkGrid, Manifest, VirtualArray
+from fsspec_virtual.manifest import (
+    COMPUTED,
+    INLINE,
+    MISSING,
+    ArrayMeta,
+    ChunkGrid,
+    Manifest,
+    VirtualArray,
+)
 
 
 def _array(shape, chunks, dims, dtype="<f4", attrs=None, compressor=None) -> VirtualArray:
@@ -136,12 +144,23 @@ class TestChecks:
         b = _file("b.nc", [2, 3])
         arrays = {k: v for k, v in b.manifest.arrays.items() if k != "v"}
         b = ScannedFile("b.nc", Manifest(("b.nc",), {"": {}}, arrays), b.coords)
-        with pytest.raises(IncompatibleSourcesError, match=r"'v' is in a\.nc but not in b\.nc"):
-            combine([_file("a.nc", [0, 1]), b], "time")
+        exact = CombineOptions.from_arguments("time", join="exact")
+        with pytest.raises(IncompatibleSourcesError, match=r"a\.nc and b\.nc.*join='exact'"):
+            combine([_file("a.nc", [0, 1]), b], exact)
+        # an outer join (xarray's default): v is served missing where b.nc lies
+        manifest = combine([_file("a.nc", [0, 1]), b], "time")
+        assert manifest.arrays["v"].meta.shape[0] == 4
+        assert (manifest.arrays["v"].grid.file_id[2:] == MISSING).all()
+        assert (manifest.arrays["v"].grid.file_id[:2] >= 0).all()
+        assert manifest.arrays["v"].meta.fill_value == "NaN"
 
-    def test_several_files_need_concat_dim(self):
+    def test_concat_dim_is_inferred_from_differing_coordinates(self):
+        manifest = combine([_file("b.nc", [1]), _file("a.nc", [0])], None)
+        assert manifest.urls == ("a.nc", "b.nc")
+
+    def test_files_alike_in_every_coordinate_need_concat_dim(self):
         with pytest.raises(IncompatibleSourcesError, match="concat_dim"):
-            combine([_file("a.nc", [0]), _file("b.nc", [1])], None)
+            combine([_file("a.nc", [0]), _file("b.nc", [0])], None)
 
 
 def _with_group_lat(f: ScannedFile, lat: np.ndarray) -> ScannedFile:

@@ -292,10 +292,15 @@ class TestScanCacheEntriesAreBound:
 
     def _per_file_keys(self, fs: VirtualZarrFileSystem) -> list[str]:
         from fsspec_virtual.scan import SCANNER_VERSION
+        from fsspec_virtual.state import SCAN_READS
 
         cache = fs._scan_cache
         assert cache is not None
-        return [cache.key("file", f, "time", SCANNER_VERSION) for f in fs.collection().files]
+        spec = fs._spec
+        return [
+            cache.key(spec.source_identity, f, SCAN_READS, SCANNER_VERSION)
+            for f in fs.collection().files
+        ]
 
     def _drop_snapshot_entries(self, cache_dir: Path) -> None:
         for path in cache_dir.rglob("s*.scan"):
@@ -357,6 +362,36 @@ class TestScanCacheEntriesAreBound:
     def test_secret_is_not_an_argument_of_the_cache_key(self, tmp_path):
         cache = ScanCache(str(tmp_path), secret="x")
         assert cache._secret == b"x"
+
+
+class TestSourcesAreToldApart:
+    def _runs(self, tmp_path: Path) -> list[Path]:
+        """Two directories of files alike in name, size and mtime, unlike in content."""
+        runs = []
+        for run, start in (("runA", 0), ("runB", 100)):
+            directory = tmp_path / run
+            directory.mkdir()
+            for i in range(2):
+                path = _write(directory / f"f{i}.nc", start + 3 * i, float(start + i))
+                os.utime(path, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+            runs.append(directory)
+        return runs
+
+    def test_dir_roots_share_no_cache_entries(self, tmp_path):
+        """target_protocol="dir": the root lives in target_options, and a file's version
+        is only its size and mtime there."""
+        cache_dir = str(tmp_path / "cache")
+        for run in self._runs(tmp_path):
+            state_module.clear_states()  # each as a new process
+            fs = _store(
+                "",
+                target_protocol="dir",
+                target_options={"path": str(run)},
+                cache=True,
+                cache_dir=cache_dir,
+            )
+            with xr.open_zarr(fs.get_mapper("")) as ours:
+                np.testing.assert_array_equal(ours["v"].values, _truth(*run.glob("*.nc")))
 
 
 class TestRegistryIsBounded:

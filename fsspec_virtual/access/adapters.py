@@ -113,6 +113,15 @@ async def on_own_loop(fs: AsyncFileSystem, coroutine: Coroutine[Any, Any, T]) ->
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, own))
 
 
+def reads_async(fs: AbstractFileSystem) -> bool:
+    """Whether ``fs``'s coroutines can be awaited: an async filesystem, and not a wrapper
+    (fsspec's ``DirFileSystem``) around a blocking one, whose coroutines do not exist."""
+    if not (isinstance(fs, AsyncFileSystem) and fs.async_impl):
+        return False
+    inner = getattr(fs, "fs", None)
+    return not isinstance(inner, AbstractFileSystem) or reads_async(inner)
+
+
 class SourceAdapter:
     """Checked access to the files of one fsspec filesystem (the generic behaviour).
 
@@ -144,7 +153,7 @@ class SourceAdapter:
 
     async def _current_version_async(self, path: str) -> FileVersion:
         fs = self.fs
-        if isinstance(fs, AsyncFileSystem) and fs.async_impl and fs.asynchronous is False:
+        if reads_async(fs) and fs.asynchronous is False:
             # on the filesystem's own loop (see read_ranges): its coroutines, not its sync face
             fs.invalidate_cache(path)
             return FileVersion.from_info(await fs._info(path))
@@ -186,8 +195,8 @@ class SourceAdapter:
     ) -> list[bytes | BaseException]:
         """The bytes of each read, or the error it raised (never a ``FileNotFoundError``)."""
         fs = self.fs
-        if isinstance(fs, AsyncFileSystem) and fs.async_impl:
-            return await on_own_loop(fs, self._read_async(reads, concurrency))
+        if reads_async(fs):
+            return await on_own_loop(fs, self._read_async(reads, concurrency))  # type: ignore[arg-type]
         return await self._read_in_threads(reads, concurrency)
 
     async def _read_async(

@@ -46,6 +46,7 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str], tuple[int, int
         manifest = manifest_from_references(fixed, url)
         cache = getattr(translator.fp, "cache", None)
         cost = (0, 0) if cache is None else (cache.miss_count, cache.total_requested_bytes)
+        manifest = _with_record_count(manifest, translator)
         return _with_source_attributes(manifest, translator), [], cost
     finally:
         translator.fp.close()
@@ -65,6 +66,41 @@ def _header_keeping_translator() -> type:
             self.__dict__["source_attributes"] = dict(self._attributes)
 
     return HeaderKeepingTranslator
+
+
+def _with_record_count(manifest: Manifest, header: Any) -> Manifest:
+    """Record variables as long as the header's record count says.
+
+    kerchunk divides the record section's padded size by the unpadded record size: with
+    a single record variable (whose records are not padded, by the format) and a record
+    not a multiple of 4 bytes, that invents records, and every file after it would be
+    shifted along the record dimension. The record count is the header's.
+    """
+    records = int(header._recs)
+    unlimited = {name for name, size in header.dimensions.items() if size is None}
+    arrays = dict(manifest.arrays)
+    for path, array in manifest.arrays.items():
+        meta = array.meta
+        if not meta.dimensions or meta.dimensions[0] not in unlimited:
+            continue
+        if meta.shape[0] == records:
+            continue
+        if meta.shape[0] < records or meta.chunks[0] != 1:
+            raise ValueError(
+                f"variable {path!r}: {meta.shape[0]} records found, the header says {records}"
+            )
+        grid = array.grid
+        arrays[path] = replace(
+            array,
+            meta=replace(meta, shape=(records, *meta.shape[1:])),
+            grid=replace(
+                grid,
+                file_id=grid.file_id[:records],
+                offset=grid.offset[:records],
+                length=grid.length[:records],
+            ),
+        )
+    return replace(manifest, arrays=arrays)
 
 
 def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
