@@ -34,13 +34,15 @@ from .errors import IncompatibleSourcesError
 from .hypercube import (
     CombineOptions,
     data_variables,
+    direction,
     group_by_variables,
     infer_concat_dims,
     natural_key,
     place,
+    sortable,
     value_from_path,
 )
-from .manifest import ChunkGrid, ComputePlan, Manifest, VirtualArray
+from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, VirtualArray
 
 __all__ = [
     "ScannedFile",
@@ -103,25 +105,21 @@ def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
             f"coordinate {concat_dim!r} is in {with_c.path} but not in {without.path}"
         )
     assert key_path is not None
-    decoded = {}
     all_values = decode_many(
         [f.coords[key_path] for f in files], [f.manifest.arrays[key_path].meta.attrs for f in files]
     )
-    for f, values in zip(files, all_values):
-        if values.size and not bool(np.all(values[1:] > values[:-1])):
-            raise IncompatibleSourcesError(
-                f"coordinate {concat_dim!r} of {f.path} is not strictly increasing"
-            )
-        decoded[f.path] = values
+    sign = direction(files, concat_dim, all_values)
+    decoded = {f.path: values for f, values in zip(files, all_values)}
     nonempty = [f for f in files if decoded[f.path].size]
     empty = [f for f in files if not decoded[f.path].size]
-    ordered = sorted(nonempty, key=lambda f: decoded[f.path][0])
+    ordered = sorted(nonempty, key=lambda f: sortable(decoded[f.path][0]), reverse=sign < 0)
     for before, after in itertools.pairwise(ordered):
-        if not decoded[before.path][-1] < decoded[after.path][0]:
+        last, next_first = decoded[before.path][-1], decoded[after.path][0]
+        a, b = sortable(last), sortable(next_first)
+        if not (a < b if sign > 0 else a > b):
             raise IncompatibleSourcesError(
                 f"coordinate {concat_dim!r}: values of {before.path} (up to "
-                f"{decoded[before.path][-1]}) overlap or duplicate those of {after.path} "
-                f"(from {decoded[after.path][0]})"
+                f"{last}) overlap or duplicate those of {after.path} (from {next_first})"
             )
     return ordered + empty
 
@@ -423,50 +421,65 @@ def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
     return ScannedFile(first.path, Manifest(urls, groups, arrays, skipped), coords)
 
 
+def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> ScannedFile:
+    """A file whose data variables gain a leading dimension ``dim`` of length 1, with
+    ``value`` as its coordinate (none if None)."""
+    manifest, coords = f.manifest, dict(f.coords)
+    arrays = dict(manifest.arrays)
+    for path in data_variables(manifest):
+        array = arrays[path]
+        if array.plan is not None:
+            raise NotImplementedError(
+                f"variable {path!r} of {f.path} is computed (read through h5py or "
+                f"converted): adding the dimension {dim!r} to it is not served yet"
+            )
+        grid = array.grid
+        arrays[path] = VirtualArray(
+            replace(
+                array.meta,
+                shape=(1, *array.meta.shape),
+                chunks=(1, *array.meta.chunks),
+                dimensions=(dim, *array.meta.dimensions),
+            ),
+            ChunkGrid(grid.file_id[None], grid.offset[None], grid.length[None], grid.inline),
+        )
+    if value is not None:
+        values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
+        meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
+        arrays[dim] = VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
+        coords[dim] = values
+    return ScannedFile(f.path, replace(manifest, arrays=arrays), coords)
+
+
 def _with_path_coordinates(f: ScannedFile, options: CombineOptions) -> ScannedFile:
     """A file with its coordinates from its path: a new dimension (length 1) before its
     data variables' own where the file lacks it."""
-    manifest, coords = f.manifest, dict(f.coords)
     for dim, where in options.coords_from_path:
         value = np.asarray([value_from_path(f.path, dim, where)])
-        if dim in manifest.arrays:
-            coords[dim] = value if dim not in coords else coords[dim]
+        if dim in f.manifest.arrays:
+            if dim not in f.coords:
+                f = replace(f, coords={**f.coords, dim: value})
             continue
-        arrays = dict(manifest.arrays)
-        for path in data_variables(manifest):
-            array = arrays[path]
-            if array.plan is not None:
-                raise NotImplementedError(
-                    f"variable {path!r} of {f.path} is computed (read through h5py or "
-                    f"converted): adding the dimension {dim!r} to it is not served yet"
-                )
-            grid = array.grid
-            arrays[path] = VirtualArray(
-                replace(
-                    array.meta,
-                    shape=(1, *array.meta.shape),
-                    chunks=(1, *array.meta.chunks),
-                    dimensions=(dim, *array.meta.dimensions),
-                ),
-                ChunkGrid(grid.file_id[None], grid.offset[None], grid.length[None], grid.inline),
+        f = _with_new_dimension(f, dim, value)
+    return f
+
+
+def _with_named_dimensions(files: list[ScannedFile], options: CombineOptions) -> list[ScannedFile]:
+    """Concat dimensions no file has: new ones for ``combine="nested"`` (files stacked in
+    file-name order, no coordinate, as xarray does); an error otherwise."""
+    given = [d for d in options.concat_dims or () if d not in dict(options.coords_from_path)]
+    for dim in given:
+        if any(dim in a.meta.dimensions for f in files for a in f.manifest.arrays.values()):
+            continue
+        if options.combine != "nested":
+            raise IncompatibleSourcesError(
+                f"no file has a dimension {dim!r} (nor a coordinate for it): give each "
+                f"file's value with coords_from_path={{{dim!r}: r'...'}} (a regex on the "
+                "file name), or pass combine='nested' to stack the files along a new "
+                f"{dim!r} in file-name order"
             )
-        values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
-        meta = replace(
-            next(iter(f.manifest.arrays.values())).meta,
-            shape=(1,),
-            chunks=(1,),
-            dtype=values.dtype.str,
-            compressor=None,
-            filters=None,
-            fill_value=None,
-            dimensions=(dim,),
-            attrs={},
-            attr_dtypes={},
-        )
-        arrays[dim] = VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
-        coords[dim] = values
-        manifest = replace(manifest, arrays=arrays)
-    return ScannedFile(f.path, manifest, coords)
+        files = [_with_new_dimension(f, dim, None) for f in files]
+    return files
 
 
 def _finished(manifest: Manifest, concat_dims: list[str]) -> Manifest:
@@ -502,6 +515,7 @@ def combine(files: list[ScannedFile], options: CombineOptions | str | None = Non
     options = _as_options(options)
     if options.coords_from_path:
         files = [_with_path_coordinates(f, options) for f in files]
+    files = _with_named_dimensions(files, options)
     if len(files) == 1:
         return _finished(files[0].manifest, [])
     groups = group_by_variables(files)

@@ -29,6 +29,8 @@ __all__ = [
     "infer_concat_dims",
     "place",
     "natural_key",
+    "sortable",
+    "direction",
     "value_from_path",
 ]
 
@@ -159,6 +161,25 @@ def _values(f: _Scanned, dim: str) -> np.ndarray | None:
     return None
 
 
+def _all_values(files: Sequence[_Scanned], dim: str) -> list[np.ndarray | None]:
+    """Every file's decoded values of ``dim``'s coordinate (None where it has none), in
+    one decode per distinct encoding."""
+    having = [i for i, f in enumerate(files) if dim in f.coords and dim in f.manifest.arrays]
+    decoded = decode_many(
+        [files[i].coords[dim] for i in having],
+        [files[i].manifest.arrays[dim].meta.attrs for i in having],
+    )
+    out: list[np.ndarray | None] = [None] * len(files)
+    for i, values in zip(having, decoded):
+        out[i] = values
+    return out
+
+
+def _encoding(f: _Scanned, dim: str) -> tuple[Any, ...]:
+    attrs = f.manifest.arrays[dim].meta.attrs
+    return (attrs.get("units"), attrs.get("calendar"), f.coords[dim].dtype.str)
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape != b.shape:
         return False
@@ -176,9 +197,16 @@ def infer_concat_dims(files: Sequence[_Scanned]) -> list[str]:
     for path in first.manifest.arrays:
         if "/" in path or first.manifest.arrays[path].meta.dimensions != (path,):
             continue
-        values = [_values(f, path) for f in files]
-        if any(v is None for v in values):
+        if not all(path in f.coords and path in f.manifest.arrays for f in files):
             continue
+        encoding = _encoding(first, path)
+        if all(_encoding(f, path) == encoding for f in files):
+            # one encoding: raw values equal exactly when the values are
+            raw = first.coords[path]
+            if not all(_same(raw, f.coords[path]) for f in files[1:]):
+                dims.append(path)
+            continue
+        values = _all_values(files, path)
         if not all(_same(values[0], v) for v in values[1:]):  # type: ignore[arg-type]
             dims.append(path)
     return dims
@@ -228,12 +256,15 @@ def place(
     n = len(files)
     keys: list[list[Any]] = []
     unordered = []
+    descending = set()
     for dim in dims:
         if dim in from_path:
             keys.append(list(from_path[dim]))
             continue
-        values = [_values(f, dim) for f in files]
+        values = _all_values(files, dim)
         if all(v is not None and v.size for v in values):
+            if direction(files, dim, values) < 0:  # type: ignore[arg-type]
+                descending.add(dim)
             keys.append([v[0] for v in values])  # type: ignore[index]
         elif nested or all(v is None for v in values):  # no file has it: by name
             keys.append([None] * n)
@@ -255,8 +286,9 @@ def place(
         if dim in unordered:
             ranks.append([0] * n)
             continue
-        order = sorted(set(key), key=_sortable)
-        ranks.append([order.index(k) for k in key])
+        ordered = sorted(set(key), key=_sortable, reverse=dim in descending)
+        order = {k: rank for rank, k in enumerate(ordered)}
+        ranks.append([order[k] for k in key])
     if unordered:
         axis = list(dims).index(unordered[0])
         rows: dict[tuple[int, ...], list[int]] = {}
@@ -270,8 +302,45 @@ def place(
     return positions
 
 
+def sortable(value: Any) -> Any:
+    """A sort key putting numbers and dates in order, and text in natural order."""
+    return _sortable(value)
+
+
 def _sortable(value: Any) -> Any:
-    return (0, value) if not isinstance(value, str) else (1, value)
+    return (0, value) if not isinstance(value, str) else (1, natural_key(value))
+
+
+def direction(files: Sequence[_Scanned], dim: str, values: Sequence[np.ndarray]) -> int:
+    """+1 if every file's ``dim`` values increase, -1 if they all decrease (files of one
+    value follow the others).
+
+    Raises
+    ------
+    IncompatibleSourcesError
+        If a file's values are not monotonic the way the others' are, naming it.
+    """
+    kinds = []
+    for v in values:
+        if v.size < 2:
+            kinds.append(0)
+            continue
+        increasing = bool(np.all(v[1:] > v[:-1]))  # numbers, dates, cftime, text
+        decreasing = bool(np.all(v[1:] < v[:-1]))
+        kinds.append(1 if increasing else -1 if decreasing else 2)
+    known = [k for k in kinds if k]
+    if not known:
+        return 1
+    majority = max((1, -1), key=known.count)
+    for f, k in zip(files, kinds):
+        if k and k != majority:
+            way = "increase" if majority > 0 else "decrease"
+            raise IncompatibleSourcesError(
+                f"coordinate {dim!r} of {f.path} does not {way} as in the other files: a "
+                f"file's values along a concat dimension must be strictly monotonic, all "
+                "the same way"
+            )
+    return majority
 
 
 def _check_hypercube(
