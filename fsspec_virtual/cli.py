@@ -14,7 +14,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from .errors import VirtualZarrError
 from .options import RedactingFilter, redacted_text
@@ -95,12 +95,65 @@ def _summary(fs) -> str:
     return "\n".join(lines) + "\n\n" + str(fs.report())
 
 
+def _combining(args: argparse.Namespace) -> dict[str, Any]:
+    """The filesystem's combine options from the flags of ``_add_combining``."""
+    dims = args.concat_dim
+    from_path = dict(args.coords_from_path or [])
+    return {
+        "concat_dim": dims[0] if dims and len(dims) == 1 else dims,
+        "combine": args.combine,
+        "join": args.join,
+        "coords_from_path": from_path or None,
+    }
+
+
+def _name_and_regex(text: str) -> tuple[str, str]:
+    name, sep, pattern = text.partition("=")
+    if not sep or not name or not pattern:
+        raise argparse.ArgumentTypeError(f"wants NAME=REGEX, not {text!r}")
+    return name, pattern
+
+
+def _add_combining(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concat-dim",
+        action="append",
+        default=None,
+        metavar="DIM",
+        help="a dimension to concatenate along (repeat for several; default: inferred "
+        "from the coordinates that differ between files)",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=["by_coords", "nested"],
+        default="by_coords",
+        help="place files by their coordinates (default), or by file-name order along "
+        "--concat-dim dimensions without coordinates",
+    )
+    parser.add_argument(
+        "--join",
+        choices=["outer", "exact"],
+        default="outer",
+        help="a variable missing from some files is served as missing there (outer, "
+        "default) or refused (exact)",
+    )
+    parser.add_argument(
+        "--coords-from-path",
+        action="append",
+        default=None,
+        type=_name_and_regex,
+        metavar="NAME=REGEX",
+        help="a file's coordinate along NAME is the regex's one group in its path "
+        "(repeatable), e.g. member=_r(\\d+)i",
+    )
+
+
 def _info(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from .filesystem import VirtualZarrFileSystem
 
-    fs = VirtualZarrFileSystem(args.path, concat_dim=args.concat_dim)
+    fs = VirtualZarrFileSystem(args.path, **_combining(args))
     ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
     _print(ds)
     _print()
@@ -116,7 +169,7 @@ def _scan(args: argparse.Namespace) -> int:
 
     fs = VirtualZarrFileSystem(
         args.path,
-        concat_dim=args.concat_dim,
+        **_combining(args),
         cache_dir=args.cache_dir,
         max_workers=args.workers,
         scheduler=args.scheduler,
@@ -169,11 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print the combined dataset and a summary")
     info.add_argument("path", help="directory, glob, file or URL of the source files")
-    info.add_argument("--concat-dim", default=None, help="dimension to concatenate along")
+    _add_combining(info)
     info.set_defaults(run=_info)
     scan = commands.add_parser("scan", help="scan a collection into the persistent scan cache")
     scan.add_argument("path", help="directory, glob, file or URL of the source files")
-    scan.add_argument("--concat-dim", default=None, help="dimension to concatenate along")
+    _add_combining(scan)
     scan.add_argument("--cache-dir", default=None, help="cache location (directory or URL)")
     scan.add_argument("--workers", type=int, default=None, help="scan processes (default: cores)")
     scan.add_argument(

@@ -237,6 +237,51 @@ def _straddle(files: Sequence[_File], lengths: list[int], chunk: int) -> str | N
     return None
 
 
+def _signature(meta: ArrayMeta, axis: int) -> tuple[object, ...]:
+    """Everything that must be equal for files to be joined as they are (byte ranges
+    passed through): all of ``.zarray`` and the decoding attributes, but the length
+    along ``axis`` (compared with ``==``: it holds dicts)."""
+    attrs, types = meta.attrs, meta.attr_dtypes
+    return (
+        meta.dimensions,
+        meta.shape[:axis] + meta.shape[axis + 1 :],
+        meta.dtype,
+        meta.chunks,
+        meta.order,
+        meta.compressor,
+        meta.filters,
+        str(meta.fill_value),
+        attrs.get("units"),
+        attrs.get("scale_factor"),
+        attrs.get("add_offset"),
+        attrs.get("missing_value"),
+        attrs.get("_Unsigned"),
+        types.get("scale_factor"),
+        types.get("add_offset"),
+    )
+
+
+def _passthrough(arrays: list[VirtualArray], axis: int, shifts: list[int]) -> VirtualArray | None:
+    """The common case, decided in one pass: every file's array alike (see
+    :func:`_signature`), none computed, none lossily packed, every file but the last a
+    whole number of chunks long: the files' chunk grids joined. None otherwise."""
+    first = arrays[0].meta
+    if _is_packed(first) and _lossy_packing(first):
+        return None
+    signature = _signature(first, axis)
+    chunk = max(first.chunks[axis], 1)
+    for array in arrays:
+        if array.plan is not None or _signature(array.meta, axis) != signature:
+            return None
+    if any(a.meta.shape[axis] % chunk for a in arrays[:-1]):
+        return None
+    total = sum(a.meta.shape[axis] for a in arrays)
+    shape = tuple(total if i == axis else n for i, n in enumerate(first.shape))
+    target = replace(first, shape=shape, chunks=tuple(max(c, 1) for c in first.chunks))
+    grid = ChunkGrid.concatenate([a.grid for a in arrays], axis, shifts)
+    return VirtualArray(target, grid)
+
+
 def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> VirtualArray:
     """One variable of every file, joined along ``axis``.
 
@@ -259,6 +304,9 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
     shifts = url_shifts(files)
     metas = [a.meta for a in arrays]
     first = metas[0]
+    fast = _passthrough(arrays, axis, shifts)
+    if fast is not None:
+        return fast
     for other_file, other in zip(files[1:], metas[1:]):
         hard = _hard_differences(first, other, axis)
         if hard:

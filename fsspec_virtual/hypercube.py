@@ -308,7 +308,11 @@ def sortable(value: Any) -> Any:
 
 
 def _sortable(value: Any) -> Any:
-    return (0, value) if not isinstance(value, str) else (1, natural_key(value))
+    if isinstance(value, str):
+        return (1, natural_key(value))
+    if isinstance(value, np.generic) and value.dtype.kind in "iufmM":
+        value = value.item()  # Python numbers compare faster than numpy scalars
+    return (0, value)
 
 
 def direction(files: Sequence[_Scanned], dim: str, values: Sequence[np.ndarray]) -> int:

@@ -207,19 +207,32 @@ class ChunkGrid:
         return replace(self, file_id=shifted)
 
     @staticmethod
-    def concatenate(grids: list[ChunkGrid], axis: int) -> ChunkGrid:
-        """Join grids along one axis, re-indexing their inline tables."""
+    def concatenate(
+        grids: list[ChunkGrid], axis: int, shifts: list[int] | None = None
+    ) -> ChunkGrid:
+        """Join grids along one axis, re-indexing their inline tables, and moving each
+        grid's real file ids by its ``shifts`` entry (where its files begin in the joined
+        URL table), in one vectorised step."""
         offsets = []
         inline: list[bytes] = []
         for grid in grids:
-            is_inline = grid.file_id == INLINE
-            off = grid.offset
-            if is_inline.any():
-                off = np.where(is_inline, off + np.uint64(len(inline)), off)
-            offsets.append(off)
-            inline.extend(grid.inline)
+            if grid.inline:
+                is_inline = grid.file_id == INLINE
+                offsets.append(
+                    np.where(is_inline, grid.offset + np.uint64(len(inline)), grid.offset)
+                )
+                inline.extend(grid.inline)
+            else:
+                offsets.append(grid.offset)
+        file_id = np.concatenate([g.file_id for g in grids], axis=axis)
+        if shifts is not None and any(shifts):
+            lengths = [g.file_id.shape[axis] for g in grids]
+            along = np.repeat(np.asarray(shifts, dtype=np.int32), lengths)
+            shape = [1] * file_id.ndim
+            shape[axis] = len(along)
+            file_id = np.where(file_id >= 0, file_id + along.reshape(shape), file_id)
         return ChunkGrid(
-            np.concatenate([g.file_id for g in grids], axis=axis),
+            file_id.astype(np.int32),
             np.concatenate(offsets, axis=axis).astype(np.uint64),
             np.concatenate([g.length for g in grids], axis=axis),
             tuple(inline),

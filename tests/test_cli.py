@@ -150,3 +150,33 @@ def test_scan_of_a_remote_directory_reports_its_requests(tmp_path):
     assert "2 files: 2 scanned, 0 reused" in result.stdout, result.stdout
     assert "remote scans: 2 requests (1.0 per file)" in result.stdout, result.stdout
     assert gets == 1 + 2 * 2  # the index page; per file its magic bytes and one block
+
+
+class TestCombineFlags:
+    def _members(self, directory: Path) -> list[Path]:
+        """Files whose member is only in their names (r1, r2, r10: natural order)."""
+        paths = []
+        for member in (1, 2, 10):
+            (path,) = write_series(directory, [[0, 1]], names=[f"tas_r{member}i1p1.nc"])
+            paths.append(path)
+        return paths
+
+    def test_coords_from_path_and_repeated_concat_dim(self, tmp_path):
+        self._members(tmp_path)
+        done = run(
+            "info",
+            str(tmp_path),
+            "--concat-dim",
+            "member",
+            "--coords-from-path",
+            r"member=_r(\d+)i",
+            "--join",
+            "exact",
+        )
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"member\W+3", done.stdout), done.stdout
+
+    def test_malformed_coords_from_path_is_a_usage_error(self, tmp_path):
+        done = run("info", str(tmp_path), "--coords-from-path", "member")
+        assert done.returncode == 2
+        assert "NAME=REGEX" in done.stderr
