@@ -241,19 +241,28 @@ def _placeholder(path: str, template: VirtualArray, block: ScannedFile, dim: str
     return VirtualArray(placed, ChunkGrid.empty(placed.grid_shape))
 
 
-def _fillable(path: str, arrays: list[VirtualArray]) -> list[VirtualArray]:
-    """The arrays of a variable missing from some files, declared with a fill value that
-    reads as xarray's outer join gives (NaN): a float without one gets ``NaN``."""
+def _fillable(path: str, arrays: list[VirtualArray], placed: list[bool]) -> list[VirtualArray]:
+    """The arrays of a variable missing from some files (``placed``: a placeholder), so
+    that the gaps read as xarray's outer join gives them: the fill value where there is
+    one (xarray masks it; not for booleans, which it never masks); else NaN, a float
+    without one declaring it, an integer or boolean one promoted to float64 (its real
+    parts converted: computed chunks), as xarray promotes it."""
     meta = arrays[0].meta
-    if meta.fill_value is not None:
+    kind = meta.numpy_dtype.kind
+    if meta.fill_value is not None and kind in "iuf":  # xarray masks it: NaN
         return arrays
-    if meta.numpy_dtype.kind != "f":
+    if kind == "f":
+        return [replace(a, meta=replace(a.meta, fill_value="NaN")) for a in arrays]
+    if kind not in "iub":
         raise NotImplementedError(
-            f"variable {path!r} ({meta.dtype}, no _FillValue) is missing from some files: "
-            "xarray fills it with NaN after promoting it to float, which is not served yet; "
-            "pass join='exact' to refuse such collections, or add a _FillValue"
+            f"variable {path!r} ({meta.dtype}, no fill value) is missing from some files: "
+            "its gaps cannot be served as xarray fills them; pass join='exact' to refuse "
+            "such collections"
         )
-    return [replace(a, meta=replace(a.meta, fill_value="NaN")) for a in arrays]
+    return [
+        replace(a, meta=replace(a.meta, dtype="<f8", fill_value="NaN")) if hole else a
+        for a, hole in zip(arrays, placed)
+    ]
 
 
 def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
@@ -302,12 +311,20 @@ def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
                     else _placeholder(path, template, b, dim)
                     for b in blocks
                 ],
+                [path not in b.manifest.arrays for b in blocks],
             )
             members = [
                 replace(b, manifest=replace(b.manifest, arrays={**b.manifest.arrays, path: a}))
                 for b, a in zip(blocks, filled)
             ]
-        arrays[path] = concatenate_variable(path, members, dims.index(dim))
+        joined = concatenate_variable(path, members, dims.index(dim))
+        if lacking and joined.meta.numpy_dtype != template.meta.numpy_dtype:
+            # promoted for the gaps: NaN is what they read as (and all xarray masks)
+            attrs = dict(joined.meta.attrs)
+            if attrs.get("dtype") == "bool":  # netCDF's boolean marker: xarray would cast NaN
+                del attrs["dtype"]
+            joined = replace(joined, meta=replace(joined.meta, fill_value="NaN", attrs=attrs))
+        arrays[path] = joined
     groups = {p: g for b in reversed(blocks) for p, g in b.manifest.groups.items()}
     groups.update(first.manifest.groups)
     urls = tuple(u for b in blocks for u in b.manifest.urls)

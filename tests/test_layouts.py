@@ -503,6 +503,24 @@ def test_drifting_variable_sets(tmp_path, concat_dim):
     assert_store_matches(virtual(tmp_path, concat_dim=concat_dim), expected)
 
 
+def test_drifting_integer_and_boolean_variables_without_fill_are_promoted(tmp_path):
+    """xarray's outer join promotes an int (no _FillValue) or a netCDF boolean to float64
+    with NaN in the gaps: so do we (the boolean's 'dtype' marker would cast NaN to True)."""
+    for i in range(4):
+        times = np.arange(2 * i, 2 * i + 2)
+        ds = xr.Dataset(
+            {"t2m": (("time", "x"), np.full((2, 3), float(i)))},
+            coords={"time": ("time", times, {"units": "days since 2000-01-01"}), "x": [0, 1, 2]},
+        )
+        if i >= 2:
+            ds["count"] = (("time", "x"), np.full((2, 3), 7 + i, dtype="i4"))
+            ds["flag"] = (("time",), np.array([True, False]))
+        ds.to_netcdf(tmp_path / f"f{i}.nc", encoding={"time": {"dtype": "i4"}})
+    expected = by_coords(sorted(tmp_path.glob("*.nc")))
+    assert expected["count"].dtype == expected["flag"].dtype == np.float64
+    assert_store_matches(virtual(tmp_path), expected)
+
+
 def test_drifting_variable_sets_refused_under_join_exact(tmp_path):
     for k, year in enumerate(range(2000, 2004)):
         write_drift(tmp_path / f"era_{year}.nc", year, more=year >= 2002, seed=k)
