@@ -29,7 +29,14 @@ from typing import cast
 import numpy as np
 
 from .concat import CrossAxisPlanError, coarsened, concatenate_variable, serve_alone, url_shifts
-from .coords import Labels, decode_many, encode_times, is_cf_time, labels_difference
+from .coords import (
+    Labels,
+    check_calendars,
+    decode_many,
+    encode_times,
+    is_cf_time,
+    labels_difference,
+)
 from .errors import IncompatibleSourcesError
 from .hypercube import (
     CombineOptions,
@@ -105,6 +112,9 @@ def _order(files: list[ScannedFile], concat_dim: str) -> list[ScannedFile]:
             f"coordinate {concat_dim!r} is in {with_c.path} but not in {without.path}"
         )
     assert key_path is not None
+    check_calendars(
+        key_path, [f.path for f in files], [f.manifest.arrays[key_path].meta.attrs for f in files]
+    )
     all_values = decode_many(
         [f.coords[key_path] for f in files], [f.manifest.arrays[key_path].meta.attrs for f in files]
     )

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .errors import IncompatibleSourcesError
+
 __all__ = [
     "is_cf_time",
     "decode_values",
@@ -46,6 +48,28 @@ def decode_values(raw: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     from xarray.coding.times import decode_cf_datetime
 
     return np.asarray(decode_cf_datetime(raw, attrs["units"], attrs.get("calendar")))
+
+
+#: Calendars xarray decodes to ``datetime64`` alike (dates after 1582 agree).
+_GREGORIAN = {None, "standard", "gregorian", "proleptic_gregorian"}
+
+
+def check_calendars(name: str, paths: list[str], attrs: list[dict[str, Any]]) -> None:
+    """Refuse CF times whose calendars differ between files (``noleap`` and ``standard``
+    dates cannot be compared, nor joined into one axis), naming two such files."""
+    seen: dict[str, str] = {}
+    for path, a in zip(paths, attrs):
+        if not is_cf_time(a):
+            continue
+        calendar = a.get("calendar")
+        kind = "standard" if calendar in _GREGORIAN else str(calendar).lower()
+        seen.setdefault(kind, path)
+        if len(seen) > 1:
+            (first_kind, first_path), (other_kind, other_path) = list(seen.items())[:2]
+            raise IncompatibleSourcesError(
+                f"coordinate {name!r} has calendar {first_kind!r} in {first_path} and "
+                f"{other_kind!r} in {other_path}: dates of two calendars cannot share an axis"
+            )
 
 
 def decode_many(raws: list[np.ndarray], attrs: list[dict[str, Any]]) -> list[np.ndarray]:

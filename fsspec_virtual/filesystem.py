@@ -7,8 +7,10 @@ shared collection state (:mod:`fsspec_virtual.state`) and reads (:mod:`fsspec_vi
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fsspec.asyn import AsyncFileSystem
@@ -27,7 +29,7 @@ from .keys import (
     chunk_keys,
     resolve_key,
 )
-from .options import from_json_safe, redacted, to_json_safe
+from .options import from_json_safe, redacted, redacted_text, to_json_safe
 from .reader import (
     DEFAULT_READ_OPTIONS,
     ReadOptions,
@@ -54,6 +56,60 @@ from .state import (
 )
 
 __all__ = ["VirtualZarrFileSystem"]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a :meth:`VirtualZarrFileSystem.refresh` found.
+
+    Attributes
+    ----------
+    added, changed, removed
+        The files (paths) that joined, were rewritten, or left the collection.
+    snapshot
+        The snapshot the store serves now.
+    """
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    snapshot: CollectionState
+
+    @classmethod
+    def between(cls, before: CollectionState | None, after: CollectionState) -> Changes:
+        """The difference of two snapshots' files (all added if there was none before)."""
+        old = before.versions if before is not None else {}
+        new = after.versions
+        return cls(
+            tuple(p for p in new if p not in old),
+            tuple(p for p in new if p in old and old[p] != new[p]),
+            tuple(p for p in old if p not in new),
+            after,
+        )
+
+    @property
+    def files(self) -> tuple[Any, ...]:
+        """The snapshot's files (as :attr:`CollectionState.files`)."""
+        return self.snapshot.files
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def __repr__(self) -> str:
+        return redacted_text(
+            f"<refresh: {len(self.added)} added, {len(self.changed)} changed, "
+            f"{len(self.removed)} removed; snapshot {self.snapshot.id[:13]} of "
+            f"{len(self.snapshot.files)} file(s)>"
+        )
+
+
+def _spelled(value: Any) -> Any:
+    """Paths (``pathlib``) as the strings JSON spells (a source path may be one)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [_spelled(v) for v in value]
+    return value
 
 
 class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
@@ -206,6 +262,17 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         # below the source path itself ("/data/*.nc/t2m/.zarray"); a path= never prefixes keys.
         self._chained_root = fo.strip("/") if path is None and isinstance(fo, str) else None
 
+    def __repr__(self) -> str:
+        spec, state = self._spec, self._pinned
+        where = ", ".join(spec.paths[:3]) + (", ..." if len(spec.paths) > 3 else "")
+        seen = (
+            f"snapshot {state.id[:13]}: {len(state.files)} file(s), "
+            f"{len(state.manifest.arrays)} array(s)"
+            if state is not None
+            else "not scanned yet"
+        )
+        return redacted_text(f"<VirtualZarrFileSystem {spec.target_protocol}: {where} ({seen})>")
+
     def __reduce__(self) -> tuple[Any, ...]:
         from fsspec.spec import make_instance
 
@@ -238,16 +305,17 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         from fsspec.json import FilesystemJSONEncoder
 
         encoder = FilesystemJSONEncoder()
-        options = {k: v for k, v in self.storage_options.items() if v is not None}
+        options = {k: _spelled(v) for k, v in self.storage_options.items() if v is not None}
         options = self._pinned_options(options)
         if not include_password:
             options = redacted(options)
         options = to_json_safe(options)
         cls = type(self)
+        args = [_spelled(a) for a in self.storage_args]
         return {
             "cls": f"{cls.__module__}:{cls.__name__}",
             "protocol": self.protocol,
-            "args": encoder.make_serializable(redacted(self.storage_args, include_password)),
+            "args": encoder.make_serializable(redacted(args, include_password)),
             **encoder.make_serializable(options),
         }
 
@@ -346,17 +414,24 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         arrays opened on them."""
         return not self.asynchronous and not self._fixed_snapshot and self._stale(pinned)
 
-    def refresh(self) -> CollectionState:
+    def refresh(self) -> Changes:
         """List the sources again: new files join the dataset (in coordinate order), changed
         files are scanned again, deleted ones leave it; unchanged files are not rescanned.
 
         This store serves the new snapshot from now on, and so do stores opened from it
         after (``xr.open_zarr(fs.get_mapper(""))``); datasets and arrays opened before keep
-        reading the snapshot they were opened on, unchanged.
+        reading the snapshot they were opened on, unchanged. A refresh that fails (a new
+        file that cannot be combined) raises, and the store keeps its snapshot.
+
+        Returns
+        -------
+        Changes
+            The files added, changed and removed, and the new snapshot.
         """
+        before = self._pinned or peek_state(self._spec)  # what it served, or would have
         state = refresh_state(self._spec, self._scanning, self._scan_cache)
         self._fixed_snapshot = None
-        return self._pin(state)
+        return Changes.between(before, self._pin(state))
 
     def _configured(self, state: CollectionState) -> CollectionState:
         if self._chunk_cache_size is not None and state.cache.capacity != self._chunk_cache_size:

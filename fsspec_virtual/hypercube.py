@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .coords import decode_many
+from .coords import check_calendars, decode_many
 from .errors import IncompatibleSourcesError
 from .manifest import Manifest
 
@@ -165,6 +165,11 @@ def _all_values(files: Sequence[_Scanned], dim: str) -> list[np.ndarray | None]:
     """Every file's decoded values of ``dim``'s coordinate (None where it has none), in
     one decode per distinct encoding."""
     having = [i for i, f in enumerate(files) if dim in f.coords and dim in f.manifest.arrays]
+    check_calendars(
+        dim,
+        [files[i].path for i in having],
+        [files[i].manifest.arrays[dim].meta.attrs for i in having],
+    )
     decoded = decode_many(
         [files[i].coords[dim] for i in having],
         [files[i].manifest.arrays[dim].meta.attrs for i in having],

@@ -10,6 +10,7 @@ named like NetCDF/HDF5 (``.nc``, ``.h5``, ...) whose bytes match no format is an
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import re
 import warnings
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.implementations.local import LocalFileSystem
 
 from .access import FileVersion, adapter_for
 from .errors import NoSourceFilesError, RangeNotSupportedError, ScanError, SkippedFileWarning
@@ -225,7 +227,21 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
         found = {path: fs.info(path)}
     else:
         raise NoSourceFilesError(f"source path does not exist: {path}")
+    if isinstance(fs, LocalFileSystem):
+        found = {name: _followed(name, info) for name, info in found.items()}
     return {name: info for name, info in found.items() if info.get("type") != "directory"}
+
+
+def _followed(name: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A local symbolic link as what it points to: a directory is skipped like a real
+    one, a file is listed with the file's size."""
+    if not info.get("islink"):
+        return info
+    if os.path.isdir(name):
+        return {**info, "type": "directory"}
+    if os.path.isfile(name):
+        return {**info, "type": "file", "size": os.stat(name).st_size}
+    return info  # dangling: its name decides whether that is an error
 
 
 def source_file(

@@ -21,6 +21,7 @@ import concurrent.futures
 import functools
 import hashlib
 import json
+import os
 import threading
 import time
 import warnings
@@ -98,11 +99,19 @@ class CollectionSpec:
         """Normalise the filesystem's arguments."""
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        raw = [path] if isinstance(path, str) else [str(p) for p in path]
+        if isinstance(path, str | os.PathLike):
+            raw = [os.fspath(path)]
+        else:
+            raw = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in path]
         if not raw:
             raise ValueError("path is empty: give a directory, glob, file or list of files")
         protocol = target_protocol or split_protocol(raw[0])[0] or "file"
         protocol = "file" if protocol == "local" else protocol
+        if protocol == "file" and any(not p.strip() for p in raw):
+            raise ValueError(
+                "path is empty: give a directory, glob, file or list of files (an empty "
+                "path would list the working directory)"
+            )
         # equal specs for equal sources, however they were spelled ("file:///x" or "/x")
         strip = get_filesystem_class(protocol)._strip_protocol
         paths = tuple(strip(p) for p in raw)

@@ -34,6 +34,7 @@ from fsspec_virtual import (
     SkippedFileWarning,
     UnsupportedVariableWarning,
     VirtualZarrError,
+    VirtualZarrFileSystem,
 )
 
 
@@ -448,3 +449,36 @@ class TestBadArguments:
         twin.write_bytes(paths[0].read_bytes())
         with pytest.raises(IncompatibleSourcesError, match=r"concat_dim|overlap|same place"):
             virtual(tmp_path).ls("")
+
+
+class TestFriendlierArguments:
+    def test_pathlib_paths(self, tmp_path):
+        paths = good_files(tmp_path)
+        truth = open_truth(paths), open_truth(paths, decode_cf=False)
+        for source in (tmp_path, [Path(p) for p in paths]):
+            fs = VirtualZarrFileSystem(source, concat_dim="time", cache=False, max_workers=1)
+            assert_store_matches(fs, *truth)  # through zarr's JSON re-creation too
+
+    def test_empty_local_path_is_refused(self):
+        with pytest.raises(ValueError, match="path is empty"):
+            VirtualZarrFileSystem("", cache=False)
+
+    def test_symlinked_directory_is_skipped_like_a_directory(self, tmp_path):
+        paths = good_files(tmp_path / "data")
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere")
+        fs = virtual(tmp_path / "data", concat_dim="time")
+        assert_store_matches(fs, open_truth(paths), open_truth(paths, decode_cf=False))
+
+    def test_repr_and_refresh_say_what_they_are(self, tmp_path):
+        paths = good_files(tmp_path)
+        fs = virtual(tmp_path, concat_dim="time")
+        assert "not scanned yet" in repr(fs) and str(tmp_path) in repr(fs)
+        fs.ls("")
+        assert f"{len(paths)} file(s)" in repr(fs)
+        extra = tmp_path / "zz_late.nc"
+        write_simple(extra, [100.0, 101.0])
+        changes = fs.refresh()
+        assert changes.added == (str(extra),) and not changes.changed and not changes.removed
+        assert "1 added" in repr(changes) and len(repr(changes)) < 200
+        assert not fs.refresh()  # nothing changed since

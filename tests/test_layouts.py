@@ -681,3 +681,16 @@ def test_new_tile_column_joins_on_refresh(tmp_path):
         shutil.move(path, tmp_path / path.name)
     fs.refresh()
     assert_store_matches(fs, by_coords(sorted(tmp_path.glob("*.nc"))))
+
+
+def test_mixed_calendars_are_refused_naming_both_files(tmp_path):
+    for name, start, calendar in (("a.nc", 0, "noleap"), ("b.nc", 2, "standard")):
+        with netCDF4.Dataset(tmp_path / name, "w") as nc:
+            nc.createDimension("time", None)
+            t = nc.createVariable("time", "f8", ("time",))
+            t.units, t.calendar = "days since 2000-01-01", calendar
+            t[:] = [start, start + 1]
+            nc.createVariable("v", "f4", ("time",))[:] = [1, 2]
+    for concat_dim in (None, "time"):
+        with pytest.raises(IncompatibleSourcesError, match=r"'noleap' in .*a\.nc and 'standard'"):
+            opened(virtual(tmp_path, concat_dim=concat_dim))

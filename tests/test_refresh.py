@@ -160,3 +160,23 @@ def test_a_client_opened_before_a_refresh_reads_its_snapshot_or_raises(tmp_path,
     with pytest.raises(StaleSourceError, match=r"a\.nc"):
         opened_before[:3]
     _assert_equals_mfdataset(fs, tmp_path)
+
+
+def test_a_refresh_that_cannot_combine_keeps_the_last_good_snapshot(tmp_path, scans):
+    from fsspec_virtual import IncompatibleSourcesError
+
+    a, b = _write(tmp_path / "a.nc", 0, 1.0), _write(tmp_path / "b.nc", 3, 2.0)
+    fs = _store(tmp_path)
+    group = zarr.open_group(fs.get_mapper(""), mode="r")
+    before = group["v"][...]
+    bad = xr.open_dataset(a).load()
+    bad = bad.assign_coords(time=bad.time + np.timedelta64(30, "D"), x=np.arange(4.0) + 0.5)
+    bad.to_netcdf(tmp_path / "c.nc")  # another x: cannot share the store's labels
+    with pytest.raises(IncompatibleSourcesError, match="'x'"):
+        fs.refresh()
+    np.testing.assert_array_equal(zarr.open_group(fs.get_mapper(""), mode="r")["v"][...], before)
+    np.testing.assert_array_equal(group["v"][...], before)
+    (tmp_path / "c.nc").unlink()
+    assert not fs.refresh()  # at rest again: the same files as the last good snapshot
+    with xr.open_mfdataset([a, b]) as truth:
+        np.testing.assert_array_equal(before, truth["v"].values)

@@ -181,7 +181,7 @@ class TestVersionsAreChecked:
         (tmp_path / "a.nc").unlink()
         _write(a, 0, 5.0)
         new = _store(a)
-        new_id = new.refresh().id
+        new_id = new.refresh().snapshot.id
         assert new_id != old_id
 
         async def both() -> list:
