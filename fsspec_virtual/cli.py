@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import tempfile
 import traceback
@@ -16,7 +17,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
-from .errors import VirtualZarrError
 from .options import RedactingFilter, redacted_text
 
 __all__ = ["main"]
@@ -55,16 +55,37 @@ def _redacted_output() -> Iterator[None]:
                 handler.removeFilter(guard)
 
 
-def _failure(error: Exception) -> str:
-    """What the command prints for ``error``: its message and causes for our own errors,
-    the whole traceback for others; credentials redacted from both."""
-    if not isinstance(error, VirtualZarrError):
+#: Python argument spellings in our messages, as the command's flags spell them.
+_FLAGS = (
+    (re.compile(r"\bconcat_dim=\S*"), "--concat-dim DIM"),
+    (re.compile(r"\bcoords_from_path=\{[^}]*\}"), "--coords-from-path NAME=REGEX"),
+    (re.compile(r"\bcoords_from_path="), "--coords-from-path NAME=REGEX"),
+    (re.compile(r"\bcombine='nested'"), "--combine nested"),
+    (re.compile(r"\bjoin='exact'"), "--join exact"),
+    (re.compile(r"\bon_error=['\"]skip['\"]"), "--on-error skip"),
+)
+
+
+def _as_flags(text: str) -> str:
+    """A message's hints in the command's own words (``--concat-dim``, not
+    ``concat_dim=``)."""
+    for pattern, flag in _FLAGS:
+        text = pattern.sub(flag, text)
+    return text
+
+
+def _failure(error: Exception, debug: bool = False) -> str:
+    """What the command prints for ``error``: one line per error and cause (the whole
+    traceback with ``--debug``); credentials redacted, hints spelled as flags."""
+    if debug:
         return redacted_text("".join(traceback.format_exception(error)))
-    lines = [f"fsspec-virtual: error: {type(error).__name__}: {error}"]
+    if isinstance(error, _UsageError):
+        return redacted_text(f"fsspec-virtual: error: {error}")
+    lines = [f"fsspec-virtual: error: {type(error).__name__}: {_as_flags(str(error))}"]
     seen = {id(error)}
     cause = _cause(error)
     while cause is not None and id(cause) not in seen:
-        lines.append(f"  caused by {type(cause).__name__}: {cause}")
+        lines.append(f"  caused by {type(cause).__name__}: {_as_flags(str(cause))}")
         seen.add(id(cause))
         cause = _cause(cause)
     return redacted_text("\n".join(lines))
@@ -95,11 +116,25 @@ def _summary(fs) -> str:
     return "\n".join(lines) + "\n\n" + str(fs.report())
 
 
+class _UsageError(Exception):
+    """The arguments themselves are wrong (exit status 2)."""
+
+
+def _store(cls: Any, path: str, **options: Any) -> Any:
+    """The filesystem, its arguments checked (construction does no I/O: what fails here
+    is a usage error)."""
+    try:
+        return cls(path, **options)
+    except (ValueError, TypeError) as e:
+        raise _UsageError(_as_flags(str(e))) from e
+
+
 def _combining(args: argparse.Namespace) -> dict[str, Any]:
     """The filesystem's combine options from the flags of ``_add_combining``."""
     dims = args.concat_dim
     from_path = dict(args.coords_from_path or [])
     return {
+        "on_error": args.on_error,
         "concat_dim": dims[0] if dims and len(dims) == 1 else dims,
         "combine": args.combine,
         "join": args.join,
@@ -115,6 +150,13 @@ def _name_and_regex(text: str) -> tuple[str, str]:
 
 
 def _add_combining(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="a file that cannot be scanned is an error (raise, default) or left out with "
+        "a warning (skip)",
+    )
     parser.add_argument(
         "--concat-dim",
         action="append",
@@ -153,7 +195,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from .filesystem import VirtualZarrFileSystem
 
-    fs = VirtualZarrFileSystem(args.path, **_combining(args))
+    fs = _store(VirtualZarrFileSystem, args.path, **_combining(args))
     ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
     _print(ds)
     _print()
@@ -167,7 +209,8 @@ def _scan(args: argparse.Namespace) -> int:
     from .filesystem import VirtualZarrFileSystem
     from .state import get_state
 
-    fs = VirtualZarrFileSystem(
+    fs = _store(
+        VirtualZarrFileSystem,
         args.path,
         **_combining(args),
         cache_dir=args.cache_dir,
@@ -219,6 +262,9 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (1 after an error, printed on stderr)."""
     parser = _Parser(prog="fsspec-virtual", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="print the whole traceback of an error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print the combined dataset and a summary")
     info.add_argument("path", help="directory, glob, file or URL of the source files")
@@ -244,6 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code: int = args.run(args)
         except Exception as e:
-            _print(_failure(e), file=sys.stderr)
-            return 1
+            _print(_failure(e, args.debug), file=sys.stderr)
+            return 2 if isinstance(e, _UsageError) else 1
     return code

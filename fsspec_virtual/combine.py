@@ -28,6 +28,7 @@ from typing import cast
 
 import numpy as np
 
+from .compute import unpack
 from .concat import CrossAxisPlanError, coarsened, concatenate_variable, serve_alone, url_shifts
 from .coords import (
     Labels,
@@ -57,6 +58,7 @@ __all__ = [
     "combine",
     "concat_coordinate_paths",
     "dimension_coordinate_paths",
+    "compared_paths",
 ]
 
 
@@ -87,6 +89,30 @@ def concat_coordinate_paths(manifest: Manifest, concat_dim: str) -> list[str]:
         for path, array in manifest.arrays.items()
         if path.rpartition("/")[2] == concat_dim and array.meta.dimensions == (concat_dim,)
     ]
+
+
+#: Coordinate and bounds variables at most this large are read at scan time, so that the
+#: combine compares them between files (larger ones are taken from the first file).
+SMALL_COORDINATE = 10_000
+
+
+def compared_paths(manifest: Manifest) -> list[str]:
+    """Arrays whose values a scan reads for the combine: dimension coordinates, and the
+    small variables a ``coordinates`` or ``bounds`` attribute names (a scalar ``height``,
+    ``lat_bnds``), which label data too."""
+    out = dict.fromkeys(dimension_coordinate_paths(manifest))
+    for path, array in manifest.arrays.items():
+        group = path.rpartition("/")[0]
+        for key in ("coordinates", "bounds"):
+            named = array.meta.attrs.get(key)
+            if not isinstance(named, str):
+                continue
+            for name in named.split():
+                full = f"{group}/{name}" if group else name
+                other = manifest.arrays.get(full)
+                if other is not None and int(np.prod(other.meta.shape)) <= SMALL_COORDINATE:
+                    out[full] = None
+    return list(out)
 
 
 def dimension_coordinate_paths(manifest: Manifest) -> list[str]:
@@ -145,6 +171,22 @@ def _check_same(path: str, first: ScannedFile, other: ScannedFile) -> None:
         )
 
 
+def _check_values(path: str, first: ScannedFile, other: ScannedFile) -> None:
+    """A coordinate or bounds variable served from one file only must hold the same
+    values in the other (xarray would refuse the conflict, or give it a new dimension)."""
+    a, b = first.manifest.arrays[path].meta, other.manifest.arrays[path].meta
+    difference = labels_difference(
+        path,
+        Labels(first.path, np.asarray(first.coords[path]), a.attrs),
+        Labels(other.path, np.asarray(other.coords[path]), b.attrs),
+    )
+    if difference is not None:
+        raise IncompatibleSourcesError(
+            difference.replace("coordinate", "variable", 1)
+            + " (a coordinate or bounds variable served from one file only)"
+        )
+
+
 def _check_labels(path: str, first: ScannedFile, other: ScannedFile) -> None:
     """A dimension coordinate other than the concat one must be the same in every file:
     it is served from the first file only, and labels every file's data."""
@@ -194,6 +236,7 @@ def _combined_coordinate(
             )
     attrs = dict(first.attrs)
     dtype = first.numpy_dtype
+    _check_monotonic(path, files)
     if is_cf_time(first.attrs):
         parts = decode_many(
             [f.coords[path] for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
@@ -219,6 +262,37 @@ def _combined_coordinate(
     if not values.size:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape)), values
     return VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1)), values
+
+
+def _check_monotonic(path: str, files: list[ScannedFile]) -> None:
+    """A concat coordinate joined in the files' order must be strictly monotonic: the
+    files are ordered by the root group's coordinate, and a group's own one (``g/time``)
+    must agree with that order (never unsorted or duplicate labels)."""
+    check_calendars(
+        path, [f.path for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
+    )
+    parts = decode_many(
+        [f.coords[path] for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
+    )
+    values = np.concatenate([np.asarray(p).reshape(-1) for p in parts])
+    if values.size < 2:
+        return
+    keys = [sortable(v) for v in values] if values.dtype.kind in "USO" else None
+    try:
+        if keys is not None:  # text in natural order, as files are placed
+            up = all(a < b for a, b in itertools.pairwise(keys))
+            down = all(a > b for a, b in itertools.pairwise(keys))
+        else:
+            up = bool(np.all(values[1:] > values[:-1]))
+            down = bool(np.all(values[1:] < values[:-1]))
+    except TypeError:
+        up = down = False
+    if not (up or down):
+        raise IncompatibleSourcesError(
+            f"coordinate {path!r} is not monotonic once its files ({files[0].path}, "
+            f"{files[1].path}, ...) are joined in the order of their concat coordinate: "
+            "its values overlap, repeat or run in another order than the files'"
+        )
 
 
 def _as_options(options: CombineOptions | str | None) -> CombineOptions:
@@ -309,6 +383,8 @@ def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
                 _check_same(path, first, other)
                 if path in label_paths:
                     _check_labels(path, first, other)
+                elif path in first.coords and path in other.coords:
+                    _check_values(path, first, other)
             arrays[path] = template
             continue
         members = blocks
@@ -328,6 +404,11 @@ def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
                 for b, a in zip(blocks, filled)
             ]
         joined = concatenate_variable(path, members, dims.index(dim))
+        if all(path in b.coords for b in blocks):  # its values, joined too (time_bnds)
+            axis = dims.index(dim)
+            coords[path] = np.concatenate([b.coords[path] for b in blocks], axis=axis)
+        else:
+            coords.pop(path, None)
         if lacking and joined.meta.numpy_dtype != template.meta.numpy_dtype:
             # promoted for the gaps: NaN is what they read as (and all xarray masks)
             attrs = dict(joined.meta.attrs)
@@ -425,6 +506,21 @@ def _differing_dims(blocks: list[ScannedFile]) -> list[str]:
     return out
 
 
+def _check_lengths(blocks: list[ScannedFile]) -> None:
+    """Merged groups must agree on every dimension's length (a group without a coordinate
+    for a dimension is not compared by value: its length at least must be the same)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for block in blocks:
+        for array in block.manifest.arrays.values():
+            for dim, n in zip(array.meta.dimensions, array.meta.shape):
+                known = seen.setdefault(dim, (n, block.path))
+                if known[0] != n:
+                    raise IncompatibleSourcesError(
+                        f"dimension {dim!r} has length {known[0]} in {known[1]} and {n} in "
+                        f"{block.path}, whose variables are merged"
+                    )
+
+
 def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
     """Groups of files (different variable sets) merged: their shared coordinates equal,
     or they cover different stretches of one dimension (an outer join along it)."""
@@ -446,10 +542,19 @@ def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
     first = blocks[0]
     arrays: dict[str, VirtualArray] = {}
     owner: dict[str, ScannedFile] = {}
+    _check_lengths(blocks)
     for block, shift in zip(blocks, url_shifts(blocks)):
         for path, array in block.manifest.arrays.items():
             if path in arrays:
                 _check_same(path, owner[path], block)
+                if path in owner[path].coords and path in block.coords:
+                    _check_values(path, owner[path], block)
+                elif path not in dimension_coordinate_paths(block.manifest):
+                    raise IncompatibleSourcesError(
+                        f"variable {path!r} is in both {owner[path].path} and {block.path}, "
+                        "whose variables are merged: it is too large to be compared, and "
+                        "xarray would refuse it where the two differ"
+                    )
                 continue
             arrays[path], owner[path] = _shifted(array, shift), block
     coords = {k: v for b in reversed(blocks) for k, v in b.coords.items()}
@@ -520,6 +625,44 @@ def _with_named_dimensions(files: list[ScannedFile], options: CombineOptions) ->
     return files
 
 
+#: Attributes that make a coordinate's stored values differ from its values.
+_LABEL_PACKING = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
+
+
+def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
+    """A file whose packed dimension coordinates (``scale_factor``, ``add_offset``, a fill
+    or missing value) are served decoded, as xarray decodes them, from memory: files may
+    pack their labels differently, and labels are compared, ordered and joined by value."""
+    arrays, coords = dict(f.manifest.arrays), dict(f.coords)
+    for path in dimension_coordinate_paths(f.manifest):
+        meta = arrays[path].meta
+        masked = meta.fill_value not in (None, "NaN")  # a NaN fill changes no value
+        packed = masked or any(k in meta.attrs for k in _LABEL_PACKING)
+        if not packed or path not in coords or is_cf_time(meta.attrs):
+            continue
+        values = np.asarray(unpack(np.asarray(coords[path]), meta))
+        if values.dtype.kind in "iuf":
+            values = values.astype(values.dtype.newbyteorder("<"))
+        attrs = {k: v for k, v in meta.attrs.items() if k not in _LABEL_PACKING}
+        types = {k: v for k, v in meta.attr_dtypes.items() if k not in _LABEL_PACKING}
+        decoded = replace(
+            meta,
+            dtype=values.dtype.str,
+            chunks=values.shape or (1,),
+            compressor=None,
+            filters=None,
+            fill_value=None,
+            attrs=attrs,
+            attr_dtypes=types,
+        )
+        grid = ChunkGrid.single_inline(values.tobytes(), 1)
+        arrays[path] = VirtualArray(decoded, grid if values.size else ChunkGrid.empty((0,)))
+        coords[path] = values
+    if arrays == f.manifest.arrays:
+        return f
+    return ScannedFile(f.path, replace(f.manifest, arrays=arrays), coords)
+
+
 def _finished(manifest: Manifest, concat_dims: list[str]) -> Manifest:
     """Every array as it is served: lossy packing unpacked, tiny chunks merged."""
     arrays = {}
@@ -551,6 +694,8 @@ def combine(files: list[ScannedFile], options: CombineOptions | str | None = Non
     if not files:
         raise ValueError("no files to combine")
     options = _as_options(options)
+    if len(files) > 1:
+        files = [_with_decoded_labels(f) for f in files]
     if options.coords_from_path:
         files = [_with_path_coordinates(f, options) for f in files]
     files = _with_named_dimensions(files, options)

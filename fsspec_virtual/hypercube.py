@@ -148,11 +148,13 @@ def data_variables(manifest: Manifest) -> frozenset[str]:
 
 
 def group_by_variables(files: Sequence[_Scanned]) -> list[list[_Scanned]]:
-    """Files grouped by their set of data variables, in order of first appearance."""
+    """Files grouped by their set of data variables, groups in the order of their sorted
+    variable names (the first group's attributes win, as in xarray)."""
     groups: dict[frozenset[str], list[_Scanned]] = {}
     for f in files:
         groups.setdefault(data_variables(f.manifest), []).append(f)
-    return list(groups.values())
+    # as combine_by_coords orders them: by their variables' sorted names
+    return [groups[key] for key in sorted(groups, key=lambda names: sorted(names))]
 
 
 def _values(f: _Scanned, dim: str) -> np.ndarray | None:

@@ -18,7 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .access import adapter_for
 from .codecs import decode_chunk
-from .combine import ScannedFile, dimension_coordinate_paths
+from .combine import ScannedFile, compared_paths
 from .coords import storable
 from .errors import ScanError
 from .manifest import Manifest, VirtualArray
@@ -137,8 +137,12 @@ def _read_coordinates(
     NetCDF3 file's coordinates lie side by side after its header: one request); the
     others (inline, unwritten, read through h5py) one array at a time.
     """
-    paths = [p for p in dimension_coordinate_paths(manifest) if p not in known]
-    batch = [p for p in paths if _byte_ranges_only(manifest.arrays[p])]
+    paths = [p for p in compared_paths(manifest) if p not in known]
+    batch = [
+        p
+        for p in paths
+        if _byte_ranges_only(manifest.arrays[p]) and len(manifest.arrays[p].meta.shape) == 1
+    ]
     requests, owners = [], []
     for path in batch:
         grid = manifest.arrays[path].grid
@@ -154,8 +158,8 @@ def _read_coordinates(
         chunks[path].append(decode_chunk(raw, manifest.arrays[path].meta))
     out = {}
     for path in paths:
-        n = manifest.arrays[path].meta.shape[0]
         if path in chunks:
+            n = manifest.arrays[path].meta.shape[0]
             values = np.concatenate(chunks[path])[:n]
         else:
             values = read_array(fs, manifest, path, versions)

@@ -180,3 +180,17 @@ class TestCombineFlags:
         done = run("info", str(tmp_path), "--coords-from-path", "member")
         assert done.returncode == 2
         assert "NAME=REGEX" in done.stderr
+
+    def test_errors_are_one_line_with_hints_in_flags(self, tmp_path):
+        self._members(tmp_path)
+        usage = run("info", str(tmp_path), "--combine", "nested")  # nested needs a dimension
+        assert usage.returncode == 2 and "--combine nested" in usage.stderr
+        assert "Traceback" not in usage.stderr
+        data = run("info", str(tmp_path), "--concat-dim", "member")  # nothing gives member
+        assert data.returncode == 1, data.stderr
+        assert (
+            "--coords-from-path NAME=REGEX" in data.stderr and "coords_from_path" not in data.stderr
+        )
+        assert "Traceback" not in data.stderr and len(data.stderr.strip().splitlines()) <= 3
+        debug = run("--debug", "info", str(tmp_path), "--concat-dim", "member")
+        assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -536,3 +536,17 @@ def test_userblock_offsets_relative_to_base_are_corrected(
             np.testing.assert_array_equal(
                 _read_by_manifest(path, manifest, name), expected, strict=True
             )
+
+
+def test_null_dataspace_is_left_out_loudly_and_the_rest_served(tmp_path):
+    """A dataset with a null dataspace (h5py.Empty) holds no value: left out with a
+    warning naming it (the scan of the whole file used to fail)."""
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("empty", data=h5py.Empty("f4"))
+        f["x"] = np.arange(3.0)
+    fs = virtual(path)  # records its scan's warnings
+    assert [str(w.message) for w in fs.caught if "null dataspace" in str(w.message)]
+    group = zarr_group(fs)
+    assert "empty" not in group
+    np.testing.assert_array_equal(group["x"][...], np.arange(3.0))

@@ -266,9 +266,15 @@ class TestHTTPPassword:
                 raise RuntimeError(f"while opening {args.path}") from e
 
         monkeypatch.setattr(cli, "_info", failing)
-        assert cli_main(["info", f"https://me:{SECRET}@example.invalid/data/"]) == 1
+        url = f"https://me:{SECRET}@example.invalid/data/"
+        assert cli_main(["info", url]) == 1  # one line per error and cause
         err = shown.capsys.readouterr().err
-        assert "Traceback" in err and "ConnectionError" in err and "RuntimeError" in err, err
+        assert "Traceback" not in err and "ConnectionError" in err and "RuntimeError" in err, err
+        assert f"me:{REDACTED}@example.invalid" in err
+        shown.add("stderr", err)
+        assert cli_main(["--debug", "info", url]) == 1  # the whole traceback, redacted too
+        err = shown.capsys.readouterr().err
+        assert "Traceback" in err and "ConnectionError" in err, err
         assert f"me:{REDACTED}@example.invalid" in err
         shown.add("stderr", err)
         with pytest.raises(SystemExit):

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 5
+SCANNER_VERSION = 7
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with
@@ -118,13 +118,13 @@ def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
     from the blocks the scan fetched, usually without a request (netCDF-C allocates
     contiguous coordinates next to the metadata). Those that need h5py, or that the
     scan cache cannot keep, are left out (read later through the filesystem)."""
-    from ..combine import dimension_coordinate_paths
+    from ..combine import compared_paths
     from ..coords import storable
     from ..materialize import FileObjectSource, read_array, readable_through_file
 
     via = FileObjectSource(f)
     out = {}
-    for path in dimension_coordinate_paths(manifest):
+    for path in compared_paths(manifest):
         if readable_through_file(manifest, path):
             values = storable(read_array(via, manifest, path))
             if values is not None:

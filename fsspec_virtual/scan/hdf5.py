@@ -534,6 +534,8 @@ def _serve_dataset(
     reason = _unsupported_type(dtype)
     if reason is not None:
         return reason
+    if dset.shape is None:  # h5py.Empty: a null dataspace holds no value at all
+        return "null dataspace (no value: h5py reads it as h5py.Empty)"
     if dset.is_virtual:
         outside = sorted({s.file_name for s in dset.virtual_sources() if s.file_name != "."})
         if outside:
