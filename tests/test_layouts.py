@@ -694,3 +694,76 @@ def test_mixed_calendars_are_refused_naming_both_files(tmp_path):
     for concat_dim in (None, "time"):
         with pytest.raises(IncompatibleSourcesError, match=r"'noleap' in .*a\.nc and 'standard'"):
             opened(virtual(tmp_path, concat_dim=concat_dim))
+
+
+# -- found by attacking the combine -----------------------------------------------------------
+
+
+def test_packed_concat_coordinate_is_ordered_and_served_by_value(tmp_path):
+    """depth packed as int16 with another scale_factor per file: joined by value, not raw."""
+    for i, (scale, depth) in enumerate([(1.0, [10.0, 11.0]), (0.1, [5.0, 6.0])]):
+        depth = np.array(depth)
+        xr.Dataset({"T": ("depth", depth * 100)}, coords={"depth": depth}).to_netcdf(
+            tmp_path / f"f{i}.nc",
+            encoding={"depth": {"dtype": "i2", "scale_factor": scale, "_FillValue": None}},
+        )
+    expected = by_coords(sorted(tmp_path.glob("*.nc")))
+    np.testing.assert_allclose(expected.depth.values, [5, 6, 10, 11])
+    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+        np.testing.assert_allclose(ours.depth.values, expected.depth.values)
+        np.testing.assert_array_equal(ours.T.values, expected.T.values)
+
+
+def test_packed_label_coordinates_that_differ_by_value_are_refused(tmp_path):
+    """The same raw lat [1, 2, 3] under scale 0.5 and 1: different labels (xarray refuses)."""
+    for i, scale in enumerate([0.5, 1.0]):
+        time, lat = np.arange(2) + 2 * i, np.array([1, 2, 3]) * scale
+        xr.Dataset(
+            {"tas": (("time", "lat"), np.add.outer(time * 10.0, lat))},
+            coords={"time": time, "lat": lat},
+        ).to_netcdf(
+            tmp_path / f"f{i}.nc",
+            encoding={"lat": {"dtype": "i2", "scale_factor": scale, "_FillValue": None}},
+        )
+    with pytest.raises(IncompatibleSourcesError, match="lat"):
+        opened(virtual(tmp_path, concat_dim="time"))
+
+
+def test_merged_groups_with_conflicting_scalar_coordinates_are_refused(tmp_path):
+    """tas at 2 m and uas at 10 m: open_mfdataset raises MergeError; never one height for both."""
+    t = np.arange(4.0)
+    for name, height in (("uas", 10.0), ("tas", 2.0)):
+        xr.Dataset(
+            {name: ("time", t + height)},
+            coords={"time": ("time", t, {"units": "days since 2000-01-01"}), "height": height},
+        ).to_netcdf(tmp_path / f"{name}_day.nc")
+    with pytest.raises(IncompatibleSourcesError, match="'height'"):
+        opened(virtual(tmp_path))
+
+
+def test_merged_groups_must_agree_on_dimension_lengths(tmp_path):
+    for name, n, with_time in (("tas", 8, True), ("pr", 6, False)):
+        ds = xr.Dataset({name: ("time", np.arange(float(n)))})
+        if with_time:
+            ds = ds.assign_coords(time=("time", np.arange(n), {"units": "days since 2000-01-01"}))
+        ds.to_netcdf(tmp_path / f"{name}.nc")
+    with pytest.raises(IncompatibleSourcesError, match="'time' has length"):
+        opened(virtual(tmp_path))
+
+
+def test_a_group_coordinate_out_of_the_files_order_is_refused(tmp_path):
+    for i, group_start in enumerate([3, 0, 6]):
+        path = tmp_path / f"f{i}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", None)
+            t = nc.createVariable("time", "f8", ("time",))
+            t.units = "days since 2000-01-01"
+            t[:] = [3 * i, 3 * i + 1, 3 * i + 2]
+            g = nc.createGroup("g")
+            g.createDimension("time", None)
+            gt = g.createVariable("time", "f8", ("time",))
+            gt.units = "days since 2000-01-01"
+            gt[:] = [group_start, group_start + 1, group_start + 2]
+            g.createVariable("v", "f8", ("time",))[:] = [1.0, 2.0, 3.0]
+    with pytest.raises(IncompatibleSourcesError, match="'g/time' is not monotonic"):
+        opened(virtual(tmp_path))
