@@ -11,6 +11,7 @@ carry) are served unpacked: the decoded floating-point values, packing attribute
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
@@ -282,6 +283,27 @@ def _passthrough(arrays: list[VirtualArray], axis: int, shifts: list[int]) -> Vi
     return VirtualArray(target, grid)
 
 
+def _declared(metas: list[ArrayMeta], plain: list[bool]) -> ArrayMeta:
+    """The layout a joined variable is served in: that of most of its files (dtype,
+    chunks, codecs), so that their chunks pass through and only the others' are computed
+    (one NetCDF3 file among NetCDF4 ones, one file compressed otherwise); the first
+    file's attributes. Where the files' dtypes differ, the layout of those holding the
+    common dtype, else the common dtype uncompressed."""
+    first = metas[0]
+    dtype = np.result_type(*(m.numpy_dtype for m in metas))
+    if all(m.dtype == first.dtype for m in metas):
+        dtype = first.numpy_dtype  # exactly, byte order included (NetCDF3 is big-endian)
+    eligible = [m for m, ok in zip(metas, plain) if ok and m.numpy_dtype == dtype]
+    eligible = [m for m in eligible if m.dtype == dtype.str] or eligible
+    if not eligible:
+        return replace(first, dtype=dtype.str, compressor=None, filters=None)
+    layouts = [repr(_codec(m)) for m in eligible]
+    tally = collections.Counter(layouts)
+    # the most common layout; among equals, the earliest file's
+    base = eligible[max(range(len(eligible)), key=lambda i: (tally[layouts[i]], -i))]
+    return replace(base, attrs=first.attrs, attr_dtypes=first.attr_dtypes)
+
+
 def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> VirtualArray:
     """One variable of every file, joined along ``axis``.
 
@@ -330,11 +352,8 @@ def concatenate_variable(path: str, files: Sequence[_File], axis: int) -> Virtua
         )
         return _unpacked(arrays, starts, shape, chunks, axis, why, shifts)
 
-    if all(m.dtype == first.dtype for m in metas):
-        declared = first  # exactly, byte order included (NetCDF3 is big-endian)
-    else:
-        dtype = np.result_type(*(m.numpy_dtype for m in metas))
-        declared = replace(first, dtype=dtype.str, compressor=None, filters=None)
+    declared = _declared(metas, [a.plan is None for a in arrays])
+    chunks = tuple(max(c, 1) for c in declared.chunks)
     target = replace(declared, shape=shape, chunks=chunks)
     straddle = _straddle(files, lengths, chunks[axis])
     codecs_between = _first_difference(files, metas, _codec)
