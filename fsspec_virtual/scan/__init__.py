@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 7
+SCANNER_VERSION = 8
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with
@@ -191,6 +191,11 @@ def scan_file(
             from .netcdf3 import scan_netcdf3
 
             manifest, messages, (requests, nbytes) = scan_netcdf3(fs, source.path)
+            return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes), None
+        if source.format == "netcdf5":
+            from .cdf5 import scan_cdf5
+
+            manifest, messages, (requests, nbytes) = scan_cdf5(fs, source.path, source.size)
             return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes), None
         raise NotImplementedError(f"{source.format} files are not supported")
     except ScanError:
