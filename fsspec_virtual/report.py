@@ -58,9 +58,43 @@ class ScanReport:
         """Read requests per remote file scanned (0 when none was)."""
         return self.scan_cost.requests / self.remote_scans if self.remote_scans else 0.0
 
+    @property
+    def left_out(self) -> tuple[VariableReport, ...]:
+        """The variables left out of the store (with why)."""
+        return tuple(v for v in self.variables if v.how == "skipped")
+
+    def _repr_html_(self) -> str:
+        """The report as an HTML table (Jupyter shows it)."""
+        import html
+
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(redacted_text(str(cell)))}</td>"
+                for cell in (
+                    v.path,
+                    v.how,
+                    ", ".join(f"{n} {kind}" for kind, n in v.chunks.items() if n),
+                    v.reason,
+                )
+            )
+            + "</tr>"
+            for v in self.variables
+        )
+        head = html.escape(self._headline())
+        return (
+            f"<p>{head}</p><table><thead><tr><th>variable</th><th>served</th>"
+            f"<th>chunks</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+    def _headline(self) -> str:
+        served = len(self.variables) - len(self.left_out)
+        left = f", {len(self.left_out)} left out" if self.left_out else ""
+        return f"{served} variables served from {self.files} file(s){left}"
+
     def __str__(self) -> str:
         width = max([len(v.path) for v in self.variables] + [8])
-        lines = [f"{len(self.variables)} variables from {self.files} file(s)"]
+        lines = [self._headline()]
         if self.remote_scans:
             lines.append(
                 f"scanned {self.remote_scans} remote file(s): {self.scan_cost.requests} "

@@ -550,3 +550,15 @@ def test_null_dataspace_is_left_out_loudly_and_the_rest_served(tmp_path):
     group = zarr_group(fs)
     assert "empty" not in group
     np.testing.assert_array_equal(group["x"][...], np.arange(3.0))
+
+
+def test_report_counts_what_is_left_out_in_text_and_html(tmp_path):
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("empty", data=h5py.Empty("f4"))
+        f["x"] = np.arange(3.0)
+    report = virtual(path).report()
+    assert [v.path for v in report.left_out] == ["empty"]
+    assert "1 variables served from 1 file(s), 1 left out" in str(report)
+    page = report._repr_html_()
+    assert "<table>" in page and "null dataspace" in page and "1 left out" in page
