@@ -237,7 +237,11 @@ class _OpenH5Files:
         try:
             with file_lock:
                 dataset = h5file[h5path]
-                values = dataset[where] if dataset.shape else dataset[()]
+                # an HDF5 array type's axes are served after the dataset's own
+                ndim = dataset.ndim
+                values = dataset[where[:ndim]] if ndim else dataset[()]
+                if len(where) > ndim:
+                    values = np.asarray(values)[(slice(None),) * ndim + where[ndim:]]
         except Exception as e:
             if local:
                 raise

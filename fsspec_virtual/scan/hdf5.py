@@ -10,8 +10,10 @@ checked against the file itself, dataset by dataset (see PITFALLS.md):
 - the Zarr ``fill_value`` is the source's ``_FillValue`` only (xarray masks whatever
   ``fill_value`` says); chunks never written get the HDF5 fill value by an inline chunk
   where zarr's own fill would differ;
-- types we cannot serve correctly yet (enum, compound, references, vlen sequences) are
-  skipped with a reason.
+- object references are served as the referenced objects' paths, opaque types as their
+  raw bytes, HDF5 array types with their axes after the dataset's (read through h5py);
+- types we cannot serve correctly yet (region references, compound types with nested or
+  array fields, vlen sequences) and names holding a backslash are skipped with a reason.
 """
 
 from __future__ import annotations
@@ -340,14 +342,18 @@ def _dimension_lengths(datasets: dict[str, Any], dims: dict[str, list[str]]) -> 
 
 def _unsupported_type(dtype: np.dtype) -> str | None:
     """Why a dataset's type cannot be served yet, or None."""
-    if h5py.check_ref_dtype(dtype) is not None:
-        return "HDF5 object/region references are not supported"
+    ref = h5py.check_ref_dtype(dtype)
+    if ref is h5py.RegionReference:
+        # a path and a selection as text would be no value any other reader shows
+        return "HDF5 region references are not supported (only object references are)"
+    if ref is not None:
+        return None
     if dtype.names is not None and _packed_compound(dtype) is None:
         return "compound HDF5 types with nested, variable-length or array fields are not supported"
     if dtype.kind == "O" and h5py.check_string_dtype(dtype) is None:
         return "variable-length sequences are not supported yet"
-    if dtype.kind == "V" and dtype.names is None:
-        return "opaque HDF5 types are not supported yet"
+    if dtype.subdtype is not None and dtype.base.kind not in "biufcS":
+        return f"HDF5 array types of {dtype.base} elements are not supported"
     return None
 
 
@@ -367,6 +373,37 @@ def _string_array(translator: Any, dset: h5py.Dataset) -> VirtualArray:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
     encoded = numcodecs.VLenUTF8().encode(data.reshape(-1))
     return VirtualArray(meta, ChunkGrid.single_inline(encoded, dset.ndim))
+
+
+def _reference_array(translator: Any, dset: h5py.Dataset) -> VirtualArray:
+    """An object-reference dataset, held inline as the path of each referenced object
+    (``f[ref].name``, as h5py dereferences it); ``""`` for a null reference."""
+    h5 = dset.file
+    refs = np.asarray(dset[()], dtype=object)
+    paths = [(h5[ref].name or "") if ref else "" for ref in refs.reshape(-1)]
+    meta = replace(
+        _h5py_meta(translator, dset, np.dtype("O")),
+        chunks=dset.shape,
+        filters=({"id": "vlen-utf8"},),
+    )
+    if not paths:
+        return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
+    encoded = numcodecs.VLenUTF8().encode(np.array(paths, dtype=object))
+    return VirtualArray(meta, ChunkGrid.single_inline(encoded, dset.ndim))
+
+
+def _element_dimensions(path: str, count: int, taken: set[str]) -> tuple[str, ...]:
+    """Names for the trailing axes of an HDF5 array type: ``<name>_dim_<k>``, made unique
+    against the file's names; never ``phony_dim_*``, whose numbering follows netCDF-C."""
+    leaf = path.rsplit("/", 1)[-1]
+    names = []
+    for k in range(count):
+        name = f"{leaf}_dim_{k}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        names.append(name)
+    return tuple(names)
 
 
 def _compact_array(dset: h5py.Dataset, base: VirtualArray) -> VirtualArray:
@@ -399,7 +436,9 @@ def _packed_compound(dtype: np.dtype) -> np.dtype | None:
 
 def _served_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a dataset is served with: an enum's base type, booleans as ``bool``,
-    a compound type packed."""
+    a compound type packed, an array type's element type (its axes become the array's)."""
+    if dtype.subdtype is not None:
+        return dtype.base
     if dtype.names is not None:
         packed = _packed_compound(dtype)
         assert packed is not None  # refused by _unsupported_type
@@ -478,7 +517,7 @@ def _h5py_meta(translator: Any, dset: h5py.Dataset, dtype: np.dtype) -> ArrayMet
     names = [n for n in dset.attrs if n not in _HIDDEN_ATTRS and n != "_FillValue"]
     attrs = {**json_attributes(dset.attrs, names), **_enum_attrs(dset.dtype)}
     fill = None
-    if "_FillValue" in dset.attrs and dtype.names is None:
+    if "_FillValue" in dset.attrs and dtype.names is None and dset.dtype.subdtype is None:
         fill = zarr_fill_value(dset.attrs["_FillValue"], dtype)
     dims = tuple(str(d).rsplit("/", 1)[-1] for d in translator._get_array_dims(dset))
     return ArrayMeta(
@@ -494,10 +533,23 @@ def _h5py_meta(translator: Any, dset: h5py.Dataset, dtype: np.dtype) -> ArrayMet
     )
 
 
-def _read_through_h5py(translator: Any, dset: h5py.Dataset, path: str, why: str) -> VirtualArray:
+def _read_through_h5py(
+    translator: Any, dset: h5py.Dataset, path: str, why: str, taken: set[str] | None = None
+) -> VirtualArray:
     """A dataset no byte range can serve (its filter has no numcodecs codec, or its fill
-    semantics do not fit): computed by reading through h5py on the source file object."""
+    semantics do not fit): computed by reading through h5py on the source file object.
+
+    An HDF5 array type's axes follow the dataset's, named apart from ``taken`` names.
+    """
     meta = _h5py_meta(translator, dset, _served_dtype(dset.dtype))
+    extra = dset.dtype.shape
+    if extra:
+        meta = replace(
+            meta,
+            shape=(*meta.shape, *extra),
+            chunks=(*meta.chunks, *extra),
+            dimensions=(*meta.dimensions, *_element_dimensions(path, len(extra), taken or set())),
+        )
     reason = f"read through h5py: {why}" if why else "read through h5py"
     part = SourcePart(0, meta, None, 0, path.lstrip("/"))
     return VirtualArray(
@@ -522,9 +574,10 @@ def _serve_dataset(
     dims: dict[str, list[str]],
     dim_lengths: dict[str, int],
     netcdf: bool,
+    taken: set[str],
 ) -> VirtualArray | str | None:
     """How one dataset is served: its array, the reason it is left out, or None (a
-    netCDF dimension without a variable)."""
+    netCDF dimension without a variable). ``taken``: names new dimensions must avoid."""
     if isinstance(dset, h5py.ExternalLink):
         return "HDF5 external links are not supported"
     try:
@@ -546,6 +599,15 @@ def _serve_dataset(
         return _read_through_h5py(translator, dset, path, "virtual dataset")
     if dtype.names is not None:  # kerchunk's compound handling is not ours
         return _read_through_h5py(translator, dset, path, "compound type")
+    if h5py.check_ref_dtype(dtype) is h5py.Reference:
+        try:
+            return _reference_array(translator, dset)
+        except (OSError, KeyError, ValueError) as e:  # a reference to an unlinked object
+            return f"an object reference in it could not be dereferenced: {e}"
+    if dtype.subdtype is not None:
+        return _read_through_h5py(translator, dset, path, "HDF5 array type", taken)
+    if dtype.kind == "V":  # opaque: the stored bytes, as h5py reads them
+        return _read_through_h5py(translator, dset, path, "HDF5 opaque type")
     if base is None and _is_dimension_only(dset):
         return None
     if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
@@ -594,7 +656,7 @@ def _invalid_name(path: str) -> str | None:
     renamed variable would be one no other reader of the file shows.
     """
     for part in path.split("/"):
-        if not part or set(part) == {"."} or part in _METADATA_NAMES:
+        if not part or set(part) == {"."} or part in _METADATA_NAMES or "\\" in part:
             return part
     return None
 
@@ -612,6 +674,8 @@ def _without_invalid_names(
             kept[path] = array
         else:
             skipped[path] = f"its HDF5 path holds {part!r}, which is not a valid Zarr node name"
+            if "\\" in part:  # zarr-python reads a backslash in a key as "/"
+                skipped[path] += " (zarr reads a backslash as a path separator)"
     return kept_groups, kept, skipped
 
 
@@ -702,9 +766,11 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         dims = _raw_dimensions(translator.store_dict)
         dim_lengths = _dimension_lengths(datasets, dims)
         netcdf = "_NCProperties" in h5.attrs or bool(dim_lengths)
+        taken = {p.rsplit("/", 1)[-1] for p in datasets}
+        taken.update(d for meta in (a.meta for a in arrays.values()) for d in meta.dimensions)
         for path, dset in datasets.items():
             served = _serve_dataset(
-                translator, path, dset, arrays.get(path), messages, dims, dim_lengths, netcdf
+                translator, path, dset, arrays.get(path), messages, dims, dim_lengths, netcdf, taken
             )
             if isinstance(served, str):
                 arrays.pop(path, None)
