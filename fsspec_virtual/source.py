@@ -2,8 +2,9 @@
 
 Files are recognised by their magic bytes, never by their name: HDF5 (and so NetCDF4)
 by the HDF5 signature (at byte 0, or after a user block of 512, 1024, 2048, ... bytes),
-NetCDF3 by ``CDF\\x01`` / ``CDF\\x02``, CDF-5 (64-bit data) by ``CDF\\x05``. A name only matters to tell a broken data file from a README: a file
-named like NetCDF/HDF5 (``.nc``, ``.h5``, ...) whose bytes match no format is an error.
+NetCDF3 by ``CDF\\x01`` / ``CDF\\x02``, CDF-5 (64-bit data) by ``CDF\\x05``. A name only
+matters to tell a broken data file from a README: a file named like NetCDF/HDF5
+(``.nc``, ``.h5``, ...) whose bytes match no format is an error.
 """
 
 from __future__ import annotations
