@@ -28,7 +28,6 @@ from typing import cast
 
 import numpy as np
 
-from .compute import unpack
 from .concat import CrossAxisPlanError, coarsened, concatenate_variable, serve_alone, url_shifts
 from .coords import (
     Labels,
@@ -51,6 +50,7 @@ from .hypercube import (
     value_from_path,
 )
 from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, VirtualArray
+from .packing import PACKING_ATTRS, is_packed, unpack
 
 __all__ = [
     "ScannedFile",
@@ -625,10 +625,6 @@ def _with_named_dimensions(files: list[ScannedFile], options: CombineOptions) ->
     return files
 
 
-#: Attributes that make a coordinate's stored values differ from its values.
-_LABEL_PACKING = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
-
-
 def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
     """A file whose packed dimension coordinates (``scale_factor``, ``add_offset``, a fill
     or missing value) are served decoded, as xarray decodes them, from memory: files may
@@ -636,15 +632,13 @@ def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
     arrays, coords = dict(f.manifest.arrays), dict(f.coords)
     for path in dimension_coordinate_paths(f.manifest):
         meta = arrays[path].meta
-        masked = meta.fill_value not in (None, "NaN")  # a NaN fill changes no value
-        packed = masked or any(k in meta.attrs for k in _LABEL_PACKING)
-        if not packed or path not in coords or is_cf_time(meta.attrs):
+        if not is_packed(meta) or path not in coords or is_cf_time(meta.attrs):
             continue
         values = np.asarray(unpack(np.asarray(coords[path]), meta))
         if values.dtype.kind in "iuf":
             values = values.astype(values.dtype.newbyteorder("<"))
-        attrs = {k: v for k, v in meta.attrs.items() if k not in _LABEL_PACKING}
-        types = {k: v for k, v in meta.attr_dtypes.items() if k not in _LABEL_PACKING}
+        attrs = {k: v for k, v in meta.attrs.items() if k not in PACKING_ATTRS}
+        types = {k: v for k, v in meta.attr_dtypes.items() if k not in PACKING_ATTRS}
         decoded = replace(
             meta,
             dtype=values.dtype.str,

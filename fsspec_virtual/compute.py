@@ -24,9 +24,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .access import adapter_for
 from .access.adapters import check_local
-from .codecs import decode_chunk, encode_chunk, fill_scalar, filled
+from .codecs import decode_chunk, encode_chunk, filled
 from .errors import SourceReadError, StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
+from .packing import unpack
 from .reader import (
     DEFAULT_READ_OPTIONS,
     ReadOptions,
@@ -42,8 +43,6 @@ __all__ = [
     "DecodedChunkCache",
     "compute_chunk",
     "read_region",
-    "unpack",
-    "unpacked_dtype",
 ]
 
 #: Default bound of the decoded-chunk cache, in bytes.
@@ -133,63 +132,6 @@ class DecodedChunkCache:
             raise
         finally:
             del self._pending[pending_key]
-
-
-# -- unpacking ----------------------------------------------------------------------------
-
-_PACKING = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
-
-
-def _typed(value: Any, dtype: str | None) -> Any:
-    if dtype is None or isinstance(value, str):
-        return value
-    return (
-        np.asarray(value, dtype=np.dtype(dtype))[()]
-        if np.ndim(value) == 0
-        else np.asarray(value, dtype=np.dtype(dtype))
-    )
-
-
-def _packing_attrs(meta: ArrayMeta, dtype: np.dtype) -> dict[str, Any]:
-    """The attributes xarray's CF coders read, with the source's numpy types."""
-    attrs = {
-        name: _typed(meta.attrs[name], meta.attr_dtypes.get(name))
-        for name in _PACKING
-        if name in meta.attrs
-    }
-    if meta.fill_value is not None:
-        attrs["_FillValue"] = np.asarray(
-            fill_scalar(meta), dtype=meta.attr_dtypes.get("_FillValue", dtype)
-        )[()]
-    return attrs
-
-
-def unpack(values: np.ndarray, meta: ArrayMeta) -> np.ndarray:
-    """``values`` of ``meta``'s array as xarray decodes them: masked, scaled, offset.
-
-    xarray's own coders do it, so the result (values and float type) is what
-    ``xr.open_dataset`` gives for this file.
-    """
-    import warnings
-
-    import xarray as xr
-    from xarray.coding.variables import CFMaskCoder, CFScaleOffsetCoder
-
-    attrs = _packing_attrs(meta, values.dtype)
-    variable = xr.Variable([f"d{i}" for i in range(values.ndim)], values, attrs=attrs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # xarray's "multiple fill values" notice
-        for coder in (
-            CFMaskCoder(decode_times=False, decode_timedelta=False),
-            CFScaleOffsetCoder(decode_times=False, decode_timedelta=False),
-        ):
-            variable = coder.decode(variable)
-        return np.asarray(variable.values)
-
-
-def unpacked_dtype(meta: ArrayMeta) -> np.dtype:
-    """The dtype :func:`unpack` gives for ``meta``'s array."""
-    return unpack(np.zeros((0,) * max(len(meta.shape), 1), dtype=meta.dtype), meta).dtype
 
 
 # -- reading parts ------------------------------------------------------------------------

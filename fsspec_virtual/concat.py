@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 
-from .compute import unpacked_dtype
 from .errors import IncompatibleSourcesError
 from .manifest import (
     COMPUTED,
@@ -30,6 +29,7 @@ from .manifest import (
     SourcePart,
     VirtualArray,
 )
+from .packing import PACKING_ATTRS, unpacked_dtype
 
 __all__ = [
     "concatenate_variable",
@@ -47,9 +47,6 @@ MERGED_CHUNK_BYTES = 1024 * 1024
 #: ... when the variable has at least this many of them: zarr's cost per chunk, not
 #: decoding, then bounds reads (6 MB/s on a ReferenceFileSystem for 3.6 KB chunks).
 MANY_CHUNKS = 1024
-
-#: Attributes that change how stored values decode.
-PACKING_ATTRS = ("scale_factor", "add_offset", "missing_value", "_Unsigned")
 
 
 class CrossAxisPlanError(NotImplementedError):
