@@ -207,7 +207,6 @@ def _scan(args: argparse.Namespace) -> int:
     import time
 
     from .filesystem import VirtualZarrFileSystem
-    from .state import get_state
 
     fs = _store(
         VirtualZarrFileSystem,
@@ -218,10 +217,10 @@ def _scan(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=True,
     )
-    cache = fs._scan_cache
+    cache = fs.scan_cache
     assert cache is not None
     start = time.perf_counter()
-    state = get_state(fs._spec, fs._scanning, cache)
+    state = fs.collection()
     elapsed = time.perf_counter() - start
     _print(
         f"{len(state.files)} files: {cache.misses} scanned, {cache.hits} reused from the scan "

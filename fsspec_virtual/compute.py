@@ -157,9 +157,9 @@ class _OpenH5Files:
     ) -> Any:
         import h5py
 
-        from .scan.hdf5 import _load_filter_plugins
+        from .scan.hdf5 import load_filter_plugins
 
-        _load_filter_plugins()  # a worker process scanned; this one may not have them yet
+        load_filter_plugins()  # a worker process scanned; this one may not have them yet
         key = (id(fs), url, version)
         local = isinstance(fs, LocalFileSystem)
         if version is not None and local:

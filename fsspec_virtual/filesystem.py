@@ -440,6 +440,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 state.cache.clear()
         return state
 
+    @property
+    def scan_cache(self) -> ScanCache | None:
+        """The persistent scan cache this store reads and fills (None with ``cache=False``)."""
+        return self._scan_cache
+
     def collection(self) -> CollectionState:
         """The snapshot this store serves (files, combined manifest, metadata); lists and
         scans if needed."""

@@ -90,10 +90,6 @@ class ArrayMeta:
         """Number of chunks along each axis."""
         return tuple(math.ceil(s / c) if c else 0 for s, c in zip(self.shape, self.chunks))
 
-    def codec_signature(self) -> tuple[Any, ...]:
-        """What must be equal for two arrays' chunks to be decoded the same way."""
-        return (self.dtype, self.compressor, self.filters, self.order)
-
     @property
     def numpy_dtype(self) -> np.dtype:
         """:attr:`dtype` as a numpy dtype (structured types included)."""

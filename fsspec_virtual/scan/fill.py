@@ -21,12 +21,14 @@ import h5py
 import numpy as np
 
 from ..codecs import encode_chunk
-from ..manifest import INLINE, MISSING, ChunkGrid, VirtualArray
+from ..manifest import COMPUTED, INLINE, MISSING, ChunkGrid, VirtualArray
 from .attributes import zarr_fill_value
 
 __all__ = ["UnservableError", "apply_fill_semantics", "netcdf_default_fill"]
 
-_EXTENDED = -3  # a chunk added beyond the dataset's extent (transient marker)
+#: A chunk added beyond the dataset's extent (a transient marker, below every sentinel the
+#: manifest uses)
+_EXTENDED = min(MISSING, INLINE, COMPUTED) - 1
 
 #: netCDF-C's default fill values (netcdf.h NC_FILL_*), by numpy dtype kind and size.
 _NETCDF_DEFAULT_FILLS: dict[str, Any] = {

@@ -473,7 +473,7 @@ def _with_enum(dset: h5py.Dataset, array: VirtualArray) -> VirtualArray:
 
 
 @functools.cache
-def _load_filter_plugins() -> bool:
+def load_filter_plugins() -> bool:
     """Register hdf5plugin's filters with h5py, if it is installed."""
     try:
         import hdf5plugin  # noqa: F401
@@ -489,7 +489,7 @@ def _unavailable_filters(dset: h5py.Dataset) -> str:
     for i in range(plist.get_nfilters()):
         code, _, _, name = plist.get_filter(i)
         if not h5py.h5z.filter_avail(code) and not (
-            _load_filter_plugins() and h5py.h5z.filter_avail(code)
+            load_filter_plugins() and h5py.h5z.filter_avail(code)
         ):
             label = name.decode(errors="replace").split(";")[0] if name else "unnamed"
             lacking.append(f"{label} (filter id {code})")
