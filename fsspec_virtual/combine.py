@@ -33,6 +33,7 @@ from .coords import (
     Labels,
     check_calendars,
     decode_many,
+    decode_values,
     encode_times,
     is_cf_time,
     labels_difference,
@@ -175,10 +176,14 @@ def _check_values(path: str, first: ScannedFile, other: ScannedFile) -> None:
     """A coordinate or bounds variable served from one file only must hold the same
     values in the other (xarray would refuse the conflict, or give it a new dimension)."""
     a, b = first.manifest.arrays[path].meta, other.manifest.arrays[path].meta
+    mine, theirs = np.asarray(first.coords[path]), np.asarray(other.coords[path])
+    attrs_a, attrs_b = a.attrs, b.attrs
+    if is_packed(a) or is_packed(b):  # compared as xarray decodes them
+        mine, theirs = np.asarray(unpack(mine, a)), np.asarray(unpack(theirs, b))
+        attrs_a = {k: v for k, v in a.attrs.items() if k not in PACKING_ATTRS}
+        attrs_b = {k: v for k, v in b.attrs.items() if k not in PACKING_ATTRS}
     difference = labels_difference(
-        path,
-        Labels(first.path, np.asarray(first.coords[path]), a.attrs),
-        Labels(other.path, np.asarray(other.coords[path]), b.attrs),
+        path, Labels(first.path, mine, attrs_a), Labels(other.path, theirs, attrs_b)
     )
     if difference is not None:
         raise IncompatibleSourcesError(
@@ -246,7 +251,14 @@ def _combined_coordinate(
         )
     else:
         raw = [f.coords[path] for f in files]
-        if dtype.kind in "US" or any(r.dtype != dtype for r in raw):
+        if dtype.kind == "O":  # text read as objects: served as fixed-width text
+            dtype = np.result_type(*(r.dtype for r in raw))
+            if dtype.kind not in "US":
+                raise NotImplementedError(
+                    f"coordinate {path!r} of {files[0].path} holds objects ({dtype}): "
+                    "joining it is not served"
+                )
+        elif dtype.kind in "US" or any(r.dtype != dtype for r in raw):
             dtype = np.result_type(dtype, *(r.dtype for r in raw))
         values = np.concatenate(raw).astype(dtype)
     values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
@@ -385,6 +397,13 @@ def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
                     _check_labels(path, first, other)
                 elif path in first.coords and path in other.coords:
                     _check_values(path, first, other)
+                elif (path in first.coords) != (path in other.coords):
+                    raise IncompatibleSourcesError(
+                        f"variable {path!r} is a coordinate or bounds variable in "
+                        f"{(first if path in first.coords else other).path} but not in "
+                        f"{(other if path in first.coords else first).path}: its values "
+                        "cannot be checked to agree (xarray would refuse to merge it)"
+                    )
             arrays[path] = template
             continue
         members = blocks
@@ -416,10 +435,58 @@ def _concat(blocks: list[ScannedFile], dim: str, join: str) -> ScannedFile:
                 del attrs["dtype"]
             joined = replace(joined, meta=replace(joined.meta, fill_value="NaN", attrs=attrs))
         arrays[path] = joined
+    for path in coord_paths & set(arrays):
+        _rebased_bounds(path, blocks, arrays, coords)
     groups = {p: g for b in reversed(blocks) for p, g in b.manifest.groups.items()}
     groups.update(first.manifest.groups)
     urls = tuple(u for b in blocks for u in b.manifest.urls)
     return ScannedFile(first.path, Manifest(urls, groups, arrays, skipped), coords)
+
+
+def _rebased_bounds(
+    path: str,
+    blocks: list[ScannedFile],
+    arrays: dict[str, VirtualArray],
+    coords: dict[str, np.ndarray],
+) -> None:
+    """A CF time coordinate's bounds variable (``time_bnds``, which has no units of its
+    own: xarray decodes it with the coordinate's) re-encoded in the joined coordinate's
+    units, where a file's units were others: its raw values would mean other dates."""
+    joined = arrays[path].meta.attrs
+    if not is_cf_time(joined):
+        return
+    named = blocks[0].manifest.arrays[path].meta.attrs.get("bounds")
+    group = path.rpartition("/")[0]
+    bounds = f"{group}/{named}" if group and named else named
+    if not isinstance(bounds, str) or bounds not in arrays:
+        return
+    encoding = (joined.get("units"), joined.get("calendar"))
+    own = [b.manifest.arrays[path].meta.attrs for b in blocks]
+    if all((a.get("units"), a.get("calendar")) == encoding for a in own):
+        return
+    meta = arrays[bounds].meta
+    if "units" in meta.attrs:
+        return  # bounds with units of their own: their files' units must agree (checked)
+    if not all(bounds in b.coords for b in blocks):
+        raise IncompatibleSourcesError(
+            f"{bounds!r} (the bounds of {path!r}) must be re-encoded in the joined units "
+            f"{encoding[0]!r}, but its values were not read at scan (too large)"
+        )
+    dates = np.concatenate(
+        [np.asarray(decode_values(b.coords[bounds], a)) for b, a in zip(blocks, own)], axis=0
+    )
+    flat, units = encode_times(dates.reshape(-1), str(encoding[0]), encoding[1], meta.numpy_dtype)
+    if units != encoding[0]:
+        raise NotImplementedError(
+            f"{bounds!r} cannot be encoded exactly in {path!r}'s joined units {encoding[0]!r}"
+        )
+    values = flat.reshape(dates.shape)
+    values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
+    rebased = replace(
+        meta, dtype=values.dtype.str, chunks=values.shape, compressor=None, filters=None
+    )
+    arrays[bounds] = VirtualArray(rebased, ChunkGrid.single_inline(values.tobytes(), values.ndim))
+    coords[bounds] = values
 
 
 def _fold(
@@ -481,6 +548,22 @@ def _join_group(files: list[ScannedFile], options: CombineOptions) -> ScannedFil
         f"{dims} ({errors[0]}): chunks straddle files along two dimensions, which is not "
         "served yet"
     )
+
+
+def _join_all(files: list[ScannedFile], options: CombineOptions) -> ScannedFile:
+    """All files joined: as one hypercube where each file has a place of its own (variables
+    a file lacks served missing there: nested collections, variables that appear or vanish
+    along the way); else grouped by variable set (CMIP-style series, several files at
+    each place), each group joined, and the groups merged."""
+    groups = group_by_variables(files)
+    if len(groups) == 1 or options.combine == "nested":
+        return _join_group(files, options)
+    try:
+        return _join_group(files, options)
+    except IncompatibleSourcesError:
+        pass  # files of several variable sets at one place: merge the groups instead
+    joined = [_join_group(cast(list[ScannedFile], group), options) for group in groups]
+    return _merge(joined, options)
 
 
 def _shifted(array: VirtualArray, shift: int) -> VirtualArray:
@@ -552,8 +635,9 @@ def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
                 elif path not in dimension_coordinate_paths(block.manifest):
                     raise IncompatibleSourcesError(
                         f"variable {path!r} is in both {owner[path].path} and {block.path}, "
-                        "whose variables are merged: it is too large to be compared, and "
-                        "xarray would refuse it where the two differ"
+                        "whose variables are merged: its values were not read at scan (not "
+                        "a small coordinate or bounds variable), so they cannot be checked "
+                        "to agree, and xarray would refuse them where they differ"
                     )
                 continue
             arrays[path], owner[path] = _shifted(array, shift), block
@@ -632,6 +716,11 @@ def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
     arrays, coords = dict(f.manifest.arrays), dict(f.coords)
     for path in dimension_coordinate_paths(f.manifest):
         meta = arrays[path].meta
+        if is_cf_time(meta.attrs) and any(k in meta.attrs for k in ("scale_factor", "add_offset")):
+            raise NotImplementedError(
+                f"coordinate {path!r} of {f.path} holds CF times packed with scale_factor/"
+                "add_offset: combining such files is not served yet"
+            )
         if not is_packed(meta) or path not in coords or is_cf_time(meta.attrs):
             continue
         values = np.asarray(unpack(np.asarray(coords[path]), meta))
@@ -695,8 +784,6 @@ def combine(files: list[ScannedFile], options: CombineOptions | str | None = Non
     files = _with_named_dimensions(files, options)
     if len(files) == 1:
         return _finished(files[0].manifest, [])
-    groups = group_by_variables(files)
-    joined = [_join_group(cast(list[ScannedFile], group), options) for group in groups]
-    merged = _merge(joined, options)
+    merged = _join_all(files, options)
     dims = list(options.concat_dims or infer_concat_dims(files) or [])
     return _finished(merged.manifest, dims)

@@ -170,7 +170,13 @@ def storable(values: np.ndarray) -> np.ndarray | None:
     values = np.asarray(values)
     if values.dtype.kind != "O":
         return values
-    flat = values.reshape(-1).tolist()
+    # a scalar text value may come wrapped in 0-d arrays: unwrap them
+    flat = [
+        v.item() if isinstance(v, np.ndarray) and v.size == 1 else v
+        for v in values.reshape(-1).tolist()
+    ]
+    while any(isinstance(v, np.ndarray) and v.size == 1 for v in flat):
+        flat = [v.item() if isinstance(v, np.ndarray) and v.size == 1 else v for v in flat]
     for kind in (str, bytes):
         if all(isinstance(v, kind) for v in flat):
             return np.asarray(flat, dtype=kind).reshape(values.shape)

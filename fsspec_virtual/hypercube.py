@@ -22,6 +22,7 @@ from .manifest import Manifest
 
 __all__ = [
     "CombineOptions",
+    "SharedPlaceError",
     "PathValue",
     "data_variables",
     "coordinate_variables",
@@ -102,9 +103,19 @@ class CombineOptions:
 
 
 def _callable_name(function: Callable[..., Any]) -> str:
-    return (
-        f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
-    )
+    """A callable's identity: its name and a digest of what it does (its code, defaults
+    and closure), so that an edited function is another collection, in every process."""
+    import hashlib
+    import marshal
+
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return f"{name}:{function!r}"
+    cells = [c.cell_contents for c in (getattr(function, "__closure__", None) or ())]
+    parts = [marshal.dumps(code), repr(getattr(function, "__defaults__", None)).encode()]
+    parts.append(repr(cells).encode())
+    return f"{name}:{hashlib.sha256(b'|'.join(parts)).hexdigest()[:16]}"
 
 
 class _Scanned(Protocol):
@@ -116,6 +127,11 @@ class _Scanned(Protocol):
 
     @property
     def coords(self) -> dict[str, np.ndarray]: ...
+
+
+class SharedPlaceError(IncompatibleSourcesError):
+    """Two files at one place of a hypercube (duplicates, overlaps, or files of two
+    variable sets that the combine then merges)."""
 
 
 def natural_key(path: str) -> list[Any]:
@@ -363,7 +379,7 @@ def _check_hypercube(
     seen: dict[tuple[int, ...], _Scanned] = {}
     for f, position in zip(files, positions):
         if position in seen:
-            raise IncompatibleSourcesError(
+            raise SharedPlaceError(
                 f"{seen[position].path} and {f.path} sit at the same place along {list(dims)} "
                 "(the same first coordinate values): they overlap or duplicate each other"
             )
