@@ -767,3 +767,139 @@ def test_a_group_coordinate_out_of_the_files_order_is_refused(tmp_path):
             g.createVariable("v", "f8", ("time",))[:] = [1.0, 2.0, 3.0]
     with pytest.raises(IncompatibleSourcesError, match="'g/time' is not monotonic"):
         opened(virtual(tmp_path))
+
+
+# -- found by the fourth attack round ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", ["run", "obs"])
+def test_nested_files_with_different_variables_keep_their_places(tmp_path, dim):
+    """Each file its own place along the stacking dimension, NaN where it lacks a variable."""
+    for i, name in enumerate(["n", "n", "tas", "tas"]):
+        if dim == "run":
+            ds = xr.Dataset({name: ("time", np.arange(2) + 100.0 * i)}, coords={"time": [0, 1]})
+        else:
+            ds = xr.Dataset({name: ("obs", np.arange(3) + 10.0 * i)})
+        ds.to_netcdf(tmp_path / f"f{i}.nc")
+    paths = sorted(tmp_path.glob("*.nc"))
+    with xr.open_mfdataset(paths, combine="nested", concat_dim=dim) as truth:
+        expected = truth.load()
+    fs = virtual(tmp_path, combine="nested", concat_dim=dim)
+    with xr.open_zarr(fs.get_mapper("")) as ours:
+        for name in ("n", "tas"):
+            np.testing.assert_array_equal(ours[name].values, expected[name].values)
+
+
+def test_a_variable_only_in_the_middle_files(tmp_path):
+    for i in range(3):
+        ds = xr.Dataset(
+            {"tas": ("time", np.arange(2.0) + 2 * i)},
+            coords={"time": ("time", np.arange(2) + 2 * i, {"units": "days since 2000-01-01"})},
+        )
+        if i == 1:
+            ds["pr"] = ("time", np.array([20.0, 30.0]))
+        ds.to_netcdf(tmp_path / f"f{i}.nc")
+    assert_store_matches(virtual(tmp_path), by_coords(sorted(tmp_path.glob("*.nc"))))
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [([0, 1], "days since 2000-01-01", "f8"), ([48, 72], "hours since 2000-01-01", "f8")],
+        [([0, 1], "days since 2000-01-01", "i4"), ([2.5, 3.5], "days since 2000-01-01", "f8")],
+    ],
+    ids=["other-units", "finer-units"],
+)
+def test_time_bounds_follow_the_joined_time_units(tmp_path, files):
+    for i, (t, units, dtype) in enumerate(files):
+        with netCDF4.Dataset(tmp_path / f"f{i}.nc", "w") as nc:
+            nc.createDimension("time", None)
+            nc.createDimension("nv", 2)
+            tv = nc.createVariable("time", dtype, ("time",))
+            tv.units, tv.bounds = units, "time_bnds"
+            tv[:] = t
+            half = 12 if units.startswith("hours") else 0.5
+            nc.createVariable("time_bnds", dtype, ("time", "nv"))[:] = np.stack(
+                [t, np.asarray(t) + half], 1
+            )
+            nc.createVariable("tas", "f4", ("time",))[:] = np.arange(len(t))
+    expected = by_coords(sorted(tmp_path.glob("*.nc")))
+    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+        np.testing.assert_array_equal(ours.time_bnds.values, expected.time_bnds.values)
+        np.testing.assert_array_equal(ours.time.values, expected.time.values)
+
+
+def test_an_edited_callable_is_another_collection(tmp_path):
+    """Two functions of one name: the second (an edit) must not reuse the first's snapshot
+    from the persistent scan cache."""
+    for member in (1, 2):
+        write_grid(tmp_path / f"tas_p{3 - member}_r{member}i1.nc", times=[0.0], seed=member)
+
+    def member_of(path):  # first version: the wrong number
+        return int(re.search(r"_p(\d+)", path)[1])
+
+    cache = {"cache": True, "cache_dir": str(tmp_path / "cache")}
+    first = fsspec.filesystem(
+        "virtualzarr",
+        path=str(tmp_path / "*.nc"),
+        combine="nested",
+        concat_dim="member",
+        coords_from_path={"member": member_of},
+        max_workers=1,
+        **cache,
+    )
+    assert list(opened(first).member.values) == [1, 2]
+    wrong = opened(first).tas.values
+
+    def member_of(path):
+        return int(re.search(r"_r(\d+)i", path)[1])
+
+    state_module.clear_states()
+    second = fsspec.filesystem(
+        "virtualzarr",
+        path=str(tmp_path / "*.nc"),
+        combine="nested",
+        concat_dim="member",
+        coords_from_path={"member": member_of},
+        max_workers=1,
+        **cache,
+    )
+    assert second.collection().id != first.collection().id
+    np.testing.assert_array_equal(opened(second).tas.values, wrong[::-1])
+
+
+@pytest.mark.parametrize("scales", [(0.1, 1.0)])
+def test_packed_scalar_coordinates_are_compared_by_value(tmp_path, scales):
+    for i, scale in enumerate(scales):
+        ds = xr.Dataset(
+            {"tas": ("time", np.arange(2.0) + 2 * i)},
+            coords={"time": np.arange(2) + 2 * i, "height": 2.0 if i == 0 else 20.0},
+        )
+        ds.to_netcdf(
+            tmp_path / f"f{i}.nc",
+            encoding={"height": {"dtype": "i2", "scale_factor": scale, "_FillValue": None}},
+        )
+    with pytest.raises(IncompatibleSourcesError, match="'height'"):
+        opened(virtual(tmp_path))
+
+
+def test_scalar_text_coordinates_are_compared(tmp_path):
+    for i, source in enumerate(["modelA", "modelB"]):
+        t = np.arange(2) + 2 * i
+        xr.Dataset({"tas": ("time", t * 1.0)}, coords={"time": t, "source": source}).to_netcdf(
+            tmp_path / f"f{i}.nc"
+        )
+    with pytest.raises(IncompatibleSourcesError, match="'source'"):
+        opened(virtual(tmp_path))
+
+
+def test_a_text_concat_coordinate_is_served_as_text(tmp_path):
+    for i, names in enumerate([["a", "b"], ["c", "d"]]):
+        xr.Dataset(
+            {"tas": ("station", np.arange(2.0) + 2 * i)},
+            coords={"station": np.array(names, dtype=object)},
+        ).to_netcdf(tmp_path / f"f{i}.nc")
+    expected = by_coords(sorted(tmp_path.glob("*.nc")))
+    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+        assert list(ours.station.values) == list(expected.station.values) == ["a", "b", "c", "d"]
+        np.testing.assert_array_equal(ours.tas.values, expected.tas.values)
