@@ -132,6 +132,10 @@ def _store(cls: Any, path: str, **options: Any) -> Any:
 def _combining(args: argparse.Namespace) -> dict[str, Any]:
     """The filesystem's combine options from the flags of ``_add_combining``."""
     dims = args.concat_dim
+    names = [name for name, _ in args.coords_from_path or []]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _UsageError(f"--coords-from-path names {twice[0]!r} more than once")
     from_path = dict(args.coords_from_path or [])
     return {
         "on_error": args.on_error,
@@ -146,6 +150,10 @@ def _name_and_regex(text: str) -> tuple[str, str]:
     name, sep, pattern = text.partition("=")
     if not sep or not name or not pattern:
         raise argparse.ArgumentTypeError(f"wants NAME=REGEX, not {text!r}")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"{pattern!r} is not a regex: {e}") from None
     return name, pattern
 
 

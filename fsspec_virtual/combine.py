@@ -104,11 +104,14 @@ def compared_paths(manifest: Manifest) -> list[str]:
     out = dict.fromkeys(dimension_coordinate_paths(manifest))
     for path, array in manifest.arrays.items():
         group = path.rpartition("/")[0]
-        for key in ("coordinates", "bounds"):
+        for key in ("coordinates", "bounds", "grid_mapping"):
             named = array.meta.attrs.get(key)
             if not isinstance(named, str):
                 continue
-            for name in named.split():
+            words = named.split()
+            if key == "grid_mapping" and ":" in named:  # "crs: lat lon crs2: x y"
+                words = [w[:-1] for w in words if w.endswith(":")]
+            for name in words:
                 full = f"{group}/{name}" if group else name
                 other = manifest.arrays.get(full)
                 if other is not None and int(np.prod(other.meta.shape)) <= SMALL_COORDINATE:
@@ -678,6 +681,17 @@ def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> S
     return ScannedFile(f.path, replace(manifest, arrays=arrays), coords)
 
 
+def _with_coordinate(f: ScannedFile, dim: str, value: np.ndarray) -> ScannedFile:
+    """A file with a coordinate for its length-1 dimension ``dim``, held in memory."""
+    values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
+    meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
+    arrays = {
+        **f.manifest.arrays,
+        dim: VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1)),
+    }
+    return ScannedFile(f.path, replace(f.manifest, arrays=arrays), {**f.coords, dim: values})
+
+
 def _with_path_coordinates(f: ScannedFile, options: CombineOptions) -> ScannedFile:
     """A file with its coordinates from its path: a new dimension (length 1) before its
     data variables' own where the file lacks it."""
@@ -687,7 +701,16 @@ def _with_path_coordinates(f: ScannedFile, options: CombineOptions) -> ScannedFi
             if dim not in f.coords:
                 f = replace(f, coords={**f.coords, dim: value})
             continue
-        f = _with_new_dimension(f, dim, value)
+        length = _length(f, dim)
+        if length is None:
+            f = _with_new_dimension(f, dim, value)
+        elif length == 1:  # the file has the dimension, without a coordinate: label it
+            f = _with_coordinate(f, dim, value)
+        else:
+            raise IncompatibleSourcesError(
+                f"dimension {dim!r} has length {length} in {f.path}: one value from its "
+                f"path (coords_from_path) cannot label it"
+            )
     return f
 
 

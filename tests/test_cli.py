@@ -194,3 +194,11 @@ class TestCombineFlags:
         assert "Traceback" not in data.stderr and len(data.stderr.strip().splitlines()) <= 3
         debug = run("--debug", "info", str(tmp_path), "--concat-dim", "member")
         assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+    def test_a_bad_regex_or_a_name_given_twice_is_a_usage_error(self, tmp_path):
+        bad = run("info", str(tmp_path), "--coords-from-path", r"member=_r(\d+")
+        assert bad.returncode == 2 and "not a regex" in bad.stderr
+        twice = run(
+            "info", str(tmp_path), "--coords-from-path", "m=(a)", "--coords-from-path", "m=(b)"
+        )
+        assert twice.returncode == 2 and "more than once" in twice.stderr

@@ -903,3 +903,26 @@ def test_a_text_concat_coordinate_is_served_as_text(tmp_path):
     with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
         assert list(ours.station.values) == list(expected.station.values) == ["a", "b", "c", "d"]
         np.testing.assert_array_equal(ours.tas.values, expected.tas.values)
+
+
+def test_coords_from_path_labels_a_dimension_the_files_have_without_coordinate(tmp_path):
+    for day in ["2000-01-03", "2000-01-01", "2000-01-02"]:
+        xr.Dataset({"tas": (("time", "x"), [[int(day[-1])] * 2])}).to_netcdf(
+            tmp_path / f"tas_{day}.nc"
+        )
+    fs = virtual(tmp_path, concat_dim="time", coords_from_path={"time": r"_(\d{4}-\d\d-\d\d)"})
+    with xr.open_zarr(fs.get_mapper("")) as ours:
+        assert ours.tas.dims == ("time", "x")
+        np.testing.assert_array_equal(ours.tas.values, [[1, 1], [2, 2], [3, 3]])
+        assert [str(t)[:10] for t in ours.time.values] == ["2000-01-01", "2000-01-02", "2000-01-03"]
+
+
+def test_merged_groups_share_an_equal_grid_mapping(tmp_path):
+    for name in ("tas", "pr"):
+        ds = xr.Dataset(
+            {name: ("time", np.arange(2.0)), "crs": ((), np.int32(0), {"grid_mapping_name": "x"})},
+            coords={"time": [0, 1]},
+        )
+        ds[name].attrs["grid_mapping"] = "crs"
+        ds.to_netcdf(tmp_path / f"{name}.nc")
+    assert_store_matches(virtual(tmp_path), by_coords(sorted(tmp_path.glob("*.nc"))))
