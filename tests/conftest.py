@@ -335,6 +335,27 @@ def write_plain_hdf5_uniform(path: Path) -> Path:
     return path
 
 
+def scanned_store(path: Path) -> Any:
+    """The store over one file, scanned, with the messages of the UnsupportedVariableWarnings
+    of its scan on it (``.caught``)."""
+    import warnings
+
+    import fsspec
+
+    from fsspec_virtual import UnsupportedVariableWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fs = fsspec.filesystem(
+            "virtualzarr", path=str(path), cache=False, max_workers=1, skip_instance_cache=True
+        )
+        fs.find("")  # scans
+    fs.caught = [
+        str(w.message) for w in caught if issubclass(w.category, UnsupportedVariableWarning)
+    ]
+    return fs
+
+
 def write_steps(path: Path, start: int, value: float, steps: int = 3) -> Path:
     """A tiny NetCDF4 file: ``v(time, x)`` = ``value + x`` for days ``start ..``, one
     uncompressed chunk per step (a rewrite with other values keeps every offset)."""

@@ -6,31 +6,16 @@ Every file is written here with h5py; the truth is a direct h5py read.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import h5py
 import numpy as np
 import xarray as xr
 import zarr
+from conftest import scanned_store
 
-from fsspec_virtual import UnsupportedVariableWarning
-
-
-def virtual(path: Path) -> Any:
-    """The store over one file, with the UnsupportedVariableWarnings of its scan on it."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fs = fsspec.filesystem(
-            "virtualzarr", path=str(path), cache=False, max_workers=1, skip_instance_cache=True
-        )
-        fs.find("")  # scans
-    fs.caught = [
-        str(w.message) for w in caught if issubclass(w.category, UnsupportedVariableWarning)
-    ]
-    return fs
+virtual = scanned_store
 
 
 def zarr_values(fs: Any, name: str) -> np.ndarray:

@@ -838,16 +838,19 @@ def test_an_edited_callable_is_another_collection(tmp_path):
     def member_of(path):  # first version: the wrong number
         return int(re.search(r"_p(\d+)", path)[1])
 
-    cache = {"cache": True, "cache_dir": str(tmp_path / "cache")}
-    first = fsspec.filesystem(
-        "virtualzarr",
-        path=str(tmp_path / "*.nc"),
-        combine="nested",
-        concat_dim="member",
-        coords_from_path={"member": member_of},
-        max_workers=1,
-        **cache,
-    )
+    def store(member_of):
+        return fsspec.filesystem(
+            "virtualzarr",
+            path=str(tmp_path / "*.nc"),
+            combine="nested",
+            concat_dim="member",
+            coords_from_path={"member": member_of},
+            max_workers=1,
+            cache=True,
+            cache_dir=str(tmp_path / "cache"),
+        )
+
+    first = store(member_of)
     assert list(opened(first).member.values) == [1, 2]
     wrong = opened(first).tas.values
 
@@ -855,15 +858,7 @@ def test_an_edited_callable_is_another_collection(tmp_path):
         return int(re.search(r"_r(\d+)i", path)[1])
 
     state_module.clear_states()
-    second = fsspec.filesystem(
-        "virtualzarr",
-        path=str(tmp_path / "*.nc"),
-        combine="nested",
-        concat_dim="member",
-        coords_from_path={"member": member_of},
-        max_workers=1,
-        **cache,
-    )
+    second = store(member_of)
     assert second.collection().id != first.collection().id
     np.testing.assert_array_equal(opened(second).tas.values, wrong[::-1])
 
