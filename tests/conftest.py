@@ -428,7 +428,8 @@ HANG_SECONDS = 120
 
 
 class TestHung(TimeoutError):
-    """A test ran longer than ``HANG_SECONDS`` (a deadlock, e.g. PITFALLS 3)."""
+    """A test ran longer than ``HANG_SECONDS`` (a deadlock: kerchunk's translate() can
+    hang when garbage collection runs inside it)."""
 
     __test__ = False
 

@@ -408,7 +408,8 @@ class TestIncompatibleSources:
 
     @pytest.mark.parametrize("access", list(FIRST_ACCESS))
     def test_lengths_off_the_chunk_grid(self, tmp_path, access):
-        # PITFALLS 11: kerchunk serves [nan, 10, 30, 40, nan]; straddling chunks are computed
+        # kerchunk's MultiZarrToZarr serves [nan, 10, 30, 40, nan] here; straddling chunks
+        # are computed
         a = write_simple(tmp_path / "three.nc", [0, 1, 2], chunks=(2, 4))
         b = write_simple(tmp_path / "two.nc", [3, 4], chunks=(2, 4))
         fs = virtual(tmp_path, concat_dim="time")

@@ -107,7 +107,8 @@ class TestRegistration:
         assert "virtualzarr" in protocols
 
     def test_recorded_class_path_is_importable(self, tmp_path):
-        # PITFALLS 1: from_json silently falls back when the recorded class is not importable
+        # fsspec's from_json silently falls back to the protocol's class when the recorded class
+        # is not importable
         fs = fsspec.filesystem("virtualzarr", path=str(tmp_path / "x"), concat_dim="time")
         recorded = json.loads(fs.to_json())["cls"]  # "module:Class" (or "module.Class")
         module, _, name = recorded.rpartition(":") if ":" in recorded else recorded.rpartition(".")

@@ -1,4 +1,5 @@
-"""Real HDF5/NetCDF4 files from another project's test suite (``../shared/peer_data``).
+"""Real HDF5/NetCDF4 files from another project's test suite, when the checkout has them
+beside it (``../shared/peer_data``).
 
 blosc, zstd, lz4, bitshuffle, vlen strings, linked datasets, compound types: every dataset
 the store serves equals h5py's read (h5py decodes the plugin filters through hdf5plugin),

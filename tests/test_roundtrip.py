@@ -47,7 +47,7 @@ from zarr.storage import FsspecStore
 
 from fsspec_virtual import UnsupportedVariableWarning
 
-PEER_DATA = Path("/work/shared/peer_data/kerchunk")
+PEER_DATA = Path(__file__).resolve().parents[2] / "shared" / "peer_data" / "kerchunk"
 
 
 def virtual(path: Any, concat_dim: str | None = "time", **kwargs: Any) -> Any:
@@ -328,7 +328,8 @@ class TestPlainHDF5:
 
     @pytest.mark.parametrize("consolidated", [True, False])
     def test_xarray_does_not_mask_zeros_or_hdf5_fill(self, tmp_path, consolidated):
-        # PITFALLS 6: HDF5's fill value is not a _FillValue; zeros and 7.5 are data here
+        # HDF5's fill value is not a _FillValue (xarray masks a Zarr fill_value): zeros and
+        # 7.5 are data
         path = write_plain_hdf5_uniform(tmp_path / "plain.h5")
         expected = _h5_datasets(path)
         mapper = virtual(path, concat_dim=None).get_mapper("")
@@ -528,8 +529,8 @@ class TestManyFiles:
 
 class TestConcurrency:
     def test_different_collections_opened_from_many_threads(self, tmp_path):
-        # scans of different collections run at the same time (PITFALLS 2 and 3: no
-        # SyncError, no deadlock), and every collection still equals its own truth
+        # scans of different collections run at the same time (kerchunk calls zarr's sync API:
+        # no SyncError, no deadlock), and every collection still equals its own truth
         collections = [
             write_series(tmp_path / f"c{k}", TWO_FILES, dtypes=["float32", "int64"])
             for k in range(8)

@@ -1,7 +1,7 @@
 """Scan an HDF5 / NetCDF4 file with kerchunk, then correct what kerchunk gets wrong.
 
 kerchunk's ``SingleHdf5ToZarr`` finds the byte range of every chunk. Its output is then
-checked against the file itself, dataset by dataset (see PITFALLS.md):
+checked against the file itself, dataset by dataset:
 
 - a dataset kerchunk dropped (unsupported filter, odd type) is recorded as skipped, with
   kerchunk's reason, never served as fill values;
