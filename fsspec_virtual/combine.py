@@ -541,7 +541,7 @@ def _join_group(files: list[ScannedFile], options: CombineOptions) -> ScannedFil
         )
     positions = place(files, dims, options.combine == "nested", from_path)
     errors = []
-    for order in [tuple(reversed(dims)), *itertools.permutations(dims)]:
+    for order in dict.fromkeys([tuple(reversed(dims)), *itertools.permutations(dims)]):
         try:
             return _fold(files, positions, dims, order, options.join, True)
         except CrossAxisPlanError as e:
@@ -563,10 +563,13 @@ def _join_all(files: list[ScannedFile], options: CombineOptions) -> ScannedFile:
         return _join_group(files, options)
     try:
         return _join_group(files, options)
-    except IncompatibleSourcesError:
-        pass  # files of several variable sets at one place: merge the groups instead
-    joined = [_join_group(cast(list[ScannedFile], group), options) for group in groups]
-    return _merge(joined, options)
+    except IncompatibleSourcesError as e:  # files of several variable sets at one place?
+        as_one = e
+    try:
+        joined = [_join_group(cast(list[ScannedFile], group), options) for group in groups]
+        return _merge(joined, options)
+    except IncompatibleSourcesError as e:
+        raise e from as_one  # both ways refused: the first reason travels with the last
 
 
 def _shifted(array: VirtualArray, shift: int) -> VirtualArray:
@@ -629,13 +632,16 @@ def _merge(blocks: list[ScannedFile], options: CombineOptions) -> ScannedFile:
     arrays: dict[str, VirtualArray] = {}
     owner: dict[str, ScannedFile] = {}
     _check_lengths(blocks)
+    labels = {p for b in blocks for p in dimension_coordinate_paths(b.manifest)}
     for block, shift in zip(blocks, url_shifts(blocks)):
         for path, array in block.manifest.arrays.items():
             if path in arrays:
                 _check_same(path, owner[path], block)
-                if path in owner[path].coords and path in block.coords:
+                if path in labels:
+                    _check_labels(path, owner[path], block)  # refuses unread values too
+                elif path in owner[path].coords and path in block.coords:
                     _check_values(path, owner[path], block)
-                elif path not in dimension_coordinate_paths(block.manifest):
+                else:
                     raise IncompatibleSourcesError(
                         f"variable {path!r} is in both {owner[path].path} and {block.path}, "
                         "whose variables are merged: its values were not read at scan (not "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -23,7 +22,6 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .access import adapter_for
-from .access.adapters import check_local
 from .codecs import decode_chunk, encode_chunk, filled
 from .errors import SourceReadError, StaleSourceError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, SourcePart, VirtualArray
@@ -162,8 +160,12 @@ class _OpenH5Files:
         load_filter_plugins()  # a worker process scanned; this one may not have them yet
         key = (id(fs), url, version)
         local = isinstance(fs, LocalFileSystem)
-        if version is not None and local:
-            self._check_local(key, url, version)
+        adapter = adapter_for(fs)
+        # where the handle's own reads carry no precondition (local files, filesystems
+        # without ETags): the file is looked at before and after the read
+        checked = version is not None and not adapter.guards(version)
+        if checked:
+            self._check_current(adapter, key, url, version)
         with self._lock:
             entry = self._files.get(key)
             if entry is None:
@@ -190,22 +192,20 @@ class _OpenH5Files:
             # h5py hides why its file object failed: ask the source whether it changed
             self.forget(key)
             if version is not None:
-                adapter_for(fs).check_current(url, version)
+                adapter.check_current(url, version)
             raise SourceReadError(url, f"{type(e).__name__}: {e}") from e
-        if version is not None and local:
-            self._check_local(key, url, version)  # rewritten in place while being read?
+        if checked:
+            self._check_current(adapter, key, url, version)  # rewritten while being read?
         return values
 
-    def _check_local(
-        self, key: tuple[int, str, Version | None], url: str, version: Version
+    def _check_current(
+        self, adapter: Any, key: tuple[int, str, Version | None], url: str, version: Any
     ) -> None:
         try:
-            check_local(url, os.stat(url), version)
-        except (StaleSourceError, FileNotFoundError) as e:
+            adapter.check_current(url, version)
+        except StaleSourceError:
             self.forget(key)
-            if isinstance(e, StaleSourceError):
-                raise
-            raise StaleSourceError(url, f"it no longer exists: {e}") from e
+            raise
 
     def forget(self, key: tuple[int, str, Version | None]) -> None:
         with self._lock:

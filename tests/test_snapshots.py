@@ -275,6 +275,21 @@ class TestHTTPAnswersAreChecked:
             with pytest.raises(StaleSourceError, match=r"a\.nc"):
                 array[...]
 
+    def test_a_weak_etag_only_on_head_answers_is_looked_up_after_the_reads(self, tmp_path):
+        """A weak ETag (no If-Match can use it) that GET answers leave off, and no
+        Last-Modified: nothing in an answer tells a rewrite, so the file is looked up after
+        each batch of reads."""
+        a = _write(tmp_path / "a.nc", 0, 1.0)
+        with serve_directory(tmp_path) as server:
+            server.weak_etags, server.etags_on_get, server.last_modified = True, False, False
+            array = self._open(server, "a.nc")
+            np.testing.assert_array_equal(array[...], _truth(a))
+            stat = a.stat()
+            _rewrite_keeping_stat(a, 9.0)
+            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))  # a new ETag
+            with pytest.raises(StaleSourceError, match=r"a\.nc"):
+                array[...]
+
     def test_a_server_without_any_version_is_said_to_be_blind(self, tmp_path):
         _write(tmp_path / "a.nc", 0, 1.0)
         with serve_directory(tmp_path) as server:

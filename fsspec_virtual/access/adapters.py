@@ -289,7 +289,19 @@ class CheckedAnswersAdapter(SourceAdapter):
     async def _checked_after(
         self, reads: Sequence[Read], results: list[bytes | BaseException]
     ) -> list[bytes | BaseException]:
-        return results
+        """Answers to reads sent with a strong ETag were checked as they came; the others
+        (a weak ETag or none: the answer may carry nothing to check) are looked up after,
+        as a generic filesystem's are."""
+        loose = [i for i, r in enumerate(reads) if r.version and not self.guards(r.version)]
+        if not loose:
+            return results
+        checked = await super()._checked_after(
+            [reads[i] for i in loose], [results[i] for i in loose]
+        )
+        out = list(results)
+        for i, result in zip(loose, checked):
+            out[i] = result
+        return out
 
 
 def check_local(path: str, stat: os.stat_result, version: FileVersion) -> None:
