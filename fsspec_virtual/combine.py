@@ -264,7 +264,7 @@ def _combined_coordinate(
         elif dtype.kind in "US" or any(r.dtype != dtype for r in raw):
             dtype = np.result_type(dtype, *(r.dtype for r in raw))
         values = np.concatenate(raw).astype(dtype)
-    values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
+    values = _little_endian(values)
     meta = replace(
         first,
         shape=values.shape,
@@ -277,6 +277,13 @@ def _combined_coordinate(
     if not values.size:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape)), values
     return VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1)), values
+
+
+def _little_endian(values: np.ndarray) -> np.ndarray:
+    """Numbers held in memory as Zarr's ``<`` dtypes spell them (NetCDF3 is big-endian)."""
+    if values.dtype.kind in "iuf":
+        return values.astype(values.dtype.newbyteorder("<"))
+    return values
 
 
 def _check_monotonic(path: str, files: list[ScannedFile]) -> None:
@@ -484,7 +491,7 @@ def _rebased_bounds(
             f"{bounds!r} cannot be encoded exactly in {path!r}'s joined units {encoding[0]!r}"
         )
     values = flat.reshape(dates.shape)
-    values = values.astype(values.dtype.newbyteorder("<")) if values.dtype.kind in "iuf" else values
+    values = _little_endian(values)
     rebased = replace(
         meta, dtype=values.dtype.str, chunks=values.shape, compressor=None, filters=None
     )
@@ -680,7 +687,7 @@ def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> S
             ChunkGrid(grid.file_id[None], grid.offset[None], grid.length[None], grid.inline),
         )
     if value is not None:
-        values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
+        values = _little_endian(value)
         meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
         arrays[dim] = VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
         coords[dim] = values
@@ -689,7 +696,7 @@ def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> S
 
 def _with_coordinate(f: ScannedFile, dim: str, value: np.ndarray) -> ScannedFile:
     """A file with a coordinate for its length-1 dimension ``dim``, held in memory."""
-    values = value.astype(value.dtype.newbyteorder("<")) if value.dtype.kind in "iuf" else value
+    values = _little_endian(value)
     meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
     arrays = {
         **f.manifest.arrays,
@@ -753,8 +760,7 @@ def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
         if not is_packed(meta) or path not in coords or is_cf_time(meta.attrs):
             continue
         values = np.asarray(unpack(np.asarray(coords[path]), meta))
-        if values.dtype.kind in "iuf":
-            values = values.astype(values.dtype.newbyteorder("<"))
+        values = _little_endian(values)
         attrs = {k: v for k, v in meta.attrs.items() if k not in PACKING_ATTRS}
         types = {k: v for k, v in meta.attr_dtypes.items() if k not in PACKING_ATTRS}
         decoded = replace(
