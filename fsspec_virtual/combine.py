@@ -244,11 +244,8 @@ def _combined_coordinate(
             )
     attrs = dict(first.attrs)
     dtype = first.numpy_dtype
-    _check_monotonic(path, files)
+    parts = _check_monotonic(path, files)
     if is_cf_time(first.attrs):
-        parts = decode_many(
-            [f.coords[path] for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
-        )
         values, attrs["units"] = encode_times(
             np.concatenate(parts), first.attrs["units"], first.attrs.get("calendar"), dtype
         )
@@ -286,10 +283,11 @@ def _little_endian(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _check_monotonic(path: str, files: list[ScannedFile]) -> None:
+def _check_monotonic(path: str, files: list[ScannedFile]) -> list[np.ndarray]:
     """A concat coordinate joined in the files' order must be strictly monotonic: the
     files are ordered by the root group's coordinate, and a group's own one (``g/time``)
-    must agree with that order (never unsorted or duplicate labels)."""
+    must agree with that order (never unsorted or duplicate labels). Returns each file's
+    decoded values (the joined coordinate is built from them)."""
     check_calendars(
         path, [f.path for f in files], [f.manifest.arrays[path].meta.attrs for f in files]
     )
@@ -298,7 +296,7 @@ def _check_monotonic(path: str, files: list[ScannedFile]) -> None:
     )
     values = np.concatenate([np.asarray(p).reshape(-1) for p in parts])
     if values.size < 2:
-        return
+        return parts
     keys = [sortable(v) for v in values] if values.dtype.kind in "USO" else None
     try:
         if keys is not None:  # text in natural order, as files are placed
@@ -315,6 +313,7 @@ def _check_monotonic(path: str, files: list[ScannedFile]) -> None:
             f"{files[1].path}, ...) are joined in the order of their concat coordinate: "
             "its values overlap, repeat or run in another order than the files'"
         )
+    return parts
 
 
 def _as_options(options: CombineOptions | str | None) -> CombineOptions:
