@@ -238,6 +238,22 @@ class TestHTTPAnswersAreChecked:
         fs = _store(f"{server.url}/{name}")
         return zarr.open_group(fs.get_mapper(""), mode="r")["v"]
 
+    def _assert_rewrite_refused(self, tmp_path: Path, **server_options: object) -> None:
+        """Open a.nc on a server behaving as ``server_options`` say, rewrite it at the same
+        size with its mtime moved on (whole seconds: Last-Modified's resolution): reading
+        the array opened before must raise, never serve the new bytes."""
+        a = _write(tmp_path / "a.nc", 0, 1.0)
+        with serve_directory(tmp_path) as server:
+            for name, value in server_options.items():
+                setattr(server, name, value)
+            array = self._open(server, "a.nc")
+            np.testing.assert_array_equal(array[...], _truth(a))
+            stat = a.stat()
+            _rewrite_keeping_stat(a, 9.0)
+            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+            with pytest.raises(StaleSourceError, match=r"a\.nc"):
+                array[...]
+
     def test_206_for_another_range(self, tmp_path):
         a = _write(tmp_path / "a.nc", 0, 1.0)
         with serve_directory(tmp_path) as server:
@@ -250,45 +266,18 @@ class TestHTTPAnswersAreChecked:
 
     @pytest.mark.parametrize("honoured", [True, False])
     def test_no_etag_rewrite_at_same_size(self, tmp_path, honoured):
-        a = _write(tmp_path / "a.nc", 0, 1.0)
-        with serve_directory(tmp_path) as server:
-            server.etags = False
-            server.honour_if_unmodified_since = honoured
-            array = self._open(server, "a.nc")
-            np.testing.assert_array_equal(array[...], _truth(a))
-            stat = a.stat()
-            _rewrite_keeping_stat(a, 9.0)
-            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))  # seconds differ
-            with pytest.raises(StaleSourceError, match=r"a\.nc"):
-                array[...]
+        self._assert_rewrite_refused(tmp_path, etags=False, honour_if_unmodified_since=honoured)
 
     def test_etag_left_off_range_answers_by_a_server_ignoring_if_match(self, tmp_path):
-        a = _write(tmp_path / "a.nc", 0, 1.0)
-        with serve_directory(tmp_path) as server:
-            server.etags_on_get = False
-            server.honour_if_match = False
-            array = self._open(server, "a.nc")
-            np.testing.assert_array_equal(array[...], _truth(a))
-            stat = a.stat()
-            _rewrite_keeping_stat(a, 9.0)
-            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
-            with pytest.raises(StaleSourceError, match=r"a\.nc"):
-                array[...]
+        self._assert_rewrite_refused(tmp_path, etags_on_get=False, honour_if_match=False)
 
     def test_a_weak_etag_only_on_head_answers_is_looked_up_after_the_reads(self, tmp_path):
         """A weak ETag (no If-Match can use it) that GET answers leave off, and no
         Last-Modified: nothing in an answer tells a rewrite, so the file is looked up after
         each batch of reads."""
-        a = _write(tmp_path / "a.nc", 0, 1.0)
-        with serve_directory(tmp_path) as server:
-            server.weak_etags, server.etags_on_get, server.last_modified = True, False, False
-            array = self._open(server, "a.nc")
-            np.testing.assert_array_equal(array[...], _truth(a))
-            stat = a.stat()
-            _rewrite_keeping_stat(a, 9.0)
-            os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))  # a new ETag
-            with pytest.raises(StaleSourceError, match=r"a\.nc"):
-                array[...]
+        self._assert_rewrite_refused(
+            tmp_path, weak_etags=True, etags_on_get=False, last_modified=False
+        )
 
     def test_a_server_without_any_version_is_said_to_be_blind(self, tmp_path):
         _write(tmp_path / "a.nc", 0, 1.0)
