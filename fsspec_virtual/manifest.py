@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .access import FileVersion
 
 __all__ = [
     "MISSING",
@@ -331,12 +334,17 @@ class Manifest:
         Array path (``"t2m"``, ``"grp/sub/v"``) to the array.
     skipped
         Array path to the reason it is left out of the store.
+    linked
+        Files of :attr:`urls` that were not listed but are read all the same (the targets
+        of HDF5 external links), each at the version its metadata was read: reads of them
+        are checked against it, and a snapshot depends on it.
     """
 
     urls: tuple[str, ...]
     groups: dict[str, dict[str, Any]]
     arrays: dict[str, VirtualArray]
     skipped: dict[str, str] = field(default_factory=dict)
+    linked: dict[str, FileVersion] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for path in self.arrays:

@@ -202,7 +202,9 @@ def scan_one(
             source, error, first_block = now, e, None
             continue
         cost = cost + spent
-        versions = {source.path: source.version} if guarded else None
+        # external links' targets: read at the versions their metadata was scanned at
+        own = {source.path: source.version} if guarded else {}
+        versions = {**manifest.linked, **own} or None
         coords = dict(read or {})
         try:
             if concat_dim is not None:  # a collection: its files' labels are compared

@@ -241,7 +241,17 @@ def _followed(name: str, info: dict[str, Any]) -> dict[str, Any]:
         return {**info, "type": "directory"}
     if os.path.isfile(name):
         return {**info, "type": "file", "size": os.stat(name).st_size}
-    return info  # dangling: its name decides whether that is an error
+    # dangling (its target is gone): its name decides whether that is an error, as for a
+    # file that is not data; never read, and never called empty
+    return {**info, "type": "file", "size": 0, "dangling": _link_target(name, info)}
+
+
+def _link_target(name: str, info: dict[str, Any]) -> str:
+    """Where a local symbolic link points, as written in the link."""
+    try:
+        return os.readlink(name)
+    except OSError:
+        return str(info.get("destination", "?"))
 
 
 def source_file(
@@ -369,8 +379,11 @@ def _named_like_data(name: str, head: bytes) -> bool:
     return suffix in DATA_SUFFIXES
 
 
-def _not_data(head: bytes, size: int | None) -> str:
-    """Why a file named like data is not: what its first bytes are."""
+def _not_data(head: bytes, info: dict[str, Any]) -> str:
+    """Why a file named like data is not: a dangling link, or what its first bytes are."""
+    size = info.get("size")
+    if "dangling" in info:
+        return f"it is a dangling symbolic link to {info['dangling']}, which does not exist"
     if size == 0:
         return "the file is empty"
     if len(head) < MAGIC_LENGTH:
@@ -432,7 +445,7 @@ def list_source_files(
         if sniffed.format is not None:
             files.append(source_file(fs, name, info, sniffed.format))
         elif _named_like_data(name, sniffed.head):
-            not_data = _not_data(sniffed.head, info.get("size"))
+            not_data = _not_data(sniffed.head, info)
             refused = ScanError(name, f"named like a NetCDF/HDF5 file, but {not_data}")
             _refuse(f"skipping {name}: {refused}", refused, skip)
     if not files:

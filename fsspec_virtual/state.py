@@ -28,7 +28,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fsspec import AbstractFileSystem, get_filesystem_class
@@ -159,22 +159,49 @@ def _source_identity(protocol: str, options: dict[str, Any]) -> str:
     return f"{protocol}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
-def snapshot_id(spec: CollectionSpec, files: Sequence[SourceFile]) -> str:
+def snapshot_id(
+    spec: CollectionSpec,
+    files: Sequence[SourceFile],
+    linked: dict[str, FileVersion] | None = None,
+) -> str:
     """The identity of a snapshot: a digest of the collection's arguments and of every
     file's path, version and format (the options of the source filesystem are left out:
-    they differ between processes, the files' versions do not)."""
-    ident = json.dumps(
-        [
-            "snapshot",
-            list(spec.paths),
-            spec.combining.identity(),
-            spec.source_identity,
-            spec.on_error,
-            SCANNER_VERSION,
-            binding_of(list(files)),
-        ]
-    )
+    they differ between processes, the files' versions do not), and of the version of
+    every file read without being listed (``linked``: HDF5 external links' targets)."""
+    parts = [
+        "snapshot",
+        list(spec.paths),
+        spec.combining.identity(),
+        spec.source_identity,
+        spec.on_error,
+        SCANNER_VERSION,
+        binding_of(list(files)),
+    ]
+    if linked:
+        parts.append(sorted([url, version.to_list()] for url, version in linked.items()))
+    ident = json.dumps(parts)
     return "s" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+#: The version of a file whose bytes one snapshot read at two versions (a target of
+#: external links that changed while the collection was scanned): no file is ever at it,
+#: so every read of the file raises StaleSourceError until a refresh reads it at one.
+_TORN = FileVersion(-1, etag="read at two versions while the collection was scanned")
+
+
+def _linked_versions(
+    manifests: Sequence[Manifest], files: Sequence[SourceFile]
+) -> dict[str, FileVersion]:
+    """The versions of the files that the scans read without listing them (see
+    ``Manifest.linked``); :data:`_TORN` for one read at two versions, or at a version
+    other than the one it was listed (and scanned) at."""
+    listed = {f.path: f.version for f in files}
+    out: dict[str, FileVersion] = {}
+    for manifest in manifests:
+        for url, version in manifest.linked.items():
+            seen = out.get(url, listed.get(url, version))
+            out[url] = version if seen == version else _TORN
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,12 +244,13 @@ class CollectionState:
     @functools.cached_property
     def id(self) -> str:
         """The snapshot's identity (see :func:`snapshot_id`)."""
-        return snapshot_id(self.spec, self.files)
+        return snapshot_id(self.spec, self.files, self.manifest.linked)
 
     @functools.cached_property
     def versions(self) -> dict[str, FileVersion]:
-        """Each file's version when scanned: every read is checked against it."""
-        return {f.path: f.version for f in self.files}
+        """Each file's version when scanned, and each external link target's when its
+        metadata was read: every read is checked against it."""
+        return {**{f.path: f.version for f in self.files}, **self.manifest.linked}
 
     def __repr__(self) -> str:
         return (
@@ -311,7 +339,13 @@ def _scan_or_reuse(
     is unchanged (same path and version), else scanned now (and stored)."""
     known: dict[SourceFile, ScanResult] = {}
     if previous is not None:
-        known = {r.source: ScanResult(r.scanned, r.messages, r.source) for r in previous.scanned}
+        # a scan that read other files (external links' targets) is never reused: it
+        # holds their versions, which the linking file's own cannot vouch for
+        known = {
+            r.source: ScanResult(r.scanned, r.messages, r.source)
+            for r in previous.scanned
+            if not r.scanned.manifest.linked
+        }
     results: list[ScanResult | BaseException | None] = []
     for source in listed:
         # a version that is only a size cannot tell a rewrite: never reused
@@ -338,7 +372,7 @@ def _scan_or_reuse(
             continue
         done, found, as_scanned = outcome.scanned, list(outcome.messages), outcome.source
         results[i] = outcome
-        if cache is not None and as_scanned.version.tells_rewrites:
+        if cache is not None and as_scanned.version.tells_rewrites and not done.manifest.linked:
             key = cache.key(spec.source_identity, as_scanned, SCAN_READS, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found, binding_of([as_scanned]))
     complete = [r for r in results if r is not None]
@@ -427,6 +461,9 @@ def _build(
         raise ScanError(", ".join(spec.paths), "no file could be scanned")
     manifest = combine([r.scanned for r in kept], spec.combining)
     files = tuple(r.source for r in kept)
+    linked = _linked_versions([r.scanned.manifest for r in kept], files)
+    if linked:
+        manifest = replace(manifest, linked=linked)
     remote = [r.cost for r in kept if r.cost.requests]
     cost = sum(remote, ScanCost())
     state = CollectionState(
@@ -439,7 +476,7 @@ def _build(
         tuple(kept),
         scan_cost=(len(remote), cost),
     )
-    if cache is not None and all(f.version.tells_rewrites for f in files):
+    if cache is not None and all(f.version.tells_rewrites for f in files) and not linked:
         notes = [note for r in kept for note in r.messages]
         cache.put(state.id, manifest, {}, notes, binding_of(list(files)))
     return state

@@ -40,7 +40,7 @@ class TestLinks:
             for name in ("data", "hard", "soft", "g/deep"):
                 _assert_same(g[name][...], f[name][()])
 
-    def test_external_link_is_left_out_with_a_warning(self, tmp_path):
+    def test_external_link_is_followed(self, tmp_path):
         other = tmp_path / "other.h5"
         with h5py.File(other, "w") as f:
             f["x"] = np.arange(3)
@@ -48,6 +48,16 @@ class TestLinks:
         with h5py.File(path, "w") as f:
             f["own"] = np.arange(5.0)
             f["ext"] = h5py.ExternalLink(str(other), "/x")
+        _, g = _open(path)
+        with h5py.File(path) as f:
+            for name in ("own", "ext"):
+                _assert_same(g[name][...], f[name][()])
+
+    def test_external_link_to_a_missing_file_is_left_out_with_a_warning(self, tmp_path):
+        path = tmp_path / "main.h5"
+        with h5py.File(path, "w") as f:
+            f["own"] = np.arange(5.0)
+            f["ext"] = h5py.ExternalLink(str(tmp_path / "gone.h5"), "/x")
         with pytest.warns(UnsupportedVariableWarning, match=r"main\.h5.*'ext'.*external"):
             fs, g = _open(path)
             g["own"][...]

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 10
+SCANNER_VERSION = 11
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with
@@ -113,6 +113,14 @@ def reads_are_guarded(fs: AbstractFileSystem, source: SourceFile) -> bool:
     return adapter_for(fs).guards(source.version)
 
 
+def _in_file_zero(array: Any) -> bool:
+    """Whether every byte range of ``array`` lies in the scanned file itself (id 0)."""
+    grids = [array.grid]
+    if array.plan is not None:
+        grids += [part.grid for part in array.plan.parts if part.grid is not None]
+    return all(not (grid.file_id > 0).any() for grid in grids)
+
+
 def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
     """The raw values of the dimension coordinates, read through the open file ``f``:
     from the blocks the scan fetched, usually without a request (netCDF-C allocates
@@ -125,7 +133,8 @@ def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
     via = FileObjectSource(f)
     out = {}
     for path in compared_paths(manifest):
-        if readable_through_file(manifest, path):
+        # ``f`` is this file only: a dataset an external link leads to lies in another
+        if readable_through_file(manifest, path) and _in_file_zero(manifest.arrays[path]):
             values = storable(read_array(via, manifest, path))
             if values is not None:
                 out[path] = values
@@ -172,7 +181,7 @@ def scan_file(
     options: dict[str, Any] = {} if local else dict(chosen)
     try:
         if source.format == "hdf5":
-            from .hdf5 import scan_hdf5
+            from .hdf5 import LinkResolver, scan_hdf5
 
             if speaks_http(fs) and source.size:
                 options["size"] = source.size  # spares fsspec a HEAD request
@@ -181,7 +190,8 @@ def scan_file(
             opened = open_as_scanned(fs, source.path, guard, **options)
             with opened as f:
                 counter = None if local else _counted(f, first_block, source.size)
-                manifest, messages = scan_hdf5(f, source.path)
+                links = LinkResolver(fs, options)
+                manifest, messages = scan_hdf5(f, source.path, links)
                 coords = None
                 if not local and concat_dim is not None:
                     coords = _coordinates(manifest, f)

@@ -13,7 +13,10 @@ checked against the file itself, dataset by dataset:
 - object references are served as the referenced objects' paths, opaque types as their
   raw bytes, HDF5 array types with their axes after the dataset's (read through h5py);
 - types we cannot serve correctly yet (region references, compound types with nested or
-  array fields, vlen sequences) and names holding a backslash are skipped with a reason.
+  array fields, vlen sequences) and names holding a backslash are skipped with a reason;
+- external links to datasets of other HDF5 files on the same filesystem are followed
+  (:class:`LinkResolver`): the target file is scanned, and the dataset served from its
+  byte ranges, at the target's version (``Manifest.linked``).
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ import contextlib
 import functools
 import gc
 import json
+import posixpath
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urljoin
 
 import h5py
 import numcodecs
 import numpy as np
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
+from ..access import FileVersion, adapter_for
 from ..manifest import (
     ArrayMeta,
     ChunkGrid,
@@ -46,7 +54,7 @@ from .attributes import attribute_dtypes, json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
 
-__all__ = ["scan_hdf5"]
+__all__ = ["scan_hdf5", "LinkResolver"]
 
 _NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable"
 
@@ -579,7 +587,7 @@ def _serve_dataset(
     """How one dataset is served: its array, the reason it is left out, or None (a
     netCDF dimension without a variable). ``taken``: names new dimensions must avoid."""
     if isinstance(dset, h5py.ExternalLink):
-        return "HDF5 external links are not supported"
+        return "HDF5 external links are not followed without the source filesystem"
     try:
         dtype = dset.dtype
     except TypeError as e:  # an HDF5 type numpy has no equivalent of (H5T_TIME, ...)
@@ -739,7 +747,208 @@ def _with_verified_offsets(
     return out
 
 
-def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
+# -- external links -------------------------------------------------------------------------
+
+
+class _LinkRefused(Exception):
+    """Why an external link is not followed (the variable is left out with it)."""
+
+
+def _target_url(fs: AbstractFileSystem, linking: str, filename: str) -> str:
+    """The target file of an external link written in ``linking``, as HDF5 resolves it
+    there: a relative name from the linking file's directory, an absolute one as it is
+    (local files only: elsewhere it names no file of the source).
+
+    Raises
+    ------
+    _LinkRefused
+        If the name points at another filesystem or cannot be resolved on this one.
+    """
+    if not filename:
+        raise _LinkRefused("the link names no file")
+    if "://" in filename:
+        raise _LinkRefused(
+            f"its target {filename} is on another filesystem (only files of the linking "
+            "file's own filesystem are followed)"
+        )
+    if "://" in linking:  # HTTP(S): relative to the linking URL, on the same server
+        if filename.startswith("/"):
+            raise _LinkRefused(
+                f"its target {filename} is an absolute path, which names no file of the "
+                "server the linking file is on"
+            )
+        return urljoin(linking, filename)
+    if filename.startswith("/"):
+        if not isinstance(fs, LocalFileSystem):
+            raise _LinkRefused(
+                f"its target {filename} is an absolute path, which names no file of the "
+                "source filesystem (only local files follow absolute links)"
+            )
+        return posixpath.normpath(filename)
+    return posixpath.normpath(posixpath.join(posixpath.dirname(linking), filename))
+
+
+def _starts_like_hdf5(f: Any, size: int) -> bool:
+    from ..source import HDF5_SIGNATURE, hdf5_signature_offsets
+
+    return any(
+        _read_at(f, at, len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+        for at in hdf5_signature_offsets(size)
+    )
+
+
+class LinkResolver:
+    """Follows the HDF5 external links met during one file's scan, to files of the same
+    filesystem: each target file is scanned once (its own links followed too), at a
+    version looked up before its scan and again after it.
+
+    Parameters
+    ----------
+    fs
+        The source filesystem.
+    open_options
+        Options of ``fs.open`` for the target files (the scan's own, without a size).
+    """
+
+    def __init__(self, fs: AbstractFileSystem, open_options: dict[str, Any] | None = None):
+        self.fs = fs
+        self.open_options = {k: v for k, v in (open_options or {}).items() if k != "size"}
+        self._scanning: list[str] = []  # the files whose scan is under way, outermost first
+        self._scans: dict[str, tuple[Manifest, FileVersion] | str] = {}
+
+    @contextmanager
+    def scanning(self, url: str) -> Iterator[None]:
+        """Mark ``url`` as being scanned (a link back into it is a cycle)."""
+        self._scanning.append(url)
+        try:
+            yield
+        finally:
+            self._scanning.pop()
+
+    def target(self, linking: str, link: h5py.ExternalLink) -> tuple[str, VirtualArray]:
+        """The target file of ``link`` (in the file ``linking``) and the linked dataset
+        as that file's scan serves it (file ids index the target manifest's URLs).
+
+        Raises
+        ------
+        _LinkRefused
+            If the link is not followed, with why.
+        """
+        url = _target_url(self.fs, linking, link.filename)
+        manifest, _ = self.scan(url)
+        path = posixpath.normpath("/" + link.path).strip("/")
+        if path in manifest.arrays:
+            return url, manifest.arrays[path]
+        if path in manifest.skipped:
+            raise _LinkRefused(f"{link.path} is left out of {url} too: {manifest.skipped[path]}")
+        if path in manifest.groups:
+            raise _LinkRefused(
+                f"it links to the group {link.path} of {url} (only links to datasets are followed)"
+            )
+        raise _LinkRefused(f"{url} holds no dataset {link.path} that could be served")
+
+    def scan(self, url: str) -> tuple[Manifest, FileVersion]:
+        """The scan of the target file ``url`` and the version it describes.
+
+        Raises
+        ------
+        _LinkRefused
+            If it is missing, not HDF5, being scanned already (a cycle), changed during
+            its scan, or fails to scan.
+        """
+        if url in self._scanning:
+            raise _LinkRefused(
+                f"its target {url} is a file whose scan this link is part of (a link cycle, "
+                "or links both ways between two files: not followed)"
+            )
+        done = self._scans.get(url)
+        if done is None:
+            try:
+                done = self._scan_now(url)
+            except _LinkRefused as e:
+                done = str(e)
+            except Exception as e:  # the scan of one variable's target: never the file's
+                done = f"its target {url} could not be scanned ({type(e).__name__}: {e})"
+            self._scans[url] = done
+        if isinstance(done, str):
+            raise _LinkRefused(done)
+        return done
+
+    def _scan_now(self, url: str) -> tuple[Manifest, FileVersion]:
+        from ..source import speaks_http
+
+        adapter = adapter_for(self.fs)
+        try:
+            before = adapter.current_version(url)
+        except FileNotFoundError:
+            raise _LinkRefused(f"its target {url} does not exist") from None
+        options = dict(self.open_options)
+        if speaks_http(self.fs) and before.size:
+            options["size"] = before.size
+        with adapter.open_for_scan(url, before, **options) as f:
+            if not _starts_like_hdf5(f, before.size):
+                raise _LinkRefused(f"its target {url} is not an HDF5 file")
+            with self.scanning(url):
+                manifest, _ = scan_hdf5(f, url, self)
+        try:
+            after = adapter.current_version(url)
+        except FileNotFoundError:
+            raise _LinkRefused(f"its target {url} vanished while it was scanned") from None
+        if after != before:
+            raise _LinkRefused(f"its target {url} changed while it was scanned")
+        return manifest, before
+
+
+def _as_own_phony(array: VirtualArray) -> VirtualArray:
+    """A linked array whose phony dimensions are numbered again in the linking file."""
+    meta = array.meta
+    names = tuple(
+        f"phony_dim_{axis}" if name.startswith("phony_dim_") else name
+        for axis, name in enumerate(meta.dimensions)
+    )
+    return replace(array, meta=replace(meta, dimensions=names))
+
+
+def _moved(array: VirtualArray, shift: int) -> VirtualArray:
+    """An array of a target manifest with its file ids moved to where that manifest's
+    URLs begin in the linking file's table."""
+    plan = array.plan
+    if plan is not None:
+        plan = replace(plan, parts=tuple(part.shifted(shift, 0) for part in plan.parts))
+    return replace(array, grid=array.grid.with_file_ids_shifted(shift), plan=plan)
+
+
+def _followed_links(
+    external: dict[str, h5py.ExternalLink], url: str, links: LinkResolver
+) -> tuple[dict[str, VirtualArray], dict[str, str], tuple[str, ...], dict[str, FileVersion]]:
+    """The datasets that ``external`` links of the file ``url`` lead to, the reasons of
+    those not followed, the file's URL table (its own, then each target's) and the
+    versions of the target files read."""
+    arrays: dict[str, VirtualArray] = {}
+    reasons: dict[str, str] = {}
+    urls = [url]
+    linked: dict[str, FileVersion] = {}
+    where: dict[str, int] = {}  # target file -> where its URLs begin in ``urls``
+    with links.scanning(url):
+        for path, link in external.items():
+            try:
+                target, array = links.target(url, link)
+            except _LinkRefused as e:
+                reasons[path] = f"HDF5 external link to {link.filename}:{link.path}: {e}"
+                continue
+            if target not in where:
+                manifest, version = links.scan(target)
+                where[target] = len(urls)
+                urls.extend(manifest.urls)
+                linked.update(manifest.linked)
+                linked[target] = version
+            arrays[path] = _as_own_phony(_moved(array, where[target]))
+    return arrays, reasons, tuple(urls), linked
+
+
+def scan_hdf5(
+    file_obj: Any, url: str, links: LinkResolver | None = None
+) -> tuple[Manifest, list[str]]:
     """Scan one HDF5 file.
 
     Parameters
@@ -748,6 +957,9 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         An open, seekable binary file object of the file.
     url
         The file's path on the source filesystem (recorded in the manifest).
+    links
+        Follows external links to other files of the source filesystem (without it they
+        are left out).
 
     Returns
     -------
@@ -768,7 +980,11 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
         netcdf = "_NCProperties" in h5.attrs or bool(dim_lengths)
         taken = {p.rsplit("/", 1)[-1] for p in datasets}
         taken.update(d for meta in (a.meta for a in arrays.values()) for d in meta.dimensions)
+        external: dict[str, h5py.ExternalLink] = {}
         for path, dset in datasets.items():
+            if links is not None and isinstance(dset, h5py.ExternalLink):
+                external[path] = dset
+                continue
             served = _serve_dataset(
                 translator, path, dset, arrays.get(path), messages, dims, dim_lengths, netcdf, taken
             )
@@ -778,8 +994,18 @@ def scan_hdf5(file_obj: Any, url: str) -> tuple[Manifest, list[str]]:
             elif served is not None:
                 arrays[path] = served
         arrays = _with_verified_offsets(arrays, h5, file_obj, translator)
-        groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
-        skipped.update(invalid)
-        arrays = _with_phony_dimensions(arrays)
+    # linked datasets never through this file's h5py handle: HDF5 would resolve the
+    # link by its own rules (its working directory first), not from this filesystem
+    urls, linked = manifest.urls, manifest.linked
+    if links is not None and external:
+        followed, refused, urls, linked = _followed_links(external, url, links)
+        arrays.update(followed)
+        skipped.update(refused)
+    groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
+    skipped.update(invalid)
+    arrays = _with_phony_dimensions(arrays)
     warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
-    return replace(manifest, groups=groups, arrays=arrays, skipped=skipped), warnings_out
+    return (
+        replace(manifest, urls=urls, groups=groups, arrays=arrays, skipped=skipped, linked=linked),
+        warnings_out,
+    )
