@@ -103,6 +103,15 @@ def test_performance_plot_is_a_valid_image(site: Path) -> None:
             assert peer in text, peer
 
 
+def test_errors_page_names_every_exception_and_warning() -> None:
+    from fsspec_virtual import errors
+    from fsspec_virtual.scan_cache import CorruptCacheEntryWarning
+
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    for name in [*errors.__all__, CorruptCacheEntryWarning.__name__]:
+        assert f"| `{name}` |" in doc or f"`{name}` itself" in doc, name
+
+
 def _module_names() -> list[str]:
     return sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
 
