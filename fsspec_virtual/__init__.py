@@ -20,6 +20,7 @@ from .errors import (
     UnsupportedVariableWarning,
     UnversionedSourceWarning,
     VirtualZarrError,
+    ZarrFormatNotServedError,
 )
 from .filesystem import VirtualZarrFileSystem
 
@@ -35,6 +36,7 @@ __all__ = [
     "SourceReadError",
     "RangeNotSupportedError",
     "UnsupportedVariableWarning",
+    "ZarrFormatNotServedError",
     "SkippedFileWarning",
     "UnversionedSourceWarning",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "IncompatibleSourcesError",
     "AmbiguousKeyError",
     "ReadOnlyError",
+    "ZarrFormatNotServedError",
     "StaleSourceError",
     "SourceReadError",
     "RangeNotSupportedError",
@@ -100,6 +101,11 @@ class AmbiguousKeyError(VirtualZarrError, ValueError):
 
 class ReadOnlyError(VirtualZarrError, PermissionError):
     """The virtual store is read-only."""
+
+
+class ZarrFormatNotServedError(VirtualZarrError, NotImplementedError):
+    """A client asked for Zarr format 3 metadata (``zarr.json``); the store serves Zarr
+    format 2. Open with ``zarr_format=2``, or without ``zarr_format``."""
 
 
 class StaleSourceError(_FileError):

@@ -20,6 +20,7 @@ from fsspec.spec import AbstractBufferedFile
 from .combine import CombineOptions
 from .compute import compute_chunk
 from .errors import ReadOnlyError
+from .format_probe import FormatProbes
 from .keys import (
     ComputedSource,
     InlineSource,
@@ -259,6 +260,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         self._listing_ttl = listing_ttl
         self._fixed_snapshot = snapshot
         self._pinned: CollectionState | None = None
+        self._probes = FormatProbes()
         # Only under URL chaining (fsspec's url_to_fs passes fo=) do clients address keys
         # below the source path itself ("/data/*.nc/t2m/.zarray"); a path= never prefixes keys.
         self._chained_root = fo.strip("/") if path is None and isinstance(fo, str) else None
@@ -524,10 +526,12 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
+        self._probes.note(self._strip_protocol(path))
         state = await self._state()
         key = self._key(path, state)
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
+            await self._probes.refuse_v3(self._strip_protocol(path))
             raise FileNotFoundError(key)
         if isinstance(source, InlineSource):
             return source.data[slice(start, end)]

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
-from collections.abc import Coroutine, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import numpy as np
 from fsspec import AbstractFileSystem
 
 from .access import FileVersion
+from .bridges import run_blocking
 from .compute import DecodedChunkCache, read_region
 from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 
-__all__ = ["read_array", "run_blocking", "FileObjectSource", "readable_through_file"]
-
-T = TypeVar("T")
+__all__ = ["read_array", "FileObjectSource", "readable_through_file"]
 
 
 class FileObjectSource:
@@ -73,14 +70,3 @@ def read_array(
     return run_blocking(
         read_region(source, manifest.urls, array, whole, DecodedChunkCache(0), versions)
     )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from blocking code, on a loop of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    # called from a thread running an event loop (a notebook): run on a thread of its own
-    with concurrent.futures.ThreadPoolExecutor(1) as executor:
-        return executor.submit(asyncio.run, coroutine).result()

@@ -17,12 +17,13 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .access import adapter_for
+from .bridges import run_blocking
 from .codecs import decode_chunk
 from .combine import ScannedFile, compared_paths
 from .coords import storable
 from .errors import ScanError
 from .manifest import Manifest, VirtualArray
-from .materialize import read_array, run_blocking
+from .materialize import read_array
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
 from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, reads_are_guarded, scan_file

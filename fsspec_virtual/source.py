@@ -21,10 +21,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import fsspec
 from fsspec import AbstractFileSystem
-from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .access import FileVersion, adapter_for
+from .bridges import blocking_on_own_loop
 from .errors import NoSourceFilesError, RangeNotSupportedError, ScanError, SkippedFileWarning
 
 __all__ = [
@@ -274,7 +275,7 @@ def _completed(fs: AbstractFileSystem, found: dict[str, dict[str, Any]], skip: b
         async def all_info() -> list[Any]:
             return await asyncio.gather(*(fs._info(n) for n in lacking), return_exceptions=True)
 
-        infos = sync(fs.loop, all_info)
+        infos = blocking_on_own_loop(fs, all_info)
     else:
         infos = [fs.info(name) for name in lacking]
     for name, info in zip(lacking, infos):

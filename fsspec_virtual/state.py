@@ -16,7 +16,6 @@ synchronous API).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import hashlib
@@ -35,6 +34,7 @@ from fsspec import AbstractFileSystem, get_filesystem_class
 from fsspec.core import split_protocol
 
 from .access import FileVersion
+from .bridges import awaited, in_builder
 from .combine import CombineOptions, ScannedFile, combine
 from .compute import DecodedChunkCache
 from .errors import (
@@ -577,10 +577,6 @@ def resolve_snapshot(
     return state
 
 
-#: Builds started from coroutines run here, never in an event loop's default executor:
-#: zarr's loop needs its executor's threads for the codec work kerchunk's translation
-#: asks of it, and concurrent first reads would otherwise all block in that pool.
-_builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vz-scan")
 _building: dict[Any, concurrent.futures.Future[CollectionState]] = {}
 _building_guard = threading.Lock()
 
@@ -592,11 +588,11 @@ async def _shared_build(key: Any, function: Any, *args: Any) -> CollectionState:
         future = _building.get(key)
         started = future is None
         if future is None:
-            future = _building[key] = _builder.submit(function, *args)
+            future = _building[key] = in_builder(function, *args)
     if started:
         # outside the guard: a future already done runs its callback here, at once
         future.add_done_callback(lambda done: _forget_build(key, done))
-    return await asyncio.wrap_future(future)
+    return await awaited(future)
 
 
 def _forget_build(key: Any, future: concurrent.futures.Future[CollectionState]) -> None:
@@ -621,10 +617,8 @@ async def refresh_state_async(
     cache: ScanCache | None,
     seen: CollectionState,
 ) -> CollectionState:
-    """:func:`refresh_state` for coroutines, on the builder threads (never a loop's
-    default executor, which zarr needs; see ``_builder``)."""
-    future = _builder.submit(refresh_state, spec, settings, cache, seen)
-    return await asyncio.wrap_future(future)
+    """:func:`refresh_state` for coroutines, on the builder threads."""
+    return await awaited(in_builder(refresh_state, spec, settings, cache, seen))
 
 
 async def resolve_snapshot_async(

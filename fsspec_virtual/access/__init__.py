@@ -1,6 +1,6 @@
 """Source access: file versions and one checked adapter per protocol family."""
 
-from .adapters import Read, SourceAdapter, adapter_for, described_error, on_own_loop
+from .adapters import Read, SourceAdapter, adapter_for, described_error
 from .version import FileVersion
 
-__all__ = ["FileVersion", "Read", "SourceAdapter", "adapter_for", "described_error", "on_own_loop"]
+__all__ = ["FileVersion", "Read", "SourceAdapter", "adapter_for", "described_error"]

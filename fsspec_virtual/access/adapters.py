@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from ..bridges import on_own_loop
 from ..errors import RangeNotSupportedError, SourceReadError, StaleSourceError, VirtualZarrError
 from .version import FileVersion
 
@@ -33,7 +34,6 @@ __all__ = [
     "CheckedAnswersAdapter",
     "adapter_for",
     "described_error",
-    "on_own_loop",
 ]
 
 T = TypeVar("T")
@@ -98,19 +98,6 @@ def check_length(read: Read, data: bytes) -> bytes:
     if len(data) > read.end - read.start:
         raise RangeNotSupportedError(read.url)
     return data
-
-
-async def on_own_loop(fs: AsyncFileSystem, coroutine: Coroutine[Any, Any, T]) -> T:
-    """Await ``coroutine`` of ``fs`` on the event loop ``fs`` belongs to.
-
-    A filesystem made in blocking mode (``asynchronous=False``, as fsspec makes them) owns
-    sessions bound to fsspec's I/O loop (aiohttp's for HTTP): awaiting its coroutines on
-    another loop (zarr's) fails, so they run there and we await the result.
-    """
-    own = getattr(fs, "_loop", None)
-    if fs.asynchronous or own is None or own is asyncio.get_running_loop():
-        return await coroutine
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, own))
 
 
 def reads_async(fs: AbstractFileSystem) -> bool:

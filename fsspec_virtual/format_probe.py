@@ -1,0 +1,58 @@
+"""Telling a client that asks for Zarr format 3 that only format 2 is served.
+
+zarr-python asks for ``zarr.json`` in two situations: told ``zarr_format=3``, it asks for
+that key alone (and a miss reads as "No group found", which sends the user looking for a
+missing file); told nothing, it asks for ``zarr.json``, ``.zgroup``, ``.zattrs`` and
+``.zmetadata`` of the same node at once and takes whichever exists. The store cannot
+refuse ``zarr.json`` outright (that would break the second, ordinary open), so a miss on
+``zarr.json`` waits a few turns of the loop and is refused with
+:class:`~fsspec_virtual.errors.ZarrFormatNotServedError` only when no format 2 document
+of the same node was asked for around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .errors import ZarrFormatNotServedError
+
+__all__ = ["FormatProbes", "V2_DOCUMENTS"]
+
+#: The metadata documents of Zarr format 2.
+V2_DOCUMENTS = frozenset({".zgroup", ".zarray", ".zattrs", ".zmetadata"})
+
+#: How long (seconds) a format 2 request vouches for a ``zarr.json`` miss of its node.
+_WINDOW = 5.0
+
+#: Turns of the event loop a ``zarr.json`` miss gives the requests started with it.
+_TURNS = 3
+
+
+class FormatProbes:
+    """The format 2 documents asked for lately, per node (one per store instance)."""
+
+    def __init__(self) -> None:
+        self._asked: dict[str, float] = {}
+
+    def note(self, path: str) -> None:
+        """Record a request for ``path`` (a key as the client spelled it)."""
+        node, _, name = path.rpartition("/")
+        if name in V2_DOCUMENTS:
+            self._asked[node] = time.monotonic()
+
+    async def refuse_v3(self, path: str) -> None:
+        """Raise :class:`ZarrFormatNotServedError` if ``path`` is a ``zarr.json`` asked
+        for on its own; return otherwise (the caller then reports the key missing)."""
+        node, _, name = path.rpartition("/")
+        if name != "zarr.json":
+            return
+        for _ in range(_TURNS):
+            await asyncio.sleep(0)
+        if time.monotonic() - self._asked.get(node, -_WINDOW) < _WINDOW:
+            return
+        where = f"node {node!r}" if node else "the root"
+        raise ZarrFormatNotServedError(
+            f"this store serves Zarr format 2 only: asked for Zarr format 3 metadata "
+            f"(zarr.json) of {where}; open it with zarr_format=2 or without zarr_format"
+        )

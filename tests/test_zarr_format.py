@@ -1,0 +1,88 @@
+"""The store serves Zarr format 2: a client that asks for format 3 is told so, and every
+ordinary open (format left to zarr to find) still works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import write_groups, write_steps
+from oracle import assert_same_dataset, open_truth
+
+from fsspec_virtual import ZarrFormatNotServedError
+
+
+@pytest.fixture
+def steps(tmp_path: Path) -> list[Path]:
+    return [write_steps(tmp_path / f"s{i}.nc", 3 * i, float(i)) for i in range(3)]
+
+
+def _store(pattern: Path | str, **kwargs: Any) -> Any:
+    return fsspec.filesystem("virtualzarr", path=str(pattern), cache=False, **kwargs)
+
+
+def test_asking_for_format_3_names_the_format_served(steps: list[Path]) -> None:
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
+    root = fs.get_mapper("")
+    for open_v3 in (
+        lambda: zarr.open_group(root, mode="r", zarr_format=3),
+        lambda: xr.open_zarr(root, zarr_format=3),
+        lambda: xr.open_zarr(root, zarr_format=3, consolidated=False),
+    ):
+        with pytest.raises(ZarrFormatNotServedError, match=r"Zarr format 2 only.*the root"):
+            open_v3()
+    with pytest.raises(ZarrFormatNotServedError, match="node 'v'"):
+        zarr.open_array(fs.get_mapper("v"), mode="r", zarr_format=3)
+    # NotImplementedError, so code that probes for support can tell
+    assert issubclass(ZarrFormatNotServedError, NotImplementedError)
+    # and the same store still opens as format 2 right after
+    assert_same_dataset(xr.open_zarr(root), open_truth(steps))
+
+
+def test_every_ordinary_open_finds_format_2(steps: list[Path]) -> None:
+    truth = open_truth(steps)
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
+    root = fs.get_mapper("")
+    for opened in (
+        xr.open_zarr(root),
+        xr.open_zarr(root, consolidated=False),
+        xr.open_zarr(root, consolidated=True),
+        xr.open_zarr(root, zarr_format=2),
+        xr.open_dataset(root, engine="zarr"),
+    ):
+        assert_same_dataset(opened.load(), truth)
+    expected = truth["v"].values
+    np.testing.assert_array_equal(zarr.open_group(root, mode="r")["v"][:], expected)
+    np.testing.assert_array_equal(zarr.open(root, mode="r")["v"][:], expected)
+    np.testing.assert_array_equal(zarr.open_array(fs.get_mapper("v"), mode="r")[:], expected)
+    np.testing.assert_array_equal(zarr.open_consolidated(root, mode="r")["v"][:], expected)
+
+
+def test_nested_groups_open_without_zarr_format(tmp_path: Path) -> None:
+    path = write_groups(tmp_path / "groups.nc")
+    fs = _store(path)
+    for group in ("g1", "g1/g2"):
+        opened = xr.open_zarr(fs.get_mapper(group), consolidated=False)
+        assert_same_dataset(opened.load(), open_truth([path], None, group=group), group)
+    tree = zarr.open_group(fs.get_mapper(""), mode="r")
+    names = sorted(name for name, _ in tree.members(max_depth=None))
+    assert "g1/g2/d" in names
+    with netCDF4.Dataset(path) as nc:
+        np.testing.assert_array_equal(tree["g1/g2/d"][:], nc["g1/g2/d"][:])
+
+
+def test_a_variable_named_zarr_json_is_served(tmp_path: Path) -> None:
+    path = tmp_path / "odd.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("zarr.json", "i4", ("x",))[:] = [4, 5, 6]
+    fs = _store(path)
+    opened = xr.open_zarr(fs.get_mapper("")).load()
+    assert_same_dataset(opened, open_truth([path], None))
+    np.testing.assert_array_equal(opened["zarr.json"].values, [4, 5, 6])
