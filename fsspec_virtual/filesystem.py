@@ -526,12 +526,12 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        self._probes.note(self._strip_protocol(path))
+        asked_at = self._probes.note(self._strip_protocol(path))
         state = await self._state()
         key = self._key(path, state)
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
-            await self._probes.refuse_v3(self._strip_protocol(path))
+            await self._probes.refuse_v3(self._strip_protocol(path), asked_at)
             raise FileNotFoundError(key)
         if isinstance(source, InlineSource):
             return source.data[slice(start, end)]

@@ -13,6 +13,7 @@ of the same node was asked for around it.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from .errors import ZarrFormatNotServedError
@@ -22,7 +23,8 @@ __all__ = ["FormatProbes", "V2_DOCUMENTS"]
 #: The metadata documents of Zarr format 2.
 V2_DOCUMENTS = frozenset({".zgroup", ".zarray", ".zattrs", ".zmetadata"})
 
-#: How long (seconds) a format 2 request vouches for a ``zarr.json`` miss of its node.
+#: How long (seconds) before a ``zarr.json`` request a format 2 request of its node
+#: vouches for it (any format 2 request made after it does).
 _WINDOW = 5.0
 
 #: Turns of the event loop a ``zarr.json`` miss gives the requests started with it.
@@ -35,21 +37,29 @@ class FormatProbes:
     def __init__(self) -> None:
         self._asked: dict[str, float] = {}
 
-    def note(self, path: str) -> None:
-        """Record a request for ``path`` (a key as the client spelled it)."""
+    def note(self, path: str) -> float:
+        """Record a request for ``path`` (a key as the client spelled it), as it starts;
+        return when that was."""
+        now = time.monotonic()
         node, _, name = path.rpartition("/")
         if name in V2_DOCUMENTS:
-            self._asked[node] = time.monotonic()
+            self._asked[node] = now
+        return now
 
-    async def refuse_v3(self, path: str) -> None:
+    async def refuse_v3(self, path: str, asked_at: float) -> None:
         """Raise :class:`ZarrFormatNotServedError` if ``path`` is a ``zarr.json`` asked
-        for on its own; return otherwise (the caller then reports the key missing)."""
+        for on its own at ``asked_at`` (what :meth:`note` returned); return otherwise
+        (the caller then reports the key missing).
+
+        The answer may come long after the request (the first one waits for the scan),
+        so the format 2 requests that vouch for it are counted from when it was made.
+        """
         node, _, name = path.rpartition("/")
         if name != "zarr.json":
             return
         for _ in range(_TURNS):
             await asyncio.sleep(0)
-        if time.monotonic() - self._asked.get(node, -_WINDOW) < _WINDOW:
+        if self._asked.get(node, -math.inf) >= asked_at - _WINDOW:
             return
         where = f"node {node!r}" if node else "the root"
         raise ZarrFormatNotServedError(

@@ -48,7 +48,7 @@ class CorruptCacheEntryWarning(RedactedWarning):
 
 
 def default_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/fsspec-virtual`` (``~/.cache/fsspec-virtual`` by default)."""
+    """``$XDG_CACHE_HOME/fsspec-virtual/scans`` (``~/.cache/fsspec-virtual/scans`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return os.path.join(base, "fsspec-virtual", "scans")
 

@@ -86,3 +86,30 @@ def test_a_variable_named_zarr_json_is_served(tmp_path: Path) -> None:
     opened = xr.open_zarr(fs.get_mapper("")).load()
     assert_same_dataset(opened, open_truth([path], None))
     np.testing.assert_array_equal(opened["zarr.json"].values, [4, 5, 6])
+
+
+def test_a_slow_first_scan_does_not_turn_a_format_2_open_into_a_refusal(
+    steps: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first requests wait for the scan: the format 2 requests zarr sent beside
+    zarr.json still vouch for it, however long the scan took."""
+    import time
+
+    import fsspec_virtual.format_probe as format_probe
+    import fsspec_virtual.state as state_module
+
+    monkeypatch.setattr(format_probe, "_WINDOW", 0.2)
+    real_get_state = state_module.get_state
+
+    def slow_get_state(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.6)
+        return real_get_state(*args, **kwargs)
+
+    monkeypatch.setattr(state_module, "get_state", slow_get_state)
+    state_module.clear_states()
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
+    assert_same_dataset(xr.open_zarr(fs.get_mapper("")).load(), open_truth(steps))
+    state_module.clear_states()
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
+    with pytest.raises(ZarrFormatNotServedError):
+        zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=3)
