@@ -1,5 +1,6 @@
-"""HDF5 types served exactly as h5py reads them, or left out with a warning: object and
-region references, opaque types, array-typed elements, and names holding a backslash.
+"""HDF5 types served exactly as h5py reads them, or left out with a warning: object
+references (region references: test_region_refs.py), opaque types, array-typed elements,
+and names holding a backslash.
 
 Every file is written here with h5py; the truth is a direct h5py read.
 """
@@ -83,12 +84,13 @@ def test_object_references_are_served_as_paths(tmp_path: Path) -> None:
     assert as_text(zarr_values(fs, "refs")).tolist() == ["/data", "/grp", "/grp/inner", ""]
 
 
-def test_region_references_are_left_out_with_a_warning(tmp_path: Path) -> None:
+def test_region_references_are_served_beside_object_references(tmp_path: Path) -> None:
     path = tmp_path / "refs.h5"
     _write_references(path)
     fs = virtual(path)
-    left_out(fs, path, "regions", "region references are not supported")
-    assert as_text(zarr_values(fs, "refs"))[0] == "/data"  # object references still served
+    assert not fs.caught, fs.caught
+    assert as_text(zarr_values(fs, "regions")).tolist() == ["/data[2:5]", ""]
+    assert as_text(zarr_values(fs, "refs"))[0] == "/data"
 
 
 # -- opaque types -----------------------------------------------------------------------------

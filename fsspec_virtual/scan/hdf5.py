@@ -10,10 +10,11 @@ checked against the file itself, dataset by dataset:
 - the Zarr ``fill_value`` is the source's ``_FillValue`` only (xarray masks whatever
   ``fill_value`` says); chunks never written get the HDF5 fill value by an inline chunk
   where zarr's own fill would differ;
-- object references are served as the referenced objects' paths, opaque types as their
-  raw bytes, HDF5 array types with their axes after the dataset's (read through h5py);
-- types we cannot serve correctly yet (region references, compound types with nested or
-  array fields, vlen sequences) and names holding a backslash are skipped with a reason;
+- object references are served as the referenced objects' paths, region references as
+  the path plus the selection (``/data[0:3, 2:5]``), opaque types as their raw bytes, HDF5
+  array types with their axes after the dataset's (read through h5py);
+- types we cannot serve correctly yet (compound types with nested or array fields, vlen
+  sequences) and names holding a backslash are skipped with a reason;
 - external links to datasets of other HDF5 files on the same filesystem are followed
   (:class:`LinkResolver`): the target file is scanned, and the dataset served from its
   byte ranges, at the target's version (``Manifest.linked``).
@@ -350,11 +351,7 @@ def _dimension_lengths(datasets: dict[str, Any], dims: dict[str, list[str]]) -> 
 
 def _unsupported_type(dtype: np.dtype) -> str | None:
     """Why a dataset's type cannot be served yet, or None."""
-    ref = h5py.check_ref_dtype(dtype)
-    if ref is h5py.RegionReference:
-        # a path and a selection as text would be no value any other reader shows
-        return "HDF5 region references are not supported (only object references are)"
-    if ref is not None:
+    if h5py.check_ref_dtype(dtype) is not None:
         return None
     if dtype.names is not None and _packed_compound(dtype) is None:
         return "compound HDF5 types with nested, variable-length or array fields are not supported"
@@ -383,20 +380,76 @@ def _string_array(translator: Any, dset: h5py.Dataset) -> VirtualArray:
     return VirtualArray(meta, ChunkGrid.single_inline(encoded, dset.ndim))
 
 
+def _block_text(block: np.ndarray) -> str:
+    """One hyperslab block, HDF5's inclusive ``(start, end)`` corners, as numpy slices."""
+    return ", ".join(f"{int(a)}:{int(b) + 1}" for a, b in zip(block[0], block[1]))
+
+
+def _selection_texts(space: h5py.h5s.SpaceID) -> list[str]:
+    """A dataspace's selection as the indexes that select it (see :func:`_region_text`)."""
+    kind = space.get_select_type()
+    if kind == h5py.h5s.SEL_NONE or space.get_select_npoints() == 0:
+        return ["[]"]
+    if space.get_simple_extent_ndims() == 0:
+        return ["[()]"]
+    if kind == h5py.h5s.SEL_ALL:
+        return ["[...]"]
+    if kind == h5py.h5s.SEL_POINTS:
+        points = space.get_select_elem_pointlist()
+        return ["{" + ", ".join(repr(tuple(int(i) for i in p)) for p in points) + "}"]
+    if kind == h5py.h5s.SEL_HYPERSLABS:
+        return [f"[{_block_text(b)}]" for b in space.get_select_hyper_blocklist()]
+    raise ValueError(f"a region reference holds an unknown HDF5 selection type ({kind})")
+
+
+def _region_text(h5: h5py.File, ref: h5py.RegionReference) -> str:
+    """A region reference as text: the referenced dataset's path and its selection.
+
+    - a hyperslab block: ``/data[0:10, 2:5]`` (numpy slices, end exclusive);
+    - several blocks (a strided or combined hyperslab): each block spelled so, joined
+      with `` | `` (``/data[0:1, 0:2] | /data[2:3, 0:2]``);
+    - points: ``/data{(1, 2), (3, 4)}``, in the reference's order (as h5py reads them);
+    - the whole dataset: ``/data[...]``; a rank-0 dataset: ``/data[()]``;
+    - nothing selected: ``/data[]``; a null reference: ``""``.
+
+    ``h5py.File(...)[path][selection]`` reads the values the reference selects: for
+    several blocks, the union of the blocks (HDF5 reads it in row-major order).
+    """
+    if not ref:
+        return ""
+    target = h5[ref]
+    if not target.name:
+        raise ValueError("a region reference names a dataset no longer linked in the file")
+    space = h5py.h5r.get_region(ref, h5.id)
+    if space.shape != target.shape:  # h5py refuses a selection on another extent too
+        raise ValueError(
+            f"a region reference into {target.name} was made on shape {space.shape}, "
+            f"the dataset's shape is now {target.shape}"
+        )
+    return " | ".join(target.name + text for text in _selection_texts(space))
+
+
+def _object_text(h5: h5py.File, ref: h5py.Reference) -> str:
+    """An object reference as text: the object's path (``f[ref].name``), ``""`` if null."""
+    return (h5[ref].name or "") if ref else ""
+
+
 def _reference_array(translator: Any, dset: h5py.Dataset) -> VirtualArray:
-    """An object-reference dataset, held inline as the path of each referenced object
-    (``f[ref].name``, as h5py dereferences it); ``""`` for a null reference."""
+    """A reference dataset, held inline as text: an object reference as the path of the
+    object it names, a region reference as the path and selection (:func:`_region_text`)."""
     h5 = dset.file
     refs = np.asarray(dset[()], dtype=object)
-    paths = [(h5[ref].name or "") if ref else "" for ref in refs.reshape(-1)]
+    region = h5py.check_ref_dtype(dset.dtype) is h5py.RegionReference
+    spell = _region_text if region else _object_text
+    texts = [spell(h5, ref) for ref in refs.reshape(-1)]
     meta = replace(
         _h5py_meta(translator, dset, np.dtype("O")),
         chunks=dset.shape,
         filters=({"id": "vlen-utf8"},),
     )
-    if not paths:
+    if not texts:
         return VirtualArray(meta, ChunkGrid.empty(meta.grid_shape))
-    encoded = numcodecs.VLenUTF8().encode(np.array(paths, dtype=object))
+    encoded = numcodecs.VLenUTF8().encode(np.array(texts, dtype=object))
     return VirtualArray(meta, ChunkGrid.single_inline(encoded, dset.ndim))
 
 
@@ -607,11 +660,13 @@ def _serve_dataset(
         return _read_through_h5py(translator, dset, path, "virtual dataset")
     if dtype.names is not None:  # kerchunk's compound handling is not ours
         return _read_through_h5py(translator, dset, path, "compound type")
-    if h5py.check_ref_dtype(dtype) is h5py.Reference:
+    ref = h5py.check_ref_dtype(dtype)
+    if ref is not None:
         try:
             return _reference_array(translator, dset)
         except (OSError, KeyError, ValueError) as e:  # a reference to an unlinked object
-            return f"an object reference in it could not be dereferenced: {e}"
+            kind = "a region" if ref is h5py.RegionReference else "an object"
+            return f"{kind} reference in it could not be dereferenced: {e}"
     if dtype.subdtype is not None:
         return _read_through_h5py(translator, dset, path, "HDF5 array type", taken)
     if dtype.kind == "V":  # opaque: the stored bytes, as h5py reads them
