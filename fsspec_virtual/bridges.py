@@ -38,8 +38,11 @@ __all__ = ["run_blocking", "blocking_on_own_loop", "on_own_loop", "in_builder", 
 
 T = TypeVar("T")
 
-#: Builds started from coroutines run here (see :func:`in_builder`).
-_builder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vz-scan")
+#: Builds started from coroutines run here (see :func:`in_builder`). A build mostly waits
+#: (on a server, on the scan processes), and concurrent callers of one collection share
+#: one build, so threads are many: a few slow collections must not hold up the first
+#: open of another.
+_builder = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="vz-scan")
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -365,6 +365,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 return StoreKey(below, whole)
         return choose_reading(state.manifest, state.metadata, below, whole)
 
+    def _is_node(self, state: CollectionState, path: str) -> bool:
+        """Whether ``path`` names a group or an array of the store."""
+        key = self._key(path, state)
+        return key in state.manifest.groups or key in state.manifest.arrays
+
     def _named(self, path: str, key: str) -> str:
         """``key`` spelled as the caller spelled ``path``: under its chained root or slash.
 
@@ -531,7 +536,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         key = self._key(path, state)
         source = resolve_key(state.manifest, state.metadata, key)
         if source is None:
-            await self._probes.refuse_v3(self._strip_protocol(path), asked_at)
+            await self._probes.refuse_v3(
+                self._strip_protocol(path), asked_at, lambda node: self._is_node(state, node)
+            )
             raise FileNotFoundError(key)
         if isinstance(source, InlineSource):
             return source.data[slice(start, end)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 
 from .errors import ZarrFormatNotServedError
 
@@ -46,16 +47,17 @@ class FormatProbes:
             self._asked[node] = now
         return now
 
-    async def refuse_v3(self, path: str, asked_at: float) -> None:
+    async def refuse_v3(self, path: str, asked_at: float, is_node: Callable[[str], bool]) -> None:
         """Raise :class:`ZarrFormatNotServedError` if ``path`` is a ``zarr.json`` asked
-        for on its own at ``asked_at`` (what :meth:`note` returned); return otherwise
-        (the caller then reports the key missing).
+        for on its own at ``asked_at`` (what :meth:`note` returned), of a node the store
+        has (``is_node``: a group or an array); return otherwise (the caller then reports
+        the key missing).
 
         The answer may come long after the request (the first one waits for the scan),
         so the format 2 requests that vouch for it are counted from when it was made.
         """
         node, _, name = path.rpartition("/")
-        if name != "zarr.json":
+        if name != "zarr.json" or not is_node(node):
             return
         for _ in range(_TURNS):
             await asyncio.sleep(0)

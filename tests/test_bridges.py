@@ -7,6 +7,7 @@ import concurrent.futures
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,6 @@ def test_run_blocking_inside_a_running_loop() -> None:
 
 
 def test_in_builder_runs_on_its_own_threads() -> None:
-    import threading
-
     name = in_builder(lambda: threading.current_thread().name).result(timeout=10)
     assert name.startswith("vz-scan")
 
@@ -130,3 +129,15 @@ def test_a_failed_open_prints_only_the_error(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
+
+
+def test_slow_builds_do_not_hold_up_another() -> None:
+    """Builds that wait (a slow server) leave threads for the first open of another
+    collection."""
+    release = threading.Event()
+    waiting = [in_builder(release.wait, 30) for _ in range(4)]
+    try:
+        assert in_builder(lambda: "quick").result(timeout=10) == "quick"
+    finally:
+        release.set()
+    assert all(w.result(timeout=10) for w in waiting)

@@ -113,3 +113,10 @@ def test_a_slow_first_scan_does_not_turn_a_format_2_open_into_a_refusal(
     fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
     with pytest.raises(ZarrFormatNotServedError):
         zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=3)
+
+
+def test_format_3_asked_of_a_node_that_does_not_exist_is_not_found(steps: list[Path]) -> None:
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
+    with pytest.raises(FileNotFoundError) as caught:
+        zarr.open_group(fs.get_mapper("nosuch"), mode="r", zarr_format=3)
+    assert not isinstance(caught.value, ZarrFormatNotServedError)
