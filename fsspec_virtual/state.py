@@ -48,7 +48,7 @@ from .manifest import Manifest
 from .metadata import render_metadata
 from .options import is_secret_name, redacted
 from .scan import SCANNER_VERSION, ScanCost
-from .scan_cache import ScanCache, binding_of, files_of
+from .scan_cache import Binding, ScanCache, binding_of, files_of
 from .scheduling import ScanResult, ScanSettings, scan_files
 from .source import SourceFile, list_source_files, resolve_filesystem
 
@@ -168,6 +168,13 @@ def snapshot_id(
     file's path, version and format (the options of the source filesystem are left out:
     they differ between processes, the files' versions do not), and of the version of
     every file read without being listed (``linked``: HDF5 external links' targets)."""
+    return _snapshot_digest(spec, binding_of(list(files)), linked)
+
+
+def _snapshot_digest(
+    spec: CollectionSpec, binding: Binding, linked: dict[str, FileVersion] | None = None
+) -> str:
+    """:func:`snapshot_id` of the files whose :func:`binding_of` is ``binding``."""
     parts = [
         "snapshot",
         list(spec.paths),
@@ -175,12 +182,19 @@ def snapshot_id(
         spec.source_identity,
         spec.on_error,
         SCANNER_VERSION,
-        binding_of(list(files)),
+        binding,
     ]
     if linked:
         parts.append(sorted([url, version.to_list()] for url, version in linked.items()))
     ident = json.dumps(parts)
     return "s" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+def _with_id(state: CollectionState, ident: str) -> CollectionState:
+    """``state`` with its :attr:`~CollectionState.id` already known (a digest of its
+    files was just taken to find it: thousands of files make it worth not taking twice)."""
+    state.__dict__["id"] = ident
+    return state
 
 
 #: The version of a file whose bytes one snapshot read at two versions (a target of
@@ -397,19 +411,29 @@ def _from_cache(
     cache: ScanCache,
     ident: str,
     expect: list[SourceFile] | None,
+    expect_binding: Binding | None = None,
 ) -> CollectionState | None:
     """A whole snapshot from the persistent cache: the entry must be bound to ``ident``,
-    and its files must be ``expect`` (when given) and digest to ``ident``."""
+    and its files must be ``expect`` (when given: ``ident`` is then their
+    :func:`snapshot_id`, and ``expect_binding`` their :func:`binding_of` if known), or
+    digest to ``ident``."""
     entry = cache.get(ident, files=len(expect) if expect else 1, expect=None)
     if entry is None:
         return None
-    files = files_of(entry[4])
-    if snapshot_id(spec, files) != ident or (expect is not None and files != expect):
-        return None  # a valid entry of another snapshot or listing: not this one
+    if expect is not None:
+        binding = expect_binding if expect_binding is not None else binding_of(expect)
+        if entry[4] != binding:
+            return None  # a valid entry of another listing: not this one
+        files = tuple(expect)
+    else:
+        files = tuple(files_of(entry[4]))
+        if _snapshot_digest(spec, entry[4]) != ident:
+            return None  # a valid entry of another snapshot: not this one
     for message in entry[2]:
         warnings.warn(message, UnsupportedVariableWarning, stacklevel=3)
     manifest = entry[0]
-    return CollectionState(spec, fs, tuple(files), manifest, render_metadata(manifest))
+    state = CollectionState(spec, fs, files, manifest, render_metadata(manifest))
+    return _with_id(state, ident)
 
 
 def _source_filesystem(
@@ -439,10 +463,12 @@ def _build(
             UnversionedSourceWarning,
             stacklevel=3,
         )
+    listed_binding = binding_of(listed)
+    listed_id = _snapshot_digest(spec, listed_binding)
     if cache is not None and previous is None:
         # the whole snapshot of this exact listing: one read instead of one per file plus
         # the combine
-        hit = _from_cache(spec, fs, cache, snapshot_id(spec, listed), listed)
+        hit = _from_cache(spec, fs, cache, listed_id, listed, listed_binding)
         if hit is not None:
             return hit
     kept: list[ScanResult] = []
@@ -476,6 +502,8 @@ def _build(
         tuple(kept),
         scan_cost=(len(remote), cost),
     )
+    if not linked and files == tuple(listed):
+        _with_id(state, listed_id)
     if cache is not None and all(f.version.tells_rewrites for f in files) and not linked:
         notes = [note for r in kept for note in r.messages]
         cache.put(state.id, manifest, {}, notes, binding_of(list(files)))

@@ -19,7 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 from oracle import assert_same_dataset, open_truth
 from servers import serve_directory
 
-from fsspec_virtual import ScanError, SkippedFileWarning
+from fsspec_virtual import ScanError, SkippedFileWarning, source
 from fsspec_virtual.source import hdf5_signature_offsets, list_source_files
 
 OPTIONS = {"concat_dim": "time", "skip_instance_cache": True, "cache": False}
@@ -167,13 +167,13 @@ class TestUserBlock:
         readme = tmp_path / "README.txt"
         readme.write_text("not data\n" * 200)  # 1800 bytes: searched at 512 and 1024 only
         rounds: list[list[tuple[str, int, int]]] = []
-        original = LocalFileSystem.cat_ranges
+        original = source._read_round
 
-        def counted(self, paths, starts, ends, **kwargs):
-            rounds.append(sorted((Path(p).name, s, e) for p, s, e in zip(paths, starts, ends)))
-            return original(self, paths, starts, ends, **kwargs)
+        def counted(fs, reads):
+            rounds.append(sorted((Path(p).name, s, e) for p, s, e in reads))
+            return original(fs, reads)
 
-        monkeypatch.setattr(LocalFileSystem, "cat_ranges", counted)
+        monkeypatch.setattr(source, "_read_round", counted)
         listed = list_source_files(LocalFileSystem(), [str(tmp_path)])
         assert sorted(f.path for f in listed) == sorted(str(p) for p in (normal, near, far))
         near_end, small = 65536 + 8, near.stat().st_size
@@ -276,3 +276,66 @@ class TestNamedLikeData:
         with serve_directory(tmp_path) as server:
             with pytest.raises(ScanError, match=r"zz\.nc.*HTML"):
                 _open(f"{server.url}/")
+
+
+# -- local directories: one stat per file, reads without file objects ---------------------------
+
+
+class _GenericLocal(LocalFileSystem):
+    """The local filesystem taken the generic way (``fs.ls``, ``cat_ranges``, one
+    ``listed_version`` per file): what the local fast path must equal."""
+
+
+def _mixed_directory(tmp_path: Path) -> Path:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    write_simple(root / "a.nc", [0.0, 1.0])
+    write_simple(root / "b.nc", [2.0, 3.0], fmt="NETCDF3_64BIT_OFFSET", chunks=None)
+    _write_h5netcdf(root / "c.h5", [4.0, 5.0], seed=2, userblock=512)
+    (root / "README.txt").write_text("not data\n" * 200)
+    (root / "empty").write_bytes(b"")
+    (root / "sub").mkdir()
+    write_simple(root / "sub" / "inner.nc", [8.0, 9.0])
+    (root / "linked.nc").symlink_to(root / "a.nc")
+    (root / "linked-dir").symlink_to(root / "sub")
+    return root
+
+
+class TestLocalDirectory:
+    def test_same_files_versions_and_formats_as_the_generic_listing(self, tmp_path, monkeypatch):
+        root = _mixed_directory(tmp_path)
+        expected = list_source_files(_GenericLocal(), [str(root)])
+        from fsspec_virtual.access.adapters import LocalAdapter
+
+        looked_up: list[str] = []
+        original = LocalAdapter.listed_version
+
+        def counted(self, path, info):
+            looked_up.append(Path(path).name)
+            return original(self, path, info)
+
+        monkeypatch.setattr(LocalAdapter, "listed_version", counted)
+        listed = list_source_files(LocalFileSystem(), [str(root)])
+        assert sorted(listed, key=lambda f: f.path) == sorted(expected, key=lambda f: f.path)
+        assert {f.format for f in listed} == {"hdf5", "netcdf3"}
+        assert looked_up == ["linked.nc"]  # the listing's own stat versions the others
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            lambda p: p.write_bytes(b"<html>Service Unavailable</html>"),
+            lambda p: p.write_bytes(b""),
+            lambda p: p.write_bytes(b"CDF"),
+            lambda p: p.symlink_to(p.parent / "gone.nc"),
+        ],
+        ids=["html", "empty", "short", "dangling-link"],
+    )
+    def test_refuses_what_the_generic_listing_refuses(self, tmp_path, bad):
+        root = _mixed_directory(tmp_path)
+        bad(root / "zz.nc")
+        with pytest.raises(ScanError) as generic:
+            list_source_files(_GenericLocal(), [str(root)])
+        with pytest.raises(ScanError) as fast:
+            list_source_files(LocalFileSystem(), [str(root)])
+        assert str(fast.value) == str(generic.value)
+        assert str(root / "zz.nc") in str(fast.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["FileVersion"]
@@ -87,11 +87,12 @@ class FileVersion:
     def tells_rewrites(self) -> bool:
         """Whether a rewrite at the same size shows in this version (it has more than a
         size)."""
-        return any(getattr(self, f.name) is not None for f in fields(self)[1:])
+        return any(getattr(self, name) is not None for name in _FIELD_NAMES[1:])
 
     def to_list(self) -> list[Any]:
         """A JSON-able form (see :meth:`from_list`)."""
-        return list(astuple(self))
+        # not dataclasses.astuple: it deep-copies, and snapshots spell thousands of these
+        return [getattr(self, name) for name in _FIELD_NAMES]
 
     @classmethod
     def from_list(cls, values: list[Any]) -> FileVersion:
@@ -112,3 +113,6 @@ class FileVersion:
             if getattr(self, f.name) != getattr(other, f.name)
         ]
         return ", ".join(parts) or "no difference"
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(FileVersion))
