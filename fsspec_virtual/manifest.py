@@ -338,6 +338,10 @@ class Manifest:
         Files of :attr:`urls` that were not listed but are read all the same (the targets
         of HDF5 external links), each at the version its metadata was read: reads of them
         are checked against it, and a snapshot depends on it.
+    link_targets
+        Every file that HDF5 external links of the scan named, whether they were followed
+        or not (a target missing, or not HDF5 yet, left its variable out): the scan
+        depends on those files' state, so it is neither kept in a cache nor reused.
     """
 
     urls: tuple[str, ...]
@@ -345,6 +349,7 @@ class Manifest:
     arrays: dict[str, VirtualArray]
     skipped: dict[str, str] = field(default_factory=dict)
     linked: dict[str, FileVersion] = field(default_factory=dict)
+    link_targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for path in self.arrays:

@@ -135,7 +135,7 @@ def encode_entry(
 ) -> bytes:
     """A scan result as cache-entry bytes (header, checksum or HMAC, payload), bound to
     its ``key`` and the ``files`` it was made from."""
-    if manifest.linked:  # its validity hangs on files its key and binding do not name
+    if manifest.linked or manifest.link_targets:  # it hangs on files its key does not name
         raise ValueError("a manifest that reads external links' targets is not cached")
     writer = _Writer()
     arrays_doc = {}

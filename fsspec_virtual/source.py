@@ -10,6 +10,7 @@ matters to tell a broken data file from a README: a file named like NetCDF/HDF5
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import posixpath
 import re
@@ -229,6 +230,8 @@ def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
         found = {e["name"]: e for e in fs.ls(path, detail=True)}
     elif fs.exists(path):
         found = {path: fs.info(path)}
+    elif isinstance(fs, LocalFileSystem) and os.path.islink(path):
+        raise NoSourceFilesError(f"source path is {_broken_link(path)}: {path}")
     else:
         raise NoSourceFilesError(f"source path does not exist: {path}")
     if isinstance(fs, LocalFileSystem):
@@ -285,7 +288,7 @@ def _followed(name: str, info: dict[str, Any]) -> dict[str, Any]:
         return {**info, "type": "file", "size": os.stat(name).st_size}
     # dangling (its target is gone): its name decides whether that is an error, as for a
     # file that is not data; never read, and never called empty
-    return {**info, "type": "file", "size": 0, "dangling": _link_target(name, info)}
+    return {**info, "type": "file", "size": 0, "dangling": _broken_link(name, info)}
 
 
 def _link_target(name: str, info: dict[str, Any]) -> str:
@@ -294,6 +297,17 @@ def _link_target(name: str, info: dict[str, Any]) -> str:
         return os.readlink(name)
     except OSError:
         return str(info.get("destination", "?"))
+
+
+def _broken_link(name: str, info: dict[str, Any] | None = None) -> str:
+    """What a local symbolic link that leads to no file is: in a loop, or dangling."""
+    target = _link_target(name, info or {})
+    try:
+        os.stat(name)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a symbolic link to {target} in a loop of symbolic links (never a file)"
+    return f"a dangling symbolic link to {target}, which does not exist"
 
 
 def source_file(
@@ -445,7 +459,7 @@ def _not_data(head: bytes, info: dict[str, Any]) -> str:
     """Why a file named like data is not: a dangling link, or what its first bytes are."""
     size = info.get("size")
     if "dangling" in info:
-        return f"it is a dangling symbolic link to {info['dangling']}, which does not exist"
+        return f"it is {info['dangling']}"
     if size == 0:
         return "the file is empty"
     if len(head) < MAGIC_LENGTH:

@@ -197,24 +197,30 @@ def _with_id(state: CollectionState, ident: str) -> CollectionState:
     return state
 
 
-#: The version of a file whose bytes one snapshot read at two versions (a target of
-#: external links that changed while the collection was scanned): no file is ever at it,
-#: so every read of the file raises StaleSourceError until a refresh reads it at one.
-_TORN = FileVersion(-1, etag="read at two versions while the collection was scanned")
-
-
 def _linked_versions(
     manifests: Sequence[Manifest], files: Sequence[SourceFile]
 ) -> dict[str, FileVersion]:
     """The versions of the files that the scans read without listing them (see
-    ``Manifest.linked``); :data:`_TORN` for one read at two versions, or at a version
-    other than the one it was listed (and scanned) at."""
+    ``Manifest.linked``).
+
+    Raises
+    ------
+    StaleSourceError
+        If one was read at two versions, or at a version other than the one it was listed
+        (and scanned) at: the scans hold some of its values (inline chunks) from each, and
+        no snapshot can be made of them.
+    """
     listed = {f.path: f.version for f in files}
     out: dict[str, FileVersion] = {}
     for manifest in manifests:
         for url, version in manifest.linked.items():
-            seen = out.get(url, listed.get(url, version))
-            out[url] = version if seen == version else _TORN
+            if out.get(url, listed.get(url, version)) != version:
+                raise StaleSourceError(
+                    url,
+                    "it changed while the collection was scanned, and HDF5 external links "
+                    "read it at two versions; open again",
+                )
+            out[url] = version
     return out
 
 
@@ -353,12 +359,13 @@ def _scan_or_reuse(
     is unchanged (same path and version), else scanned now (and stored)."""
     known: dict[SourceFile, ScanResult] = {}
     if previous is not None:
-        # a scan that read other files (external links' targets) is never reused: it
-        # holds their versions, which the linking file's own cannot vouch for
+        # a scan whose external links named other files is never reused: what it made of
+        # them (followed at their versions, or refused: missing, not HDF5 yet) hangs on
+        # their state, which the linking file's own version cannot vouch for
         known = {
             r.source: ScanResult(r.scanned, r.messages, r.source)
             for r in previous.scanned
-            if not r.scanned.manifest.linked
+            if not r.scanned.manifest.link_targets
         }
     results: list[ScanResult | BaseException | None] = []
     for source in listed:
@@ -386,7 +393,8 @@ def _scan_or_reuse(
             continue
         done, found, as_scanned = outcome.scanned, list(outcome.messages), outcome.source
         results[i] = outcome
-        if cache is not None and as_scanned.version.tells_rewrites and not done.manifest.linked:
+        keep = as_scanned.version.tells_rewrites and not done.manifest.link_targets
+        if cache is not None and keep:
             key = cache.key(spec.source_identity, as_scanned, SCAN_READS, SCANNER_VERSION)
             cache.put(key, done.manifest, done.coords, found, binding_of([as_scanned]))
     complete = [r for r in results if r is not None]
@@ -504,7 +512,8 @@ def _build(
     )
     if not linked and files == tuple(listed):
         _with_id(state, listed_id)
-    if cache is not None and all(f.version.tells_rewrites for f in files) and not linked:
+    tried_links = any(r.scanned.manifest.link_targets for r in kept)
+    if cache is not None and all(f.version.tells_rewrites for f in files) and not tried_links:
         notes = [note for r in kept for note in r.messages]
         cache.put(state.id, manifest, {}, notes, binding_of(list(files)))
     return state

@@ -158,6 +158,8 @@ class TestFollowed:
         old = _truth(linked, "t2m")
         # other values and another shape: old offsets would read garbage or fail oddly
         _write_data(tmp_path / "data" / "a.h5", 0, seed=7, steps=6)
+        # b.h5's datasets share the dimension 'time' in the master: as long as a.h5's
+        _write_data(tmp_path / "data" / "b.h5", 10, seed=2, steps=6)
         _fs, g = _store(linked, **options)
         new = _truth(linked, "t2m")
         assert new.shape != old.shape
@@ -299,3 +301,229 @@ class TestSnapshots:
         clear_states()  # another process: the snapshot must be rebuilt, and cannot be
         with pytest.raises(StaleSourceError):
             zarr.open_group(pickle.loads(blob).get_mapper(""), mode="r")["t2m"][...]
+
+
+def _write_netcdf(path: Path, times: np.ndarray, lat: int = 3, tag: str = "") -> Path:
+    """A NetCDF4 file: ``time`` and ``lat`` coordinates, ``t2m(time, lat)``, ``label(time)``
+    variable-length strings."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", len(times))
+        nc.createDimension("lat", lat)
+        nc.createVariable("time", "f8", ("time",))[:] = times
+        nc.createVariable("lat", "f4", ("lat",))[:] = np.arange(lat, dtype="f4")
+        t2m = nc.createVariable("t2m", "f4", ("time", "lat"))
+        t2m[:] = np.arange(len(times) * lat, dtype="f4").reshape(len(times), lat) + times[0]
+        label = nc.createVariable("label", str, ("time",))
+        for i in range(len(times)):
+            label[i] = f"{tag}{i}"
+    return path
+
+
+def _add_links(path: Path, links: dict[str, h5py.ExternalLink]) -> Path:
+    with h5py.File(path, "a") as f:
+        for name, link in links.items():
+            f[name] = link
+    return path
+
+
+def _caught(master: Path | str, **options) -> tuple[list[str], object, object]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fs, g = _store(master, **options)
+    messages = [str(w.message) for w in caught if w.category is UnsupportedVariableWarning]
+    return messages, fs, g
+
+
+class TestTargetNames:
+    """A link's file name resolved as the OS (and HDF5) resolve it, its object path as
+    HDF5 looks it up."""
+
+    def test_dotdot_after_a_symbolic_link_to_a_directory(self, tmp_path, monkeypatch):
+        src, other = tmp_path / "src", tmp_path / "elsewhere"
+        (other / "deep").mkdir(parents=True)
+        src.mkdir()
+        _write_data(src / "a.h5", 0, seed=1)  # 'sub/../a.h5' read as text
+        _write_data(other / "a.h5", 0, seed=2)  # what the OS opens
+        (src / "sub").symlink_to(other / "deep")
+        master = _write_master(src / "m.h5", {"t2m": h5py.ExternalLink("sub/../a.h5", "/t2m")})
+        monkeypatch.chdir(tmp_path)  # HDF5 would try the working directory last
+        fs, g = _store(master)
+        _assert_same(g["t2m"][...], _truth(master, "t2m"))
+        assert str(other / "a.h5") in fs.collection().versions
+
+    def test_dotdot_from_a_directory_reached_through_a_symbolic_link(self, tmp_path, monkeypatch):
+        real = tmp_path / "storage" / "x" / "runs"
+        real.mkdir(parents=True)
+        (tmp_path / "storage" / "x" / "static").mkdir()
+        (tmp_path / "data" / "static").mkdir(parents=True)
+        _write_data(tmp_path / "storage" / "x" / "static" / "grid.h5", 0, seed=3)
+        _write_data(tmp_path / "data" / "static" / "grid.h5", 0, seed=4)
+        (tmp_path / "data" / "runs").symlink_to(real)
+        _write_master(real / "m.h5", {"t2m": h5py.ExternalLink("../static/grid.h5", "/t2m")})
+        monkeypatch.chdir("/")
+        listed = tmp_path / "data" / "runs" / "m.h5"
+        _fs, g = _store(tmp_path / "data" / "runs")
+        _assert_same(g["t2m"][...], _truth(listed, "t2m"))
+
+    def test_file_names_with_url_characters_over_http(self, http_root):
+        root, base = http_root
+        names = {"pct": "%41.h5", "hash": "b.h5#c.h5", "query": "d.h5?x=1", "space": "e f.h5"}
+        decoys = {"pct": "A.h5", "hash": "b.h5", "query": "d.h5", "space": "e%20f.h5"}
+        for seed, (key, name) in enumerate(names.items()):
+            _write_data(root / name, 0, seed=seed)
+            _write_data(root / decoys[key], 0, seed=seed + 10)
+        master = _write_master(
+            root / "m.h5", {key: h5py.ExternalLink(name, "/t2m") for key, name in names.items()}
+        )
+        _fs, g = _store(f"{base}/m.h5", cache=False)
+        for key in names:
+            _assert_same(g[key][...], _truth(master, key))
+
+    def test_object_path_with_dotdot_left_out_with_dot_followed(self, tmp_path):
+        with h5py.File(tmp_path / "a.h5", "w") as f:
+            f["t2m"] = np.arange(6, dtype="f4")
+            f.create_group("grp")
+        master = _write_master(
+            tmp_path / "m.h5",
+            {
+                "up": h5py.ExternalLink("a.h5", "/grp/../t2m"),
+                "here": h5py.ExternalLink("a.h5", "./t2m"),
+            },
+        )
+        with h5py.File(master, "r") as f, pytest.raises(KeyError):
+            f["up"]  # HDF5 has no parent step
+        _left_out(master, "up", "'..' component")
+        messages, _fs, g = _caught(master)
+        _assert_same(g["here"][...], _truth(master, "here"))
+        assert len(messages) == 1
+
+
+class TestTargetChangedDuringTheScan:
+    def test_build_refused_naming_the_target(self, tmp_path):
+        (tmp_path / "t").mkdir()
+        target = _write_netcdf(tmp_path / "t" / "T.nc", np.arange(2.0), tag="old")
+        for i in range(2):
+            _write_master(
+                tmp_path / f"m{i}.h5",
+                {
+                    "time": h5py.ExternalLink("t/T.nc", "/time"),
+                    "label": h5py.ExternalLink("t/T.nc", "/label"),
+                },
+                own=False,
+            )
+
+        def rewrite(done: int, total: int) -> None:
+            if done == 1:  # between the two linking files' scans
+                _write_netcdf(target, np.arange(2.0) + 5, tag="new")
+
+        with pytest.raises(StaleSourceError) as caught:
+            _store(tmp_path, cache=False, max_workers=1, progress=rewrite)
+        message = str(caught.value)
+        assert str(target) in message and "changed while the collection was scanned" in message
+        assert "two versions" in message and "-1" not in message
+
+
+class TestNotCachedWhenALinkWasTried:
+    """What a link made of its target (followed or refused) hangs on the target's state."""
+
+    def _master(self, tmp_path: Path) -> Path:
+        return _write_master(tmp_path / "m.h5", {"t2m": h5py.ExternalLink("a.h5", "/t2m")})
+
+    @pytest.mark.parametrize("before", ["missing", "not hdf5", "no such dataset"])
+    def test_reopen_with_the_scan_cache_sees_the_target_now(self, tmp_path, before):
+        master = self._master(tmp_path)
+        if before == "not hdf5":
+            (tmp_path / "a.h5").write_bytes(b"partial" * 100)
+        elif before == "no such dataset":
+            with h5py.File(tmp_path / "a.h5", "w") as f:
+                f["other"] = np.zeros(3)
+        options = {"cache_dir": str(tmp_path / "cache")}
+        messages, _, g = _caught(master, **options)
+        assert "t2m" not in g and any("'t2m'" in m for m in messages)
+        _write_data(tmp_path / "a.h5", 0, seed=8)
+        messages, _, g = _caught(master, **options)
+        _assert_same(g["t2m"][...], _truth(master, "t2m"))
+        assert not messages
+
+    def test_refresh_sees_the_target_now(self, tmp_path):
+        master = self._master(tmp_path)
+        _, fs, g = _caught(master)
+        assert "t2m" not in g
+        _write_data(tmp_path / "a.h5", 0, seed=9)
+        fs.refresh()
+        g = zarr.open_group(fs.get_mapper(""), mode="r")
+        _assert_same(g["t2m"][...], _truth(master, "t2m"))
+
+
+class TestDimensionNames:
+    """A linked dataset keeps its target's dimension names only where they mean the same
+    dimension in the linking file."""
+
+    def _master(self, tmp_path: Path, times: np.ndarray) -> Path:
+        master = _write_netcdf(tmp_path / "m.nc", times, tag="m")
+        return _add_links(master, {"linked": h5py.ExternalLink("a.nc", "/t2m")})
+
+    def _assert_left_out(self, master: Path, target: Path, words: str) -> None:
+        import xarray as xr
+
+        messages, fs, g = _caught(master)
+        assert "linked" not in g
+        assert any(
+            str(master) in m
+            and "'linked'" in m
+            and "'time'" in m
+            and str(target) in m
+            and words in m
+            for m in messages
+        ), messages
+        ds = xr.open_zarr(fs.get_mapper(""))
+        np.testing.assert_array_equal(ds["t2m"].values, _truth(master, "t2m"))
+
+    def test_other_length_left_out(self, tmp_path):
+        target = _write_netcdf(tmp_path / "a.nc", np.arange(4.0))
+        master = self._master(tmp_path, np.arange(10.0) + 100)
+        self._assert_left_out(master, target, "4 long")
+
+    def test_same_length_other_coordinate_values_left_out(self, tmp_path):
+        target = _write_netcdf(tmp_path / "a.nc", np.arange(4.0))
+        master = self._master(tmp_path, np.arange(4.0) + 100)
+        self._assert_left_out(master, target, "100.0")
+
+    def test_same_dimension_kept(self, tmp_path):
+        import xarray as xr
+
+        _write_netcdf(tmp_path / "a.nc", np.arange(4.0))
+        master = self._master(tmp_path, np.arange(4.0))
+        messages, fs, g = _caught(master)
+        assert not messages
+        _assert_same(g["linked"][...], _truth(master, "linked"))
+        ds = xr.open_zarr(fs.get_mapper(""))
+        assert ds["linked"].dims == ("time", "lat")
+
+    def test_dimension_the_linking_file_lacks_kept(self, tmp_path):
+        _write_netcdf(tmp_path / "a.nc", np.arange(4.0))
+        master = _write_master(tmp_path / "m.h5", {"linked": h5py.ExternalLink("a.nc", "/t2m")})
+        messages, _, g = _caught(master)
+        assert not messages
+        assert g["linked"].attrs["_ARRAY_DIMENSIONS"] == ["time", "lat"]
+        _assert_same(g["linked"][...], _truth(master, "linked"))
+
+
+class TestBrokenSymlinks:
+    def test_symlink_loop_named_like_data_says_loop(self, tmp_path):
+        _write_data(tmp_path / "a.h5", 0, seed=0)
+        (tmp_path / "loop.nc").symlink_to("loop.nc")
+        with pytest.raises(ScanError, match="loop of symbolic links"):
+            _store(tmp_path).collection()
+
+    def test_dangling_symlink_given_as_path_says_dangling(self, tmp_path):
+        from fsspec_virtual import NoSourceFilesError
+
+        (tmp_path / "b.nc").symlink_to(tmp_path / "gone.nc")
+        with pytest.raises(NoSourceFilesError, match=r"dangling symbolic link to .*gone\.nc"):
+            _store(tmp_path / "b.nc").collection()
+        (tmp_path / "loop.nc").symlink_to("loop.nc")
+        with pytest.raises(NoSourceFilesError, match="loop of symbolic links"):
+            _store(tmp_path / "loop.nc").collection()

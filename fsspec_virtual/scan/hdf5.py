@@ -26,14 +26,15 @@ import contextlib
 import functools
 import gc
 import json
+import os
 import posixpath
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, NamedTuple
+from urllib.parse import quote, urljoin
 
 import h5py
 import numcodecs
@@ -42,6 +43,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from ..access import FileVersion, adapter_for
+from ..coords import Labels, labels_difference
 from ..manifest import (
     ArrayMeta,
     ChunkGrid,
@@ -832,15 +834,39 @@ def _target_url(fs: AbstractFileSystem, linking: str, filename: str) -> str:
                 f"its target {filename} is an absolute path, which names no file of the "
                 "server the linking file is on"
             )
-        return urljoin(linking, filename)
+        # the name is a file name, not a URL: '%41.h5', 'a#b.h5', 'a?b.h5' name files
+        return urljoin(linking, quote(filename))
     if filename.startswith("/"):
         if not isinstance(fs, LocalFileSystem):
             raise _LinkRefused(
                 f"its target {filename} is an absolute path, which names no file of the "
                 "source filesystem (only local files follow absolute links)"
             )
-        return posixpath.normpath(filename)
+        return os.path.realpath(filename)
+    if isinstance(fs, LocalFileSystem):
+        # as the OS opens it: symbolic links followed before '..' ('lnk/../a.h5', where
+        # lnk leads elsewhere, is not 'a.h5'); the real path is the target's identity
+        return os.path.realpath(posixpath.join(posixpath.dirname(linking), filename))
     return posixpath.normpath(posixpath.join(posixpath.dirname(linking), filename))
+
+
+def _object_path(name: str) -> str:
+    """The path of an external link's object in its target file, as HDF5 looks it up:
+    ``.`` is the group it is in and empty components are skipped, but ``..`` is not the
+    parent group (HDF5 looks for an object of that name, and h5py finds none).
+
+    Raises
+    ------
+    _LinkRefused
+        If the path has a ``..`` component.
+    """
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise _LinkRefused(
+            f"its object path {name} has a '..' component, which HDF5 does not read as "
+            "the parent group (h5py cannot open it either)"
+        )
+    return "/".join(parts)
 
 
 def _starts_like_hdf5(f: Any, size: int) -> bool:
@@ -880,20 +906,20 @@ class LinkResolver:
         finally:
             self._scanning.pop()
 
-    def target(self, linking: str, link: h5py.ExternalLink) -> tuple[str, VirtualArray]:
-        """The target file of ``link`` (in the file ``linking``) and the linked dataset
-        as that file's scan serves it (file ids index the target manifest's URLs).
+    def target(self, url: str, link: h5py.ExternalLink) -> VirtualArray:
+        """The dataset that ``link`` leads to in its target file ``url`` (see
+        :func:`_target_url`), as that file's scan serves it (file ids index the target
+        manifest's URLs).
 
         Raises
         ------
         _LinkRefused
             If the link is not followed, with why.
         """
-        url = _target_url(self.fs, linking, link.filename)
+        path = _object_path(link.path)
         manifest, _ = self.scan(url)
-        path = posixpath.normpath("/" + link.path).strip("/")
         if path in manifest.arrays:
-            return url, manifest.arrays[path]
+            return manifest.arrays[path]
         if path in manifest.skipped:
             raise _LinkRefused(f"{link.path} is left out of {url} too: {manifest.skipped[path]}")
         if path in manifest.groups:
@@ -973,32 +999,211 @@ def _moved(array: VirtualArray, shift: int) -> VirtualArray:
     return replace(array, grid=array.grid.with_file_ids_shifted(shift), plan=plan)
 
 
+def _named_dimensions(array: VirtualArray) -> Iterator[tuple[str, int]]:
+    """The dimensions of ``array`` that have names of their own (not phony), and their
+    lengths."""
+    for axis, (name, n) in enumerate(zip(array.meta.dimensions, array.meta.shape)):
+        if name != f"phony_dim_{axis}":
+            yield name, n
+
+
+def _in_scope(group: str, name: str) -> Iterator[tuple[str, str]]:
+    """Where a dimension ``name`` used in ``group`` may be defined, nearest first: the
+    group, then each of its parents (netCDF's scoping)."""
+    while True:
+        yield group, f"{group}/{name}" if group else name
+        if not group:
+            return
+        group = group.rpartition("/")[0]
+
+
+def _coordinate_of(
+    arrays: dict[str, VirtualArray], group: str, name: str
+) -> tuple[str, VirtualArray] | None:
+    """The coordinate variable of the dimension ``name`` seen from ``group``."""
+    for _, path in _in_scope(group, name):
+        array = arrays.get(path)
+        if array is not None and array.meta.dimensions == (name,):
+            return path, array
+    return None
+
+
+class _LinkTable(NamedTuple):
+    """A linking file's URL table, to read the values of its datasets and its targets'."""
+
+    links: LinkResolver
+    url: str  # the linking file
+    urls: tuple[str, ...]
+    linked: dict[str, FileVersion]  # the targets' versions: the reads must find them
+    where: dict[str, int]  # target file -> where its URLs begin in ``urls``
+
+    def labels(self, path: str, array: VirtualArray, source: str) -> Labels:
+        """The values of ``array`` (file ids in this table), as ``source``'s."""
+        from ..materialize import read_array
+
+        manifest = Manifest(self.urls, {path.rpartition("/")[0]: {}}, {path: array})
+        values = read_array(self.links.fs, manifest, path, self.linked)
+        return Labels(source, values, dict(array.meta.attrs))
+
+    def target_coordinate(
+        self, target: str, group: str, name: str
+    ) -> tuple[str, VirtualArray] | None:
+        """The coordinate variable of the dimension ``name`` seen from ``group`` in the
+        (scanned) target file, with file ids in this table."""
+        manifest, _ = self.links.scan(target)
+        found = _coordinate_of(manifest.arrays, group, name)
+        if found is None:
+            return None
+        return found[0], _moved(found[1], self.where[target])
+
+
+def _labels_difference(
+    name: str,
+    path: str,
+    linked: _LinkedArray,
+    served: dict[str, tuple[VirtualArray, str]],
+    table: _LinkTable,
+) -> str | None:
+    """How the linking file's coordinate of the dimension ``name`` differs from the one
+    the target of the linked dataset ``path`` has; None if either has none."""
+    mine = _coordinate_of({p: a for p, (a, _) in served.items()}, path.rpartition("/")[0], name)
+    theirs = table.target_coordinate(linked.target, linked.group, name)
+    if mine is None or theirs is None:
+        return None
+    try:
+        first = table.labels(mine[0], mine[1], served[mine[0]][1])
+        other = table.labels(theirs[0], theirs[1], linked.target)
+    except Exception as e:  # unread labels are never taken for equal ones
+        return f"its coordinate {name!r} could not be read to compare ({type(e).__name__}: {e})"
+    return labels_difference(name, first, other)
+
+
+def _dimension_clash(
+    path: str,
+    linked: _LinkedArray,
+    dims: dict[tuple[str, str], tuple[int, str]],
+    served: dict[str, tuple[VirtualArray, str]],
+    table: _LinkTable,
+) -> str | None:
+    """Why a dimension name of the linked dataset ``path`` cannot mean in the linking
+    file what it means in the target (``dims``: (group, name) -> length and file, for
+    the dimensions in use); None if each can."""
+    group = path.rpartition("/")[0]
+    for name, n in _named_dimensions(linked.array):
+        known = next((dims[g, name] for g, _ in _in_scope(group, name) if (g, name) in dims), None)
+        if known is None or known[1] == linked.target:
+            continue
+        length, origin = known
+        if length != n:
+            return (
+                f"its dimension {name!r} is {n} long in {linked.target}, but {length} long "
+                f"in {origin}: one name cannot stand for both"
+            )
+        difference = _labels_difference(name, path, linked, served, table)
+        if difference is not None:
+            return (
+                f"its dimension {name!r} would carry the labels of another file "
+                f"({linked.target} vs {origin}): {difference}"
+            )
+    return None
+
+
+def _without_dimension_clashes(
+    found: dict[str, _LinkedArray],
+    own: dict[str, VirtualArray],
+    table: _LinkTable,
+    reasons: dict[str, str],
+) -> dict[str, VirtualArray]:
+    """The linked datasets whose dimension names can be kept; the others' reasons are
+    added to ``reasons``.
+
+    A linked dataset keeps its target's dimension names. Where the linking file (or a
+    link to another file) uses a name already, it must be the same dimension: the same
+    length, and equal coordinate values if both files have a coordinate variable for
+    it. Else one name would label two axes, or one file's labels another file's rows.
+    Linked coordinate variables are taken first.
+    """
+    dims: dict[tuple[str, str], tuple[int, str]] = {}
+    served = {path: (array, table.url) for path, array in own.items()}
+    for path, array in own.items():
+        for name, n in _named_dimensions(array):
+            dims.setdefault((path.rpartition("/")[0], name), (n, table.url))
+    kept: set[str] = set()
+    coordinates_first = sorted(
+        found, key=lambda p: (found[p].array.meta.dimensions != (p.rpartition("/")[2],), p)
+    )
+    for path in coordinates_first:
+        linked = found[path]
+        clash = _dimension_clash(path, linked, dims, served, table)
+        if clash is not None:
+            reasons[path] = f"{linked.head}: {clash}"
+            continue
+        kept.add(path)
+        served[path] = (linked.array, linked.target)
+        for name, n in _named_dimensions(linked.array):
+            dims.setdefault((path.rpartition("/")[0], name), (n, linked.target))
+    return {path: found[path].array for path in found if path in kept}
+
+
+class _Followed(NamedTuple):
+    """What the external links of one file lead to (see :func:`_followed_links`)."""
+
+    arrays: dict[str, VirtualArray]
+    reasons: dict[str, str]
+    urls: tuple[str, ...]
+    linked: dict[str, FileVersion]
+    targets: tuple[str, ...]
+
+
+class _LinkedArray(NamedTuple):
+    """A dataset an external link leads to, as the linking file will serve it."""
+
+    array: VirtualArray  # file ids index the linking file's URL table
+    target: str  # the target file
+    group: str  # the dataset's group in the target file
+    head: str  # the link, for messages
+
+
 def _followed_links(
-    external: dict[str, h5py.ExternalLink], url: str, links: LinkResolver
-) -> tuple[dict[str, VirtualArray], dict[str, str], tuple[str, ...], dict[str, FileVersion]]:
+    external: dict[str, h5py.ExternalLink],
+    url: str,
+    links: LinkResolver,
+    own: dict[str, VirtualArray],
+) -> _Followed:
     """The datasets that ``external`` links of the file ``url`` lead to, the reasons of
-    those not followed, the file's URL table (its own, then each target's) and the
-    versions of the target files read."""
-    arrays: dict[str, VirtualArray] = {}
+    those not followed, the file's URL table (its own, then each target's), the
+    versions of the target files read, and every file the links named (followed or
+    not). ``own`` are the file's own datasets: a linked one whose dimension would clash
+    with theirs is left out (see :func:`_dimension_clash`)."""
+    found: dict[str, _LinkedArray] = {}
     reasons: dict[str, str] = {}
     urls = [url]
     linked: dict[str, FileVersion] = {}
+    named: dict[str, None] = {}  # the target files named, in order
     where: dict[str, int] = {}  # target file -> where its URLs begin in ``urls``
     with links.scanning(url):
         for path, link in external.items():
+            head = f"HDF5 external link to {link.filename}:{link.path}"
             try:
-                target, array = links.target(url, link)
+                target = _target_url(links.fs, url, link.filename)
+                named[target] = None
+                array = links.target(target, link)
             except _LinkRefused as e:
-                reasons[path] = f"HDF5 external link to {link.filename}:{link.path}: {e}"
+                reasons[path] = f"{head}: {e}"
                 continue
+            manifest, version = links.scan(target)
+            named.update(dict.fromkeys(manifest.link_targets))
             if target not in where:
-                manifest, version = links.scan(target)
                 where[target] = len(urls)
                 urls.extend(manifest.urls)
                 linked.update(manifest.linked)
                 linked[target] = version
-            arrays[path] = _as_own_phony(_moved(array, where[target]))
-    return arrays, reasons, tuple(urls), linked
+            group = _object_path(link.path).rpartition("/")[0]
+            moved = _as_own_phony(_moved(array, where[target]))
+            found[path] = _LinkedArray(moved, target, group, head)
+    table = _LinkTable(links, url, tuple(urls), linked, where)
+    arrays = _without_dimension_clashes(found, own, table, reasons)
+    return _Followed(arrays, reasons, tuple(urls), linked, tuple(named))
 
 
 def scan_hdf5(
@@ -1051,16 +1256,25 @@ def scan_hdf5(
         arrays = _with_verified_offsets(arrays, h5, file_obj, translator)
     # linked datasets never through this file's h5py handle: HDF5 would resolve the
     # link by its own rules (its working directory first), not from this filesystem
-    urls, linked = manifest.urls, manifest.linked
+    urls, linked, targets = manifest.urls, manifest.linked, manifest.link_targets
     if links is not None and external:
-        followed, refused, urls, linked = _followed_links(external, url, links)
-        arrays.update(followed)
-        skipped.update(refused)
+        followed = _followed_links(external, url, links, arrays)
+        arrays.update(followed.arrays)
+        skipped.update(followed.reasons)
+        urls, linked, targets = followed.urls, followed.linked, followed.targets
     groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
     skipped.update(invalid)
     arrays = _with_phony_dimensions(arrays)
     warnings_out = [f"{url}: variable {path!r} left out: {why}" for path, why in skipped.items()]
     return (
-        replace(manifest, urls=urls, groups=groups, arrays=arrays, skipped=skipped, linked=linked),
+        replace(
+            manifest,
+            urls=urls,
+            groups=groups,
+            arrays=arrays,
+            skipped=skipped,
+            linked=linked,
+            link_targets=targets,
+        ),
         warnings_out,
     )
