@@ -62,6 +62,10 @@ PRESETS = {
         Preset("small", 30, 4, 90, 180, (1, 90, 180), VARIABLES, 3, 300),
         Preset("medium", 365, 4, 180, 360, (1, 180, 360), VARIABLES, 3, 900),
         Preset("many-chunks", 365, 2, 180, 360, (1, 30, 30), (*VARIABLES, "msl"), 1, 3600),
+        # eight years of small daily files, one chunk per field: per-file costs dominate
+        Preset("many-files", 2920, 1, 90, 180, (1, 90, 180), VARIABLES, 1, 3600),
+        # an archive's scale: ten thousand tiny files
+        Preset("archive", 10000, 1, 32, 64, (1, 32, 64), VARIABLES, 1, 7200),
     )
 }
 
