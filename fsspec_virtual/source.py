@@ -256,7 +256,9 @@ def _local_directory(fs: LocalFileSystem, path: str) -> dict[str, dict[str, Any]
     found: dict[str, dict[str, Any]] = {}
     with os.scandir(path) as entries:
         for entry in entries:
-            name = fs._strip_protocol(entry.path)
+            name = entry.path
+            if os.sep != "/" or not name.startswith("/"):  # else what _strip_protocol gives
+                name = fs._strip_protocol(name)
             try:
                 status = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed while listed: as fs.ls

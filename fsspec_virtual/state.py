@@ -439,9 +439,17 @@ def _from_cache(
             return None  # a valid entry of another snapshot: not this one
     for message in entry[2]:
         warnings.warn(message, UnsupportedVariableWarning, stacklevel=3)
-    manifest = entry[0]
+    manifest = _sharing_paths(entry[0], files)
     state = CollectionState(spec, fs, files, manifest, render_metadata(manifest))
     return _with_id(state, ident)
+
+
+def _sharing_paths(manifest: Manifest, files: Sequence[SourceFile]) -> Manifest:
+    """``manifest`` with its URL table holding the files' own path strings (equal ones
+    decoded a second time would cost a hundred bytes a file for as long as it is open)."""
+    paths = {f.path: f.path for f in files}
+    urls = tuple(paths.get(url, url) for url in manifest.urls)
+    return replace(manifest, urls=urls)
 
 
 def _source_filesystem(

@@ -64,6 +64,22 @@ def test_reopen_scans_nothing(tmp_path, scans):
         np.testing.assert_array_equal(again, truth["v"].values)
 
 
+def test_reopened_snapshot_holds_each_path_once(tmp_path, scans):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        _write(data / f"f{i}.nc", 3 * i, value=i)
+    built = _open(data, tmp_path / "cache").collection()
+    state_module.clear_states()
+    reopened = _open(data, tmp_path / "cache").collection()
+    assert len(scans) == 3
+    assert reopened.id == built.id
+    assert reopened.manifest.urls == built.manifest.urls
+    paths = {f.path: f.path for f in reopened.files}
+    # the URL table shares the files' strings: memory per file counts at 10,000 files
+    assert all(url is paths[url] for url in reopened.manifest.urls)
+
+
 def test_changed_file_is_rescanned(tmp_path, scans):
     data = tmp_path / "data"
     data.mkdir()

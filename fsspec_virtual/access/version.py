@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import operator
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -87,12 +88,12 @@ class FileVersion:
     def tells_rewrites(self) -> bool:
         """Whether a rewrite at the same size shows in this version (it has more than a
         size)."""
-        return any(getattr(self, name) is not None for name in _FIELD_NAMES[1:])
+        return _as_tuple(self)[1:] != _SIZE_ONLY
 
     def to_list(self) -> list[Any]:
         """A JSON-able form (see :meth:`from_list`)."""
         # not dataclasses.astuple: it deep-copies, and snapshots spell thousands of these
-        return [getattr(self, name) for name in _FIELD_NAMES]
+        return list(_as_tuple(self))
 
     @classmethod
     def from_list(cls, values: list[Any]) -> FileVersion:
@@ -116,3 +117,5 @@ class FileVersion:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(FileVersion))
+_as_tuple = operator.attrgetter(*_FIELD_NAMES)
+_SIZE_ONLY = (None,) * (len(_FIELD_NAMES) - 1)
