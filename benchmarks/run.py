@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         reopen_args = {**base, "cache_dir": str(workdir / "scan-cache")}
         attempt(runner, "reopen-ours", {**reopen_args, "prefill": True}, "reopen ours: fill")
         raw["reopen_ours"] = repeat(runner, "reopen-ours", reopen_args, repeats, "reopen ours")
+        raw["reopen_memory"] = attempt(
+            runner, "reopen-ours", {**reopen_args, "memory": True}, "reopen ours: memory"
+        )
         for engine in ("netcdf4", "h5netcdf"):
             log(f"open: open_mfdataset({engine}) ...")
             first = {"reads": repeats} if "read" in only else None
@@ -429,6 +432,18 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "ours: fsspec.filesystem + open_zarr in a fresh process whose scans are in the "
                 "persistent cache (issue 5: >= 20x faster than first open, faster than the JSON)",
+            )
+        )
+        figures.append(
+            figure(
+                "reopen: memory held per file (beyond the chunk grids)",
+                "B",
+                "lower",
+                collect([raw["reopen_memory"]], "per_file"),
+                {"chunk grids, per chunk": collect([raw["reopen_memory"]], "per_chunk")},
+                "tracemalloc around fsspec.filesystem + open_zarr in a fresh process, warm "
+                "scan cache: snapshot, versions, metadata and xarray/dask's objects (issue 14: "
+                "<= 1 KiB a file, ~20 B a chunk)",
             )
         )
         figures.append(
