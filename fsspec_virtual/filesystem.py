@@ -19,7 +19,7 @@ from fsspec.spec import AbstractBufferedFile
 
 from .combine import CombineOptions
 from .compute import compute_chunk
-from .errors import ReadOnlyError
+from .errors import AmbiguousKeyError, ReadOnlyError
 from .format_probe import FormatProbes
 from .keys import (
     ComputedSource,
@@ -366,8 +366,12 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return choose_reading(state.manifest, state.metadata, below, whole)
 
     def _is_node(self, state: CollectionState, path: str) -> bool:
-        """Whether ``path`` names a group or an array of the store."""
-        key = self._key(path, state)
+        """Whether ``path`` names a group or an array of the store (either reading of an
+        ambiguous chained path counts: the ambiguity is raised where a key is read)."""
+        try:
+            key = self._key(path, state)
+        except AmbiguousKeyError:
+            return True
         return key in state.manifest.groups or key in state.manifest.arrays
 
     def _named(self, path: str, key: str) -> str:
