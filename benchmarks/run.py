@@ -72,12 +72,19 @@ class Runner:
 
     def run(self, task: str, args: dict[str, Any], label: str | None = None) -> dict[str, Any]:
         label = label or task
-        cmd = [sys.executable, str(HERE / "worker.py"), task, json.dumps(args)]
+        # arguments on stdin: an archive's file list is past the argv limit
+        cmd = [sys.executable, str(HERE / "worker.py"), task, "-"]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=self.timeout, env=env, cwd=HERE
+                cmd,
+                input=json.dumps(args),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                env=env,
+                cwd=HERE,
             )
         except subprocess.TimeoutExpired:
             err = TaskError(f"timed out after {self.timeout:.0f} s")

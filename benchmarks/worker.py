@@ -667,7 +667,9 @@ def rss(a):
 
 def main() -> None:
     global BUDGET
-    name, args = sys.argv[1], json.loads(sys.argv[2])
+    # "-": the arguments come on stdin (10,000 file names are past the argv limit)
+    name, spelled = sys.argv[1], sys.argv[2]
+    args = json.loads(sys.stdin.read() if spelled == "-" else spelled)
     BUDGET = float(args.get("budget", BUDGET))
     result = TASKS[name](args)
     result["peak_rss_process"] = peak_rss()
