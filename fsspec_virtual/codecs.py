@@ -7,7 +7,14 @@ import numpy as np
 
 from .manifest import ArrayMeta
 
-__all__ = ["encode_chunk", "decode_chunk", "fill_scalar", "filled"]
+__all__ = [
+    "encode_chunk",
+    "decode_chunk",
+    "decoded_bytes",
+    "serves_decoded",
+    "fill_scalar",
+    "filled",
+]
 
 
 #: Settings that make a codec encode fastest while its decoder stays the same: a zlib
@@ -52,6 +59,27 @@ def decode_chunk(raw: bytes, meta: ArrayMeta) -> np.ndarray:
     dtype = meta.numpy_dtype
     out = np.asarray(decoded) if dtype.kind == "O" else np.frombuffer(decoded, dtype=dtype)  # type: ignore[call-overload]
     return out.reshape(meta.chunks)
+
+
+def serves_decoded(meta: ArrayMeta) -> bool:
+    """Whether a store that decodes (``decode="store"``) serves ``meta``'s chunks decoded.
+
+    Arrays with a codec pipeline and a fixed-size dtype: their decoded chunk is the array's
+    values as bytes, which a ``.zarray`` without codecs describes exactly. Object arrays
+    (strings) keep their codecs, which zarr needs to build the objects.
+    """
+    return bool(meta.compressor or meta.filters) and meta.numpy_dtype.kind != "O"
+
+
+def decoded_bytes(raw: bytes, meta: ArrayMeta) -> bytes:
+    """One chunk of ``meta``'s array decoded, as the bytes a codec-less ``.zarray`` reads.
+
+    Raises
+    ------
+    ValueError
+        If the decoded chunk is not a full chunk of the array's dtype (never served cut).
+    """
+    return decode_chunk(raw, meta).tobytes()
 
 
 def filled(shape: tuple[int, ...], meta: ArrayMeta, dtype: np.dtype | None = None) -> np.ndarray:

@@ -440,8 +440,11 @@ async def compute_chunk(
     cache: DecodedChunkCache,
     versions: Versions | None = None,
     reading: ReadOptions = DEFAULT_READ_OPTIONS,
+    *,
+    encoded: bool = True,
 ) -> bytes:
-    """The encoded bytes of computed chunk ``index`` of ``array``.
+    """The encoded bytes of computed chunk ``index`` of ``array`` (its values' bytes, as a
+    codec-less ``.zarray`` reads them, with ``encoded`` False).
 
     Parameters
     ----------
@@ -459,6 +462,8 @@ async def compute_chunk(
         Each source file's size and identity when scanned (see :func:`read_region`).
     reading
         How source chunks are fetched (request merging and concurrency).
+    encoded
+        Encode with the array's declared codecs (else the values' bytes are returned).
     """
     meta = array.meta
     region = chunk_region(meta, index)
@@ -467,6 +472,8 @@ async def compute_chunk(
         full = filled(meta.chunks, meta, values.dtype)
         full[tuple(slice(0, n) for n in values.shape)] = values
         values = full
+    if not encoded:
+        return np.ascontiguousarray(values, dtype=meta.numpy_dtype).tobytes()
     if values.nbytes > _DECODE_IN_THREAD_BYTES and meta.compressor is not None:
         return await asyncio.to_thread(encode_chunk, values, meta, fastest=True)
     return encode_chunk(values, meta, fastest=True)

@@ -18,31 +18,22 @@ from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from .combine import CombineOptions
-from .compute import compute_chunk
 from .errors import AmbiguousKeyError, ReadOnlyError
 from .format_probe import FormatProbes
 from .keys import (
-    ComputedSource,
-    InlineSource,
-    RangeSource,
+    ChunkSource,
     StoreKey,
     choose_reading,
     chunk_keys,
     resolve_key,
 )
 from .options import from_json_safe, redacted, redacted_text, to_json_safe
-from .reader import (
-    DEFAULT_READ_OPTIONS,
-    ReadOptions,
-    Request,
-    absolute_range,
-    fetch_ranges,
-    read_one,
-)
+from .reader import DEFAULT_READ_OPTIONS, ReadOptions
 from .report import ScanReport, describe
 from .scan import scan_options as merged_scan_options
 from .scan_cache import ScanCache
 from .scheduling import Progress, ScanSettings
+from .serving import Decode, check_decode, read_source, read_sources, served_metadata, served_size
 from .state import (
     CollectionSpec,
     CollectionState,
@@ -180,6 +171,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         into one request, up to ``max_block`` bytes (default 32 MiB).
     max_concurrency
         Requests to the source in flight at once (default 16).
+    decode
+        Who decodes compressed chunks: ``"client"`` (default: chunks are passed through
+        as the files hold them, and zarr decodes them) or ``"store"`` (the store decodes
+        them, batched on every core, and the arrays' ``.zarray`` declare no codecs): for
+        readers in this process; string arrays are passed through either way.
     cache_secret
         Sign the persistent cache's entries with this secret (HMAC-SHA256) and use only
         entries signed with it: for caches that people you do not trust can write.
@@ -221,6 +217,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         max_gap: int = DEFAULT_READ_OPTIONS.max_gap,
         max_block: int = DEFAULT_READ_OPTIONS.max_block,
         max_concurrency: int = DEFAULT_READ_OPTIONS.concurrency,
+        decode: Decode = "client",
         cache_secret: str | None = None,
         snapshot: str | None = None,
         **kwargs: Any,
@@ -253,6 +250,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             merged_scan_options(scan_options),
         )
         self._reading = ReadOptions(max_gap, max_block, max_concurrency)
+        self._decode = check_decode(decode)
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
@@ -473,12 +471,6 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
             state = refresh_state(spec, settings, cache, state)
         return self._pin(state)
 
-    async def _computed(self, state: CollectionState, source: ComputedSource) -> bytes:
-        urls = state.manifest.urls
-        return await compute_chunk(
-            state.fs, urls, source.array, source.index, state.cache, state.versions, self._reading
-        )
-
     def report(self) -> ScanReport:
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
         state = self.collection()
@@ -490,16 +482,17 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         """Entries directly below a group or array key, or None if ``key`` is neither."""
         manifest = state.manifest
         prefix = f"{key}/" if key else ""
+        metadata = served_metadata(state, self._decode)
         if key in manifest.arrays:
             names = [f"{prefix}.zarray", f"{prefix}.zattrs"]
-            files = [(n, len(state.metadata[n])) for n in names]
-            files += chunk_keys(key, manifest.arrays[key])
+            files = [(n, len(metadata[n])) for n in names]
+            files += chunk_keys(key, manifest.arrays[key], self._decode == "store")
             return [{"name": n, "size": s, "type": "file"} for n, s in files]
         if key not in manifest.groups:
             return None
         entries = [
             {"name": name, "size": len(doc), "type": "file"}
-            for name, doc in state.metadata.items()
+            for name, doc in metadata.items()
             if name.startswith(prefix) and "/" not in name[len(prefix) :]
         ]
         for child in [*manifest.groups, *manifest.arrays]:
@@ -523,12 +516,13 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         name = self._named(path, key)
         if key in state.manifest.groups or key in state.manifest.arrays:
             return {"name": name, "size": 0, "type": "directory"}
-        source = resolve_key(state.manifest, state.metadata, key)
+        source = resolve_key(state.manifest, served_metadata(state, self._decode), key)
         if source is None:
             raise FileNotFoundError(key)
-        if isinstance(source, ComputedSource) and source.array.meta.compressor is not None:
-            return {"name": name, "size": len(await self._computed(state, source)), "type": "file"}
-        return {"name": name, "size": source.length, "type": "file"}
+        size = served_size(source, self._decode)
+        if size is None:
+            size = len(await read_source(state, source, None, None, self._decode, self._reading))
+        return {"name": name, "size": size, "type": "file"}
 
     # -- reading ----------------------------------------------------------------------
 
@@ -538,20 +532,13 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         asked_at = self._probes.note(self._strip_protocol(path))
         state = await self._state()
         key = self._key(path, state)
-        source = resolve_key(state.manifest, state.metadata, key)
+        source = resolve_key(state.manifest, served_metadata(state, self._decode), key)
         if source is None:
             await self._probes.refuse_v3(
                 self._strip_protocol(path), asked_at, lambda node: self._is_node(state, node)
             )
             raise FileNotFoundError(key)
-        if isinstance(source, InlineSource):
-            return source.data[slice(start, end)]
-        if isinstance(source, ComputedSource):
-            return (await self._computed(state, source))[slice(start, end)]
-        begin, stop = absolute_range(start, end, source.length)
-        version = state.versions.get(source.url)
-        request = Request(source.url, source.offset + begin, source.offset + stop, version)
-        return await read_one(state.fs, request, self._reading)
+        return await read_source(state, source, start, end, self._decode, self._reading)
 
     async def _cat_ranges(
         self,
@@ -568,38 +555,21 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if len(starts) != n or len(ends) != n:
             raise ValueError("paths, starts and ends must have the same length")
         state = await self._state()
+        metadata = served_metadata(state, self._decode)
         results: list[bytes | BaseException] = [b""] * n
-        requests: list[Request] = []
+        found: list[tuple[ChunkSource, int | None, int | None]] = []
         targets: list[int] = []
-        computed: list[tuple[int, ComputedSource, int | None, int | None]] = []
         for i, (path, start, end) in enumerate(zip(paths, starts, ends)):
             key = self._key(path, state)
-            source = resolve_key(state.manifest, state.metadata, key)
+            source = resolve_key(state.manifest, metadata, key)
             if source is None:
                 results[i] = FileNotFoundError(key)
-            elif isinstance(source, InlineSource):
-                results[i] = source.data[slice(start, end)]
-            elif isinstance(source, ComputedSource):
-                computed.append((i, source, start, end))
             else:
-                assert isinstance(source, RangeSource)
-                begin, stop = absolute_range(start, end, source.length)
-                version = state.versions.get(source.url)
-                requests.append(
-                    Request(source.url, source.offset + begin, source.offset + stop, version)
-                )
+                found.append((source, start, end))
                 targets.append(i)
-        fetched, made = await asyncio.gather(
-            fetch_ranges(state.fs, requests, self._reading),
-            asyncio.gather(
-                *(self._computed(state, source) for _, source, _, _ in computed),
-                return_exceptions=True,
-            ),
-        )
-        for i, data in zip(targets, fetched):
+        read = await read_sources(state, found, self._decode, self._reading)
+        for i, data in zip(targets, read):
             results[i] = data
-        for (i, _, start, end), chunk in zip(computed, made):
-            results[i] = chunk if isinstance(chunk, BaseException) else chunk[slice(start, end)]
         if on_error == "raise":
             for result in results:
                 if isinstance(result, BaseException):

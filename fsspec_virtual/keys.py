@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .codecs import serves_decoded
 from .errors import AmbiguousKeyError
 from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
 
@@ -30,18 +31,22 @@ _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 @dataclass(frozen=True, slots=True)
 class RangeSource:
-    """Bytes ``[offset, offset + length)`` of a source file, passed through untouched."""
+    """Bytes ``[offset, offset + length)`` of a source file, passed through untouched
+    (``array``: the array whose chunk they are)."""
 
     url: str
     offset: int
     length: int
+    array: VirtualArray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class InlineSource:
-    """Bytes held in memory (metadata, small or normalised chunks)."""
+    """Bytes held in memory (metadata, small or normalised chunks; ``array``: the array
+    whose chunk they are, None for a metadata document)."""
 
     data: bytes
+    array: VirtualArray | None = field(default=None, compare=False, repr=False)
 
     @property
     def length(self) -> int:
@@ -88,20 +93,23 @@ def chunk_index(array: VirtualArray, leaf: str) -> tuple[int, ...] | None:
     return index
 
 
-def chunk_keys(path: str, array: VirtualArray) -> list[tuple[str, int]]:
-    """Keys and sizes of the chunks of an array that exist (are not missing)."""
+def chunk_keys(path: str, array: VirtualArray, decoded: bool = False) -> list[tuple[str, int]]:
+    """Keys and sizes of the chunks of an array that exist (are not missing); with
+    ``decoded``, sizes as a decoding store serves them (see :mod:`fsspec_virtual.serving`)."""
     grid = array.grid
     prefix = f"{path}/" if path else ""
+    computed_size = ComputedSource(path, array, ()).length
+    every = decoded and serves_decoded(array.meta)
     if not array.meta.shape:
         fid = grid.file_id[()]
         if fid == MISSING:
             return []
-        size = ComputedSource(path, array, ()).length if fid == COMPUTED else int(grid.length[()])
-        return [(f"{prefix}0", size)]
+        whole = every or fid == COMPUTED
+        return [(f"{prefix}0", computed_size if whole else int(grid.length[()]))]
     out = []
-    computed_size = ComputedSource(path, array, ()).length
     for index in zip(*(grid.file_id != MISSING).nonzero()):
-        size = computed_size if grid.file_id[index] == COMPUTED else int(grid.length[index])
+        whole = every or grid.file_id[index] == COMPUTED
+        size = computed_size if whole else int(grid.length[index])
         out.append((prefix + ".".join(str(int(i)) for i in index), size))
     return out
 
@@ -131,10 +139,11 @@ def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> Chu
     if file_id == MISSING:
         return None
     if file_id == INLINE:
-        return InlineSource(grid.inline[int(grid.offset[index])])
+        return InlineSource(grid.inline[int(grid.offset[index])], array)
     if file_id == COMPUTED:
         return ComputedSource(path, array, index)
-    return RangeSource(manifest.urls[file_id], int(grid.offset[index]), int(grid.length[index]))
+    url = manifest.urls[file_id]
+    return RangeSource(url, int(grid.offset[index]), int(grid.length[index]), array)
 
 
 def names_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> bool:

@@ -8,8 +8,10 @@ of the file that was scanned.
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ __all__ = [
     "plan_reads",
     "fetch_ranges",
     "read_one",
+    "Transform",
+    "transformed",
 ]
 
 #: Ranges of one file closer than this are fetched in one request.
@@ -35,6 +39,11 @@ DEFAULT_MAX_GAP = 64 * 1024
 DEFAULT_MAX_BLOCK = 32 * 1024 * 1024
 #: Merged requests in flight at once.
 DEFAULT_CONCURRENCY = 16
+#: Transforms (decoding) of more input bytes than this run in worker threads.
+_TRANSFORM_IN_THREAD_BYTES = 64 * 1024
+
+#: What a read's bytes become before they are handed back (a chunk decoded, say).
+Transform = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +208,56 @@ async def fetch_ranges(
     return _scatter(requests, plan, await _execute(fs, plan, options.concurrency))
 
 
-_Pending = tuple[AbstractFileSystem, Request, ReadOptions, "asyncio.Future[bytes]"]
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_Applied = list[tuple[int, bytes | BaseException]]
+
+
+def _apply(pairs: Sequence[tuple[int, bytes, Transform]]) -> _Applied:
+    out: _Applied = []
+    for i, data, transform in pairs:
+        try:
+            out.append((i, transform(data)))
+        except Exception as e:
+            out.append((i, e))
+    return out
+
+
+async def transformed(
+    results: Sequence[bytes | BaseException], transforms: Sequence[Transform | None]
+) -> list[bytes | BaseException]:
+    """Each result put through its transform (errors kept, a transform's own error in its
+    place), in one worker-thread call per core when there is enough to do: decoding
+    releases the GIL, and one call decoding several chunks costs one thread hand-off."""
+    out = list(results)
+    todo = [
+        (i, data, transform)
+        for i, (data, transform) in enumerate(zip(results, transforms))
+        if transform is not None and isinstance(data, bytes)
+    ]
+    if not todo:
+        return out
+    if sum(len(data) for _, data, _ in todo) <= _TRANSFORM_IN_THREAD_BYTES:
+        done = [_apply(todo)]
+    else:
+        n_calls = min(_cores(), len(todo))
+        done = await asyncio.gather(
+            *(asyncio.to_thread(_apply, todo[k::n_calls]) for k in range(n_calls))
+        )
+    for part in done:
+        for i, value in part:
+            out[i] = value
+    return out
+
+
+_Pending = tuple[
+    AbstractFileSystem, Request, ReadOptions, "Transform | None", "asyncio.Future[bytes]"
+]
 
 
 class ReadBatcher:
@@ -213,13 +271,20 @@ class ReadBatcher:
     def __init__(self) -> None:
         self._pending: list[_Pending] = []
 
-    async def read(self, fs: AbstractFileSystem, request: Request, options: ReadOptions) -> bytes:
-        """The bytes of one request, fetched together with the others of this turn."""
+    async def read(
+        self,
+        fs: AbstractFileSystem,
+        request: Request,
+        options: ReadOptions,
+        transform: Transform | None = None,
+    ) -> bytes:
+        """The bytes of one request (put through ``transform``), fetched together with the
+        others of this turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((fs, request, options, future))
+        self._pending.append((fs, request, options, transform, future))
         return await future
 
     def _flush(self) -> None:
@@ -234,12 +299,13 @@ class ReadBatcher:
 
     @staticmethod
     async def _run(items: list[_Pending]) -> None:
-        fs, _, options, _ = items[0]
+        fs, _, options, _, _ = items[0]
         try:
-            results = await fetch_ranges(fs, [request for _, request, _, _ in items], options)
+            fetched = await fetch_ranges(fs, [item[1] for item in items], options)
+            results = await transformed(fetched, [item[3] for item in items])
         except BaseException as e:
             results = [e] * len(items)
-        for (_, _, _, future), result in zip(items, results):
+        for (_, _, _, _, future), result in zip(items, results):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -255,11 +321,15 @@ _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher] = (
 
 
 async def read_one(
-    fs: AbstractFileSystem, request: Request, options: ReadOptions = DEFAULT_READ_OPTIONS
+    fs: AbstractFileSystem,
+    request: Request,
+    options: ReadOptions = DEFAULT_READ_OPTIONS,
+    transform: Transform | None = None,
 ) -> bytes:
-    """The bytes of one request, batched with the other reads of this event-loop turn."""
+    """The bytes of one request, batched with the other reads of this event-loop turn;
+    put through ``transform`` (with the others' transforms: see :func:`transformed`)."""
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
         batcher = _batchers[loop] = ReadBatcher()
-    return await batcher.read(fs, request, options)
+    return await batcher.read(fs, request, options, transform)

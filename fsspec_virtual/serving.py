@@ -1,0 +1,186 @@
+"""A key's bytes as the store serves them: passed through for the client to decode
+(``decode="client"``), or decoded by the store (``decode="store"``).
+
+In ``"store"`` mode the chunks of every array with a codec pipeline and a fixed-size dtype
+(:func:`~fsspec_virtual.codecs.serves_decoded`) are served decoded, and that array's
+``.zarray`` declares no codecs (:func:`served_metadata`): zarr then copies what it reads.
+The store decodes the chunks of one event-loop turn together, in one worker-thread call
+per core (:func:`fsspec_virtual.reader.transformed`), instead of two thread hand-offs per
+chunk in zarr's codec pipeline. Reads, version checks and errors are the same in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import weakref
+from typing import TYPE_CHECKING, Literal
+
+from .codecs import decoded_bytes, serves_decoded
+from .compute import compute_chunk
+from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource
+from .manifest import VirtualArray
+from .metadata import render_metadata
+from .reader import ReadOptions, Request, Transform, absolute_range, fetch_ranges, read_one
+from .reader import transformed as _transformed
+
+if TYPE_CHECKING:
+    from .state import CollectionState
+
+__all__ = [
+    "Decode",
+    "DECODE_MODES",
+    "check_decode",
+    "served_metadata",
+    "served_size",
+    "read_source",
+    "read_sources",
+]
+
+#: Who decodes chunks: the client (zarr; bytes passed through) or the store.
+Decode = Literal["client", "store"]
+DECODE_MODES: tuple[Decode, ...] = ("client", "store")
+
+_decoded_documents: weakref.WeakKeyDictionary[CollectionState, dict[str, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def check_decode(value: object) -> Decode:
+    """``value`` if it names a decode mode, else a ``ValueError`` naming the modes."""
+    if value not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def served_metadata(state: CollectionState, decode: Decode) -> dict[str, bytes]:
+    """The metadata documents served in ``decode`` mode (rendered once per snapshot)."""
+    if decode == "client":
+        return state.metadata
+    documents = _decoded_documents.get(state)
+    if documents is None:
+        documents = _decoded_documents[state] = render_metadata(state.manifest, decoded=True)
+    return documents
+
+
+def _decodes(array: VirtualArray | None, decode: Decode) -> bool:
+    return decode == "store" and array is not None and serves_decoded(array.meta)
+
+
+def served_size(source: ChunkSource, decode: Decode) -> int | None:
+    """The exact number of bytes ``source`` serves, or None if only computing it tells
+    (a computed chunk encoded with a compressor)."""
+    if isinstance(source, ComputedSource):
+        meta = source.array.meta
+        exact = meta.compressor is None or _decodes(source.array, decode)
+        return source.length if exact else None
+    if _decodes(source.array, decode):
+        assert source.array is not None
+        meta = source.array.meta
+        return math.prod(meta.chunks) * meta.numpy_dtype.itemsize
+    return source.length
+
+
+def _decoder(array: VirtualArray | None, decode: Decode) -> Transform | None:
+    if not _decodes(array, decode):
+        return None
+    assert array is not None
+    return functools.partial(decoded_bytes, meta=array.meta)
+
+
+async def _computed(
+    state: CollectionState, source: ComputedSource, decode: Decode, reading: ReadOptions
+) -> bytes:
+    return await compute_chunk(
+        state.fs,
+        state.manifest.urls,
+        source.array,
+        source.index,
+        state.cache,
+        state.versions,
+        reading,
+        encoded=not _decodes(source.array, decode),
+    )
+
+
+def _request(state: CollectionState, source: RangeSource, begin: int, stop: int) -> Request:
+    version = state.versions.get(source.url)
+    return Request(source.url, source.offset + begin, source.offset + stop, version)
+
+
+async def _inline(source: InlineSource, decode: Decode) -> bytes:
+    transform = _decoder(source.array, decode)
+    if transform is None:
+        return source.data
+    return (await _transformed([source.data], [transform]))[0]  # type: ignore[return-value]
+
+
+async def read_source(
+    state: CollectionState,
+    source: ChunkSource,
+    start: int | None,
+    end: int | None,
+    decode: Decode,
+    reading: ReadOptions,
+) -> bytes:
+    """Bytes ``[start, end)`` (slice semantics) of what ``source`` serves in ``decode`` mode.
+
+    Range reads are batched with the other reads of this event-loop turn (and decoded with
+    them, in ``"store"`` mode).
+    """
+    if isinstance(source, InlineSource):
+        data = await _inline(source, decode)
+        return data if start is None and end is None else data[slice(start, end)]
+    if isinstance(source, ComputedSource):
+        return (await _computed(state, source, decode, reading))[slice(start, end)]
+    transform = _decoder(source.array, decode)
+    if transform is None:
+        begin, stop = absolute_range(start, end, source.length)
+        return await read_one(state.fs, _request(state, source, begin, stop), reading)
+    data = await read_one(state.fs, _request(state, source, 0, source.length), reading, transform)
+    return data if start is None and end is None else data[slice(start, end)]
+
+
+async def read_sources(
+    state: CollectionState,
+    items: list[tuple[ChunkSource, int | None, int | None]],
+    decode: Decode,
+    reading: ReadOptions,
+) -> list[bytes | BaseException]:
+    """:func:`read_source` for many sources at once: range reads merged where near, and
+    decoded together; each item's bytes or the exception its read raised."""
+    results: list[bytes | BaseException] = [b""] * len(items)
+    requests: list[Request] = []
+    transforms: list[Transform | None] = []
+    targets: list[int] = []
+    others: list[int] = []
+    for i, (source, start, end) in enumerate(items):
+        if not isinstance(source, RangeSource):
+            others.append(i)
+            continue
+        transform = _decoder(source.array, decode)
+        begin, stop = (
+            absolute_range(start, end, source.length) if transform is None else (0, source.length)
+        )
+        requests.append(_request(state, source, begin, stop))
+        transforms.append(transform)
+        targets.append(i)
+
+    async def fetched() -> list[bytes | BaseException]:
+        return await _transformed(await fetch_ranges(state.fs, requests, reading), transforms)
+
+    ranged, made = await asyncio.gather(
+        fetched(),
+        asyncio.gather(
+            *(read_source(state, *items[i], decode, reading) for i in others),
+            return_exceptions=True,
+        ),
+    )
+    for i, transform, data in zip(targets, transforms, ranged):
+        _, start, end = items[i]
+        cut = transform is not None and (start is not None or end is not None)
+        results[i] = data[slice(start, end)] if cut and isinstance(data, bytes) else data
+    for i, data in zip(others, made):
+        results[i] = data
+    return results
