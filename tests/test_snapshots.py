@@ -345,6 +345,49 @@ class TestScanCacheEntriesAreBound:
         assert b"PRIVATE" not in raw
         np.testing.assert_array_equal(np.frombuffer(raw, "<f4"), _truth(a)[0])
 
+    def _snapshot_entry(self, cache_dir: Path) -> Path:
+        (path,) = cache_dir.rglob("s*.scan")
+        return path
+
+    def test_snapshot_entry_copied_over_another_collections_key(self, tmp_path):
+        cache_dir = tmp_path / "cache"
+        runs = []
+        for run, start in (("x", 0), ("y", 100)):
+            (tmp_path / run).mkdir()
+            runs.append(
+                [_write(tmp_path / run / f"{i}.nc", start + 3 * i, start + i) for i in (0, 1)]
+            )
+            state_module.clear_states()
+            self._open(tmp_path / run, tmp_path / run / "cache").collection()
+        x_entry = self._snapshot_entry(tmp_path / "x" / "cache")
+        y_entry = self._snapshot_entry(tmp_path / "y" / "cache")
+        shutil.copytree(tmp_path / "y" / "cache", cache_dir)
+        shutil.copyfile(x_entry, cache_dir / y_entry.relative_to(tmp_path / "y" / "cache"))
+        state_module.clear_states()
+        with pytest.warns(CorruptCacheEntryWarning, match="another key"):
+            fs = self._open(tmp_path / "y", cache_dir)
+            values = zarr.open_group(fs.get_mapper(""), mode="r")["v"][...]
+        np.testing.assert_array_equal(values, _truth(*runs[1]))
+
+    def test_snapshot_entry_bound_to_other_versions_is_not_used(self, tmp_path):
+        data, cache_dir = tmp_path / "data", tmp_path / "cache"
+        data.mkdir()
+        a, b = _write(data / "a.nc", 0, 1.0), _write(data / "b.nc", 3, 2.0)
+        self._open(data, cache_dir).collection()
+        path = self._snapshot_entry(cache_dir)
+        manifest, coords, messages, own_key, files = decode_entry(path.read_bytes())
+        from dataclasses import replace
+
+        # each file's chunks read from the other, under a binding one nanosecond off: a
+        # consistent entry (its checksum is right) of a listing that is not this one
+        swapped = replace(manifest, urls=manifest.urls[::-1])
+        files[0][1][1] += 1
+        path.write_bytes(encode_entry(swapped, coords, messages, own_key, files))
+        state_module.clear_states()
+        fs = self._open(data, cache_dir)
+        values = zarr.open_group(fs.get_mapper(""), mode="r")["v"][...]
+        np.testing.assert_array_equal(values, _truth(a, b))
+
     def test_cache_secret_refuses_unsigned_entries(self, tmp_path):
         data, cache_dir = tmp_path / "data", tmp_path / "cache"
         data.mkdir()
