@@ -30,9 +30,9 @@ import os
 import posixpath
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 from urllib.parse import quote, urljoin
 
@@ -100,6 +100,66 @@ _HIDDEN_ATTRS = frozenset(
 )
 
 
+class _Attributes(Mapping[str, Any]):
+    """An h5py object's attributes, each read from the file at most once.
+
+    A scan asks for a dataset's attributes many times over (kerchunk's translator, the
+    netCDF conventions checks, the fill rules, the attributes served), and each h5py read
+    opens the attribute and converts its type anew. Names are looked up as h5py lists
+    them; a read that fails fails the same way each time it is asked again.
+    """
+
+    def __init__(self, manager: h5py.AttributeManager) -> None:
+        self._manager = manager
+        self._names = list(manager)
+        self._known = frozenset(self._names)
+        self._read: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._read:
+            value = self._read[name]
+        elif name not in self._known:
+            raise KeyError(f"no attribute {name!r}")
+        else:
+            try:
+                value = self._manager[name]
+            except Exception as e:  # kept, to fail again the same way
+                value = _FailedRead(e)
+            self._read[name] = value
+        if isinstance(value, _FailedRead):
+            raise value.error
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+@dataclass(frozen=True, slots=True)
+class _FailedRead:
+    error: Exception
+
+
+class _ScannedDataset(h5py.Dataset):
+    """A dataset whose attributes are read once during its scan (see :class:`_Attributes`)."""
+
+    @functools.cached_property
+    def attrs(self) -> _Attributes:  # type: ignore[override]
+        return _Attributes(h5py.AttributeManager(self))
+
+
+def _scanned(obj: Any) -> Any:
+    """``obj``, if it is a dataset, as a :class:`_ScannedDataset`."""
+    if type(obj) is h5py.Dataset:
+        return _ScannedDataset(obj.id, readonly=True)
+    return obj
+
+
 class _MetadataOnlyArray:
     """What kerchunk gets back from :class:`_MetadataOnlyRoot`: a path, and no data."""
 
@@ -160,6 +220,40 @@ class _MetadataOnlyRoot:
         return _MetadataOnlyArray(name)
 
 
+def _array_dims(dset: h5py.Dataset) -> list[str]:
+    """kerchunk's ``_get_array_dims``, through h5py's low-level calls: the HDF5 path
+    (without its leading ``/``) of the one dimension scale attached to each axis, the
+    dataset's own for an unattached axis of a scale, else ``phony_dim_<axis>``.
+
+    h5py's ``dims`` builds a proxy per axis and a ``Dataset`` per scale: per file, more
+    than the rest of kerchunk's work on a dataset.
+
+    Raises
+    ------
+    kerchunk.hdf.Hdf5FeatureNotSupported
+        If an axis has more than one scale attached.
+    """
+    from kerchunk.hdf import Hdf5FeatureNotSupported
+
+    dims = []
+    dsid = dset.id
+    for axis in range(len(dset.shape)):
+        count = h5py.h5ds.get_num_scales(dsid, axis)
+        if count == 1:
+            scales: list[Any] = []
+            h5py.h5ds.iterate(dsid, axis, scales.append, 0)
+            dims.append(dset._d(h5py.h5i.get_name(scales[0]))[1:])
+        elif h5py.h5ds.is_scale(dsid):
+            dims.append(dset.name[1:])
+        elif count > 1:
+            raise Hdf5FeatureNotSupported(
+                f"{dset.name}: {count} dimension scales attached to dimension #{axis}"
+            )
+        else:
+            dims.append(f"phony_dim_{axis}")
+    return dims
+
+
 @functools.cache
 def _recording_translator() -> type:
     """kerchunk's translator, also recording every dataset it visits and the raw
@@ -171,10 +265,33 @@ def _recording_translator() -> type:
         visited: dict[str, h5py.Dataset]
         attributes: dict[str, dict[str, Any]]
 
+        def __init__(self, file_obj: Any, url: str) -> None:
+            # kerchunk's own constructor, for a file object and the options _translate
+            # gives, without the zarr group it makes: _MetadataOnlyRoot stands in for it
+            self._closers = contextlib.ExitStack()
+            self.input_file = file_obj
+            self._h5f = self._closers.enter_context(h5py.File(file_obj, mode="r"))
+            self.spec = 0
+            self.inline = 0
+            self.vlen = "embed"
+            # the root group's documents, as zarr writes them for kerchunk
+            self.store_dict: dict[str, Any] = {".zgroup": b'{"zarr_format": 2}', ".zattrs": b"{}"}
+            self.store = self.store_dict
+            self._zroot = _MetadataOnlyRoot(self.store_dict)
+            self._uri = url
+            self.error = "warn"
+            self.unsupported_inline_threshold = 0
+            self.visited = {}
+            self.attributes = {}
+
         def _translator(self, name: str, h5obj: Any) -> None:
+            h5obj = _scanned(h5obj)
             if isinstance(h5obj, h5py.Dataset):
                 self.visited[name] = h5obj
             super()._translator(name, h5obj)
+
+        def _get_array_dims(self, dset: h5py.Dataset) -> list[str]:
+            return _array_dims(dset)
 
         def _transfer_attrs(self, h5obj: Any, zobj: Any) -> None:
             names = [n for n in h5obj.attrs if n not in _HIDDEN_ATTRS]
@@ -194,19 +311,10 @@ def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]
         warnings.simplefilter("always")
         # Given the file object (not a path or an h5py.File), kerchunk reads through the
         # source filesystem's file and does not open the URL a second time itself.
-        # unsupported_inline_threshold=0: kerchunk would otherwise inline small datasets
-        # with filters it cannot reference; our h5py path serves (and reports) them all
-        translator = _recording_translator()(
-            file_obj,
-            url=url,
-            inline_threshold=0,
-            spec=0,
-            error="warn",
-            unsupported_inline_threshold=0,
-        )
-        translator.visited = {}
-        translator.attributes = {}
-        translator._zroot = _MetadataOnlyRoot(translator.store_dict)
+        # inline_threshold=0, unsupported_inline_threshold=0 (see RecordingTranslator):
+        # kerchunk would otherwise inline small datasets with filters it cannot reference;
+        # our h5py path serves (and reports) them all
+        translator = _recording_translator()(file_obj, url)
         h5 = translator._h5f
         translator.translate()
         # visititems sees an object once; other names (hard and soft links) get their own
@@ -224,7 +332,7 @@ def _translate(file_obj: Any, url: str) -> tuple[Any, dict[str, Any], list[str]]
             if isinstance(link, h5py.ExternalLink):
                 found[name] = link
                 continue
-            obj = h5.get(name)
+            obj = _scanned(h5.get(name))
             if isinstance(obj, h5py.Dataset):
                 translator._translator(name, obj)
                 found[name] = obj
@@ -252,9 +360,13 @@ def _object_attributes(recorded: dict[str, dict[str, Any]], obj: Any) -> dict[st
 
 
 def _with_source_attributes(
-    manifest: Manifest, h5: h5py.File, recorded: dict[str, dict[str, Any]]
+    manifest: Manifest,
+    h5: h5py.File,
+    recorded: dict[str, dict[str, Any]],
+    datasets: dict[str, Any],
 ) -> Manifest:
-    """The manifest with attributes from the source (kerchunk left them out)."""
+    """The manifest with attributes from the source (kerchunk left them out); ``datasets``
+    are the file's datasets as translated, by path."""
     groups = {}
     for path, attrs in manifest.groups.items():
         group = h5[path] if path else h5
@@ -263,7 +375,9 @@ def _with_source_attributes(
         groups[path] = attrs
     arrays = {}
     for path, array in manifest.arrays.items():
-        dset = h5.get(path)
+        dset = datasets.get(path)
+        if not isinstance(dset, h5py.Dataset):
+            dset = h5.get(path)
         if isinstance(dset, h5py.Dataset):
             raw = _object_attributes(recorded, dset)
             shown = {k: v for k, v in raw.items() if k != "_FillValue"}
@@ -1232,7 +1346,7 @@ def scan_hdf5(
     with contextlib.closing(translator):
         h5 = translator._h5f
         manifest = manifest_from_references(translator.store_dict, url)
-        manifest = _with_source_attributes(manifest, h5, translator.attributes)
+        manifest = _with_source_attributes(manifest, h5, translator.attributes, datasets)
         arrays = dict(manifest.arrays)
         skipped: dict[str, str] = {}
         dims = _raw_dimensions(translator.store_dict)
