@@ -11,10 +11,17 @@ from fsspec import AbstractFileSystem
 
 from .access import FileVersion
 from .bridges import run_blocking
+from .codecs import decode_chunk
 from .compute import DecodedChunkCache, read_region
 from .manifest import ComputePlan, Manifest, SourcePart, VirtualArray
 
-__all__ = ["read_array", "FileObjectSource", "readable_through_file"]
+__all__ = [
+    "read_array",
+    "FileObjectSource",
+    "readable_through_file",
+    "byte_ranges_only",
+    "read_byte_ranges",
+]
 
 
 class FileObjectSource:
@@ -40,6 +47,31 @@ def readable_through_file(manifest: Manifest, path: str) -> bool:
     :class:`FileObjectSource` can serve them."""
     plan = manifest.arrays[path].plan
     return plan is None or all(part.grid is not None for part in plan.parts)
+
+
+def byte_ranges_only(array: VirtualArray) -> bool:
+    """Whether ``array`` is 1-D and every chunk of it is a byte range (none inline, none
+    unwritten, no plan): its values are its chunks, decoded and joined."""
+    file_id = array.grid.file_id
+    return (
+        array.plan is None
+        and len(array.meta.shape) == 1
+        and file_id.ndim == 1
+        and file_id.size > 0
+        and bool(np.all(file_id >= 0))
+    )
+
+
+def read_byte_ranges(f: FileObjectSource, array: VirtualArray) -> np.ndarray:
+    """The raw values of an array of :func:`byte_ranges_only` whose byte ranges all lie in
+    the file ``f`` is open on: what :func:`read_array` reads, without an event loop (a
+    scan reads a file's coordinates so, once per file)."""
+    grid, meta = array.grid, array.meta
+    chunks = [
+        decode_chunk(f.cat_file("", int(offset), int(offset) + int(length)), meta)
+        for offset, length in zip(grid.offset, grid.length)
+    ]
+    return np.concatenate(chunks)[: meta.shape[0]]
 
 
 def read_array(

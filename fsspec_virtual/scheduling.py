@@ -22,8 +22,8 @@ from .codecs import decode_chunk
 from .combine import ScannedFile, compared_paths
 from .coords import storable
 from .errors import ScanError
-from .manifest import Manifest, VirtualArray
-from .materialize import read_array
+from .manifest import Manifest
+from .materialize import byte_ranges_only, read_array
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
 from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, reads_are_guarded, scan_file
@@ -119,13 +119,6 @@ def _as_it_is_now(fs: AbstractFileSystem, source: SourceFile) -> SourceFile:
     return replace(source, version=adapter_for(fs).current_version(source.path))
 
 
-def _byte_ranges_only(array: VirtualArray) -> bool:
-    file_id = array.grid.file_id
-    return (
-        array.plan is None and file_id.ndim == 1 and file_id.size > 0 and bool(np.all(file_id >= 0))
-    )
-
-
 def _read_coordinates(
     fs: AbstractFileSystem,
     manifest: Manifest,
@@ -139,11 +132,7 @@ def _read_coordinates(
     others (inline, unwritten, read through h5py) one array at a time.
     """
     paths = [p for p in compared_paths(manifest) if p not in known]
-    batch = [
-        p
-        for p in paths
-        if _byte_ranges_only(manifest.arrays[p]) and len(manifest.arrays[p].meta.shape) == 1
-    ]
+    batch = [p for p in paths if byte_ranges_only(manifest.arrays[p])]
     requests, owners = [], []
     for path in batch:
         grid = manifest.arrays[path].grid

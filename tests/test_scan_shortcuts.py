@@ -8,6 +8,7 @@ replaces, on files written with h5py and netCDF4.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,86 @@ def test_translator_is_set_up_as_kerchunks_own(tmp_path: Path) -> None:
             theirs.close()
             ours.close()
 
+
+def _write_coordinates(path: Path, start: float) -> Path:
+    """Coordinates of every storage kind: contiguous, chunked in several chunks (the last
+    partial), compressed, big-endian, text (inline), and one never written (fill)."""
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", 5)
+        ds.createDimension("x", 7)
+        ds.createDimension("y", 3)
+        ds.createDimension("name", 2)
+        ds.createDimension("empty", 4)
+        t = ds.createVariable("time", "f8", ("time",), contiguous=True)
+        t.units = "days since 2000-01-01"
+        t[:] = start + np.arange(5)
+        with warnings.catch_warnings():  # netCDF4 warns of its own native default
+            warnings.simplefilter("ignore", UserWarning)
+            x = ds.createVariable("x", "i4", ("x",), chunksizes=(3,), endian="big")
+        x[:] = np.arange(7) * 10
+        y = ds.createVariable("y", "f4", ("y",), compression="zlib", shuffle=True)
+        y[:] = [0.5, -1.5, 2.5]
+        names = ds.createVariable("name", str, ("name",))
+        names[:] = np.array(["a", "bc"], dtype=object)
+        ds.createVariable("empty", "i2", ("empty",), chunksizes=(2,))
+        v = ds.createVariable("v", "f4", ("time", "x", "y"))
+        v[:] = np.zeros((5, 7, 3))
+    return path
+
+
+def test_coordinates_read_in_the_scan_are_those_read_through_the_filesystem(
+    tmp_path: Path,
+) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    from fsspec_virtual.scheduling import _read_coordinates, scan_one
+    from fsspec_virtual.source import list_source_files
+
+    fs = LocalFileSystem()
+    path = _write_coordinates(tmp_path / "c.nc", 3.0)
+    (source,) = list_source_files(fs, [str(path)], "raise")
+    result = scan_one(fs, source, "time")
+    manifest, coords = result.scanned.manifest, result.scanned.coords
+    through_fs = _read_coordinates(fs, manifest, {}, None)
+    assert set(coords) == set(through_fs) == {"time", "x", "y", "name", "empty"}
+    for name, values in through_fs.items():
+        assert coords[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(coords[name], values)
+    with netCDF4.Dataset(path) as ds:
+        ds.set_auto_maskandscale(False)
+        for name in ("time", "x", "y", "name"):
+            np.testing.assert_array_equal(coords[name], ds[name][:])
+
+
+def test_a_file_rewritten_during_its_scan_is_scanned_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coordinates read through the scan's own file are covered by the version check
+    after it: a file replaced meanwhile is scanned again, its new values recorded."""
+    import os
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from fsspec_virtual import scheduling
+    from fsspec_virtual.source import list_source_files
+
+    fs = LocalFileSystem()
+    path = _write_coordinates(tmp_path / "c.nc", 3.0)
+    (source,) = list_source_files(fs, [str(path)], "raise")
+    real = scheduling.scan_file
+    calls = []
+
+    def rewriting(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        if not calls:
+            _write_coordinates(tmp_path / "new.nc", 100.0)
+            os.replace(tmp_path / "new.nc", path)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(scheduling, "scan_file", rewriting)
+    result = scheduling.scan_one(fs, source, "time")
+    assert len(calls) == 2
+    np.testing.assert_array_equal(calls[0][3]["time"], 3.0 + np.arange(5))
+    np.testing.assert_array_equal(result.scanned.coords["time"], 100.0 + np.arange(5))
+    assert result.source.version != source.version

@@ -128,16 +128,27 @@ def _coordinates(manifest: Manifest, f: Any) -> dict[str, Any]:
     scan cache cannot keep, are left out (read later through the filesystem)."""
     from ..combine import compared_paths
     from ..coords import storable
-    from ..materialize import FileObjectSource, read_array, readable_through_file
+    from ..materialize import (
+        FileObjectSource,
+        byte_ranges_only,
+        read_array,
+        read_byte_ranges,
+        readable_through_file,
+    )
 
     via = FileObjectSource(f)
     out = {}
     for path in compared_paths(manifest):
+        array = manifest.arrays[path]
         # ``f`` is this file only: a dataset an external link leads to lies in another
-        if readable_through_file(manifest, path) and _in_file_zero(manifest.arrays[path]):
+        if not (readable_through_file(manifest, path) and _in_file_zero(array)):
+            continue
+        if byte_ranges_only(array):
+            values = storable(read_byte_ranges(via, array))
+        else:
             values = storable(read_array(via, manifest, path))
-            if values is not None:
-                out[path] = values
+        if values is not None:
+            out[path] = values
     return out
 
 
@@ -159,8 +170,8 @@ def scan_file(
     open_options
         Options of ``fs.open`` for remote files (default :data:`DEFAULT_SCAN_OPEN_OPTIONS`).
     concat_dim
-        If given, for a remote HDF5 file, the dimension coordinates' values are read
-        through the scan's own file object (from the blocks it fetched, usually without
+        If given, for an HDF5 file, the dimension coordinates' values are read through
+        the scan's own file object (remote: from the blocks it fetched, usually without
         a request).
     first_block
         The remote file's first block, fetched ahead (counted by whoever fetched it).
@@ -193,7 +204,7 @@ def scan_file(
                 links = LinkResolver(fs, options)
                 manifest, messages = scan_hdf5(f, source.path, links)
                 coords = None
-                if not local and concat_dim is not None:
+                if concat_dim is not None:
                     coords = _coordinates(manifest, f)
                 cost = ScanCost() if counter is None else ScanCost(counter.requests, counter.bytes)
                 return manifest, messages, cost, coords
