@@ -485,7 +485,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         metadata = served_metadata(state, self._decode)
         if key in manifest.arrays:
             names = [f"{prefix}.zarray", f"{prefix}.zattrs"]
-            files = [(n, len(metadata[n])) for n in names]
+            files: list[tuple[str, int | None]] = [(n, len(metadata[n])) for n in names]
             files += chunk_keys(key, manifest.arrays[key], self._decode == "store")
             return [{"name": n, "size": s, "type": "file"} for n, s in files]
         if key not in manifest.groups:

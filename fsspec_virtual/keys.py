@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .codecs import serves_decoded
 from .errors import AmbiguousKeyError
-from .manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
+from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, Manifest, VirtualArray
 
 __all__ = [
     "RangeSource",
@@ -93,13 +93,24 @@ def chunk_index(array: VirtualArray, leaf: str) -> tuple[int, ...] | None:
     return index
 
 
-def chunk_keys(path: str, array: VirtualArray, decoded: bool = False) -> list[tuple[str, int]]:
+def has_codecs(meta: ArrayMeta) -> bool:
+    """Whether an array's chunks are encoded (a compressor, or any filter: kerchunk
+    declares zlib among the filters), so their size is known only once encoded."""
+    return meta.compressor is not None or bool(meta.filters)
+
+
+def chunk_keys(
+    path: str, array: VirtualArray, decoded: bool = False
+) -> list[tuple[str, int | None]]:
     """Keys and sizes of the chunks of an array that exist (are not missing); with
-    ``decoded``, sizes as a decoding store serves them (see :mod:`fsspec_virtual.serving`)."""
+    ``decoded``, sizes as a decoding store serves them (see :mod:`fsspec_virtual.serving`).
+    A computed chunk that is encoded has no size until it is computed: ``None``, as fsspec
+    spells an unknown size (``info`` computes it)."""
     grid = array.grid
     prefix = f"{path}/" if path else ""
-    computed_size = ComputedSource(path, array, ()).length
     every = decoded and serves_decoded(array.meta)
+    exact = every or not has_codecs(array.meta)
+    computed_size = ComputedSource(path, array, ()).length if exact else None
     if not array.meta.shape:
         fid = grid.file_id[()]
         if fid == MISSING:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .codecs import decoded_bytes, serves_decoded
 from .compute import compute_chunk
-from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource
+from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource, has_codecs
 from .manifest import VirtualArray
 from .metadata import render_metadata
 from .reader import ReadOptions, Request, Transform, absolute_range, fetch_ranges, read_one
@@ -70,10 +70,9 @@ def _decodes(array: VirtualArray | None, decode: Decode) -> bool:
 
 def served_size(source: ChunkSource, decode: Decode) -> int | None:
     """The exact number of bytes ``source`` serves, or None if only computing it tells
-    (a computed chunk encoded with a compressor)."""
+    (a computed chunk encoded by codecs: kerchunk declares zlib among the filters)."""
     if isinstance(source, ComputedSource):
-        meta = source.array.meta
-        exact = meta.compressor is None or _decodes(source.array, decode)
+        exact = not has_codecs(source.array.meta) or _decodes(source.array, decode)
         return source.length if exact else None
     if _decodes(source.array, decode):
         assert source.array is not None

@@ -168,6 +168,26 @@ class TestListing:
             assert listings[parent][key]["size"] == info["size"], key
             assert listings[parent][key]["type"] == "file", key
 
+    @pytest.mark.parametrize("decode", ["client", "store"])
+    def test_computed_chunks_sizes_and_reads_agree(self, tmp_path, decode):
+        """Chunks straddling two zlib files are computed and encoded: ``info`` (and
+        ``open``) must give their encoded size, which ``ls`` does not know (None)."""
+        write_simple(tmp_path / "a.nc", [0, 1, 2], chunks=(2, 4), seed=0)
+        write_simple(tmp_path / "b.nc", [3, 4, 5], chunks=(2, 4), seed=1)
+        fs = VirtualZarrFileSystem(str(tmp_path), concat_dim="time", cache=False, decode=decode)
+        listed = {e["name"]: e["size"] for e in fs.ls("t", detail=True)}
+        chunks = [k for k in listed if not k.rsplit("/", 1)[1].startswith(".")]
+        assert "t/1.0" in chunks  # steps 2 and 3: one from each file
+        for key in chunks:
+            whole = fs.cat_file(key)
+            assert fs.info(key)["size"] == len(whole), key
+            with fs.open(key) as f:
+                assert f.read() == whole, key
+            assert listed[key] in (None, len(whole)), key
+        served = zarr.open_group(fs.get_mapper(""), mode="r")["t"][:]
+        with xr.open_mfdataset([tmp_path / "a.nc", tmp_path / "b.nc"]) as truth:
+            np.testing.assert_array_equal(served, truth["t"].values)
+
     def test_directories_are_consistent(self, store):
         fs, _ = store
         keys = set(fs.find(""))
