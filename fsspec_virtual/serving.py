@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 
 from .codecs import decoded_bytes, serves_decoded
 from .compute import compute_chunk
+from .errors import SourceReadError
 from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource, has_codecs
-from .manifest import VirtualArray
+from .manifest import ArrayMeta, VirtualArray
 from .metadata import render_metadata
 from .reader import ReadOptions, Request, Transform, absolute_range, fetch_ranges, read_one
 from .reader import transformed as _transformed
@@ -81,11 +82,28 @@ def served_size(source: ChunkSource, decode: Decode) -> int | None:
     return source.length
 
 
-def _decoder(array: VirtualArray | None, decode: Decode) -> Transform | None:
+def _decoder(array: VirtualArray | None, decode: Decode, where: str) -> Transform | None:
+    """What decodes a chunk of ``array`` read from ``where`` (a file and byte range, or
+    the store's own bytes), or None if it is served as read."""
     if not _decodes(array, decode):
         return None
     assert array is not None
-    return functools.partial(decoded_bytes, meta=array.meta)
+    return functools.partial(_decoded, meta=array.meta, where=where)
+
+
+def _decoded(raw: bytes, meta: ArrayMeta, where: str) -> bytes:
+    """``raw`` decoded; a chunk its codecs refuse (corrupt bytes) is a SourceReadError
+    naming where it was read, never a bare codec error."""
+    try:
+        return decoded_bytes(raw, meta)
+    except Exception as e:
+        raise SourceReadError(
+            where, f"its chunk could not be decoded ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _where(source: RangeSource) -> str:
+    return f"{source.url} (bytes {source.offset}-{source.offset + source.length})"
 
 
 async def _computed(
@@ -109,7 +127,7 @@ def _request(state: CollectionState, source: RangeSource, begin: int, stop: int)
 
 
 async def _inline(source: InlineSource, decode: Decode) -> bytes:
-    transform = _decoder(source.array, decode)
+    transform = _decoder(source.array, decode, "a chunk the store holds inline")
     if transform is None:
         return source.data
     return (await _transformed([source.data], [transform]))[0]  # type: ignore[return-value]
@@ -133,7 +151,7 @@ async def read_source(
         return data if start is None and end is None else data[slice(start, end)]
     if isinstance(source, ComputedSource):
         return (await _computed(state, source, decode, reading))[slice(start, end)]
-    transform = _decoder(source.array, decode)
+    transform = _decoder(source.array, decode, _where(source))
     if transform is None:
         begin, stop = absolute_range(start, end, source.length)
         return await read_one(state.fs, _request(state, source, begin, stop), reading)
@@ -158,7 +176,7 @@ async def read_sources(
         if not isinstance(source, RangeSource):
             others.append(i)
             continue
-        transform = _decoder(source.array, decode)
+        transform = _decoder(source.array, decode, _where(source))
         begin, stop = (
             absolute_range(start, end, source.length) if transform is None else (0, source.length)
         )

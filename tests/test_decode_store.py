@@ -182,3 +182,28 @@ def test_decode_travels_with_the_store(tmp_path):
 def test_an_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="decode must be one of"):
         _store(tmp_path, decode="zarr")
+
+
+def test_a_corrupt_chunk_is_a_source_read_error_naming_the_file(tmp_path: Any) -> None:
+    """A chunk its codecs refuse (bytes flipped in the file) fails as SourceReadError
+    naming the file and the byte range, never a bare codec error."""
+    from conftest import write_simple
+
+    from fsspec_virtual import SourceReadError, VirtualZarrFileSystem
+
+    path = write_simple(tmp_path / "a.nc", list(range(8)), chunks=(2, 4), seed=0)
+    with h5py.File(path) as f:
+        chunk = f["t"].id.get_chunk_info(1)
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.byte_offset + 4)
+        good = fh.read(4)
+        fh.seek(chunk.byte_offset + 4)
+        fh.write(bytes(b ^ 0xFF for b in good))
+    fs = VirtualZarrFileSystem(str(path), cache=False, decode="store")
+    with pytest.raises(SourceReadError, match=r"a\.nc \(bytes \d+-\d+\).*could not be decoded"):
+        zarr.open_group(fs.get_mapper(""), mode="r")["t"][...]
+    with pytest.raises(SourceReadError, match="could not be decoded"):
+        fs.cat_file("t/1.0")
+    np.testing.assert_array_equal(  # the other chunks still read
+        zarr.open_group(fs.get_mapper(""), mode="r")["t"][:2], netCDF4.Dataset(path)["t"][:2]
+    )
