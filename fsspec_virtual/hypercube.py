@@ -62,6 +62,14 @@ class CombineOptions:
     join: Literal["outer", "exact"] = "outer"
     coords_from_path: tuple[tuple[str, PathValue], ...] = ()
 
+    @property
+    def runs_code(self) -> bool:
+        """Whether a coordinate comes from a callable: what it returns may depend on more
+        than its own code (globals, helpers, files), which no identity can capture, so a
+        snapshot combined with it is never reused by another store, nor kept in or taken
+        from the persistent scan cache (each file's scan still is)."""
+        return any(not isinstance(where, str) for _, where in self.coords_from_path)
+
     @classmethod
     def from_arguments(
         cls,

@@ -44,6 +44,7 @@ from .errors import (
     UnsupportedVariableWarning,
     UnversionedSourceWarning,
 )
+from .hypercube import value_from_path
 from .manifest import Manifest
 from .metadata import render_metadata
 from .options import is_secret_name, redacted
@@ -186,8 +187,27 @@ def _snapshot_digest(
     ]
     if linked:
         parts.append(sorted([url, version.to_list()] for url, version in linked.items()))
+    if spec.combining.runs_code:
+        parts.append(_labels_from_code(spec, [path for path, _, _ in binding]))
     ident = json.dumps(parts)
     return "s" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+def _labels_from_code(spec: CollectionSpec, paths: list[str]) -> list[list[str]]:
+    """What the callables of ``coords_from_path`` return for each file, spelled: part of
+    a snapshot's identity, since a callable's own identity cannot tell (a process whose
+    callable answers otherwise has another snapshot, never the same under its name)."""
+    out = []
+    for dim, where in spec.combining.coords_from_path:
+        if isinstance(where, str):
+            continue
+        for path in paths:
+            try:
+                value = repr(value_from_path(path, dim, where))
+            except Exception as e:  # the combine raises it, naming the file
+                value = f"raised {type(e).__name__}"
+            out.append([dim, path, value])
+    return out
 
 
 def _with_id(state: CollectionState, ident: str) -> CollectionState:
@@ -304,7 +324,10 @@ class Registry:
             return self._locks.setdefault(spec, threading.Lock())
 
     def current(self, spec: CollectionSpec) -> CollectionState | None:
-        """The collection's current snapshot, if one is kept."""
+        """The collection's current snapshot, if one is kept (never for a collection whose
+        combine runs code: see :attr:`CombineOptions.runs_code`)."""
+        if spec.combining.runs_code:
+            return None
         with self._guard:
             state = self._current.get(spec)
             if state is not None:
@@ -481,7 +504,8 @@ def _build(
         )
     listed_binding = binding_of(listed)
     listed_id = _snapshot_digest(spec, listed_binding)
-    if cache is not None and previous is None:
+    reusable = not spec.combining.runs_code
+    if cache is not None and previous is None and reusable:
         # the whole snapshot of this exact listing: one read instead of one per file plus
         # the combine
         hit = _from_cache(spec, fs, cache, listed_id, listed, listed_binding)
@@ -521,7 +545,12 @@ def _build(
     if not linked and files == tuple(listed):
         _with_id(state, listed_id)
     tried_links = any(r.scanned.manifest.link_targets for r in kept)
-    if cache is not None and all(f.version.tells_rewrites for f in files) and not tried_links:
+    if (
+        cache is not None
+        and reusable
+        and all(f.version.tells_rewrites for f in files)
+        and not tried_links
+    ):
         notes = [note for r in kept for note in r.messages]
         cache.put(state.id, manifest, {}, notes, binding_of(list(files)))
     return state
@@ -604,7 +633,7 @@ def resolve_snapshot(
         state = _registry.find(ident)
         if state is not None:
             return state
-        if cache is not None:
+        if cache is not None and not spec.combining.runs_code:
             fs, _ = resolve_filesystem(list(spec.paths), spec.target_protocol, spec.target_options)
             state = _from_cache(spec, fs, cache, ident, None)
         if state is None:

@@ -14,6 +14,7 @@ xarray, by the rule that wrong data is never served.
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from oracle import assert_same_dataset, assert_store_matches
 from servers import serve_directory
 
 import fsspec_virtual.state as state_module
-from fsspec_virtual import IncompatibleSourcesError
+from fsspec_virtual import IncompatibleSourcesError, StaleSourceError
 
 # -- file writers -----------------------------------------------------------------------------
 
@@ -861,6 +862,45 @@ def test_an_edited_callable_is_another_collection(tmp_path):
     second = store(member_of)
     assert second.collection().id != first.collection().id
     np.testing.assert_array_equal(opened(second).tas.values, wrong[::-1])
+
+
+_MEMBER_OFFSET = {"value": 0}
+
+
+def _member_with_offset(path):
+    """A callable whose result depends on a global: no identity of the function sees it."""
+    return int(re.search(r"_r(\d+)i", path)[1]) + _MEMBER_OFFSET["value"]
+
+
+def test_a_callable_reading_a_global_is_called_again_by_a_new_store(tmp_path):
+    """Neither the process's snapshots nor the persistent scan cache may answer for a
+    callable: a new store calls it again; a store already open keeps its snapshot."""
+    for member in (1, 2):
+        write_grid(tmp_path / f"tas_r{member}i1.nc", times=[0.0], seed=member)
+
+    def store():
+        return fsspec.filesystem(
+            "virtualzarr",
+            path=str(tmp_path / "*.nc"),
+            combine="nested",
+            concat_dim="member",
+            coords_from_path={"member": _member_with_offset},
+            max_workers=1,
+            cache_dir=str(tmp_path / "cache"),
+        )
+
+    _MEMBER_OFFSET["value"] = 0
+    first = store()
+    assert list(opened(first).member.values) == [1, 2]
+    first.collection()  # pinned: its pickle carries the snapshot
+    pickled = pickle.dumps(first)
+    _MEMBER_OFFSET["value"] = 100
+    assert list(opened(store()).member.values) == [101, 102]  # same process
+    state_module.clear_states()
+    assert list(opened(store()).member.values) == [101, 102]  # as if a new process
+    # a process whose callable answers otherwise cannot have the first snapshot
+    with pytest.raises(StaleSourceError, match="can no longer be had"):
+        opened(pickle.loads(pickled))
 
 
 @pytest.mark.parametrize("scales", [(0.1, 1.0)])
