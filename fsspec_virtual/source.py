@@ -215,10 +215,30 @@ def _expand_http(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]
     return {path: info}
 
 
+def _names_itself(fs: AbstractFileSystem, path: str) -> bool:
+    """Whether ``path``, glob characters and all, names an existing file or directory.
+
+    Not asked of HTTP(S), where it would cost a request per glob (and ``[`` is not legal
+    unencoded in a URL's path)."""
+    if _is_local(fs):
+        return os.path.lexists(path)
+    if speaks_http(fs):
+        return False
+    try:
+        return bool(fs.exists(path))
+    except OSError:
+        return False
+
+
 def _expand(fs: AbstractFileSystem, path: str) -> dict[str, dict[str, Any]]:
-    """Files named by one path: a glob's matches, a directory's files, or the file."""
+    """Files named by one path: a glob's matches, a directory's files, or the file.
+
+    A path holding glob characters (``*``, ``?``, ``[``) that exists as written (a file
+    named ``c[2].nc``) is that file, not a pattern: ``xr.open_mfdataset`` takes list
+    entries literally, and a pattern meant to match other names would silently drop it.
+    """
     glob = _GLOB_CHARS.search(path)
-    if glob:
+    if glob and not _names_itself(fs, path):
         found = fs.glob(path, detail=True)
         if speaks_http(fs):  # globs match in an index page's links: the same rules apply
             found = _kept_below(found, path[: path.rfind("/", 0, glob.start()) + 1])
@@ -481,6 +501,19 @@ def _refuse(message: str, error: Exception, skip: bool) -> None:
     warnings.warn(message, SkippedFileWarning, stacklevel=4)
 
 
+def _named_by(fs: AbstractFileSystem, path: str, skip: bool) -> dict[str, dict[str, Any]]:
+    """The files ``path`` names: none is an error naming it (a glob matching nothing, an
+    empty directory, a missing file), or with ``skip`` a warning and nothing."""
+    try:
+        found = _expand(fs, path)
+        if not found:
+            raise NoSourceFilesError(f"source path names no file: {path}")
+    except NoSourceFilesError as error:
+        _refuse(f"skipping {path}: {error}", error, skip)
+        return {}
+    return found
+
+
 def list_source_files(
     fs: AbstractFileSystem, paths: list[str], on_error: str = "raise"
 ) -> list[SourceFile]:
@@ -492,23 +525,27 @@ def list_source_files(
     :class:`~fsspec_virtual.ScanError`: its time steps would vanish silently otherwise.
     Other files (a README, a ``.json``) are ignored.
 
-    With ``on_error="skip"``, a listed file that cannot be looked up or read (a 404 from
-    a server whose index names it), or that is named like data but is not, is left out
-    with a :class:`~fsspec_virtual.SkippedFileWarning`.
+    Each path is a directory, a file, or a glob; one that exists as written is taken
+    literally even if it holds glob characters (see :func:`_expand`). Each path must name
+    at least one file: a glob matching nothing or a missing file is an error naming it.
+
+    With ``on_error="skip"``, a path naming no file, a listed file that cannot be looked
+    up or read (a 404 from a server whose index names it), or one that is named like data
+    but is not, is left out with a :class:`~fsspec_virtual.SkippedFileWarning`.
 
     Raises
     ------
     NoSourceFilesError
-        If a path does not exist, a file cannot be read, or no data file is found.
+        If a path names no file, a file cannot be read, or no data file is found.
     ScanError
         If a file named like NetCDF/HDF5 is not.
     RangeNotSupportedError
         If the server ignores Range requests.
     """
+    skip = on_error == "skip"
     found: dict[str, dict[str, Any]] = {}
     for path in paths:
-        found.update(_expand(fs, path))
-    skip = on_error == "skip"
+        found.update(_named_by(fs, path, skip))
     _completed(fs, found, skip)
     files = []
     for name, sniffed in _sniffed(fs, found).items():

@@ -19,7 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 from oracle import assert_same_dataset, open_truth
 from servers import serve_directory
 
-from fsspec_virtual import ScanError, SkippedFileWarning, source
+from fsspec_virtual import NoSourceFilesError, ScanError, SkippedFileWarning, source
 from fsspec_virtual.source import hdf5_signature_offsets, list_source_files
 
 OPTIONS = {"concat_dim": "time", "skip_instance_cache": True, "cache": False}
@@ -339,3 +339,54 @@ class TestLocalDirectory:
             list_source_files(LocalFileSystem(), [str(root)])
         assert str(fast.value) == str(generic.value)
         assert str(root / "zz.nc") in str(fast.value)
+
+
+# -- lists of paths: every entry names a file, literally if it exists as written ------------------
+
+
+def _bracketed(directory: Path) -> list[Path]:
+    """``b.nc`` and ``c[2].nc``: the second's name is also a glob matching ``c2.nc``."""
+    return [
+        write_simple(directory / "b.nc", [0.0, 1.0], seed=1),
+        write_simple(directory / "c[2].nc", [2.0, 3.0], seed=2),
+    ]
+
+
+class TestPathLists:
+    @pytest.mark.parametrize("generic", [False, True], ids=["local", "generic"])
+    def test_a_name_with_glob_characters_is_that_file(self, tmp_path, generic):
+        paths = _bracketed(tmp_path)
+        fs = _GenericLocal() if generic else LocalFileSystem()
+        listed = list_source_files(fs, [str(p) for p in paths])
+        assert [f.path for f in listed] == [str(p) for p in paths]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = _open([str(p) for p in paths])
+        assert_same_dataset(ds, open_truth(paths))
+
+    def test_a_single_path_existing_as_written_is_that_file(self, tmp_path):
+        _, bracketed = _bracketed(tmp_path)
+        write_simple(tmp_path / "c2.nc", [8.0, 9.0], seed=3)  # what the glob would match
+        assert _listed(str(bracketed)) == [str(bracketed)]
+
+    def test_a_single_glob_still_matches(self, tmp_path):
+        paths = _bracketed(tmp_path)
+        assert sorted(_listed(str(tmp_path / "[bc]*.nc"))) == sorted(str(p) for p in paths)
+
+    @pytest.mark.parametrize("entry", ["zz*.nc", "missing.nc", "empty"])
+    def test_an_entry_naming_no_file_is_an_error_naming_it(self, tmp_path, entry):
+        paths = _bracketed(tmp_path)
+        (tmp_path / "empty").mkdir()
+        listed = [str(paths[0]), str(tmp_path / entry)]
+        with pytest.raises(NoSourceFilesError) as raised:
+            _open(listed)
+        assert str(tmp_path / entry) in str(raised.value)
+
+    @pytest.mark.parametrize("entry", ["zz*.nc", "missing.nc"])
+    def test_an_entry_naming_no_file_is_skipped_with_a_warning(self, tmp_path, entry):
+        paths = _bracketed(tmp_path)
+        listed = [*(str(p) for p in paths), str(tmp_path / entry)]
+        with pytest.warns(SkippedFileWarning) as caught:
+            ds = _open(listed, on_error="skip")
+        assert any(str(tmp_path / entry) in str(w.message) for w in caught)
+        assert_same_dataset(ds, open_truth(paths))
