@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import base64
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_value", "json_attributes", "attribute_dtypes", "zarr_fill_value"]
+__all__ = [
+    "json_value",
+    "json_attributes",
+    "attribute_dtypes",
+    "zarr_fill_value",
+    "fill_value_problem",
+    "numeric_fill_problem",
+    "left_out_messages",
+]
 
 
 def _text(value: bytes | str) -> str:
@@ -80,6 +89,53 @@ def attribute_dtypes(source: Mapping[str, Any], names: Iterable[str]) -> dict[st
             if isinstance(value, (np.generic, np.ndarray)) and value.dtype.kind in "iuf":
                 out[name] = value.dtype.str
     return out
+
+
+def _exactly(item: np.generic, dtype: np.dtype) -> bool:
+    """Whether the number ``item`` is a value of ``dtype``, unchanged by the conversion."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns of the casts this refuses
+        with np.errstate(all="ignore"):
+            converted = np.asarray(item).astype(dtype).reshape(-1)[0].item()
+    value = item.item()
+    if isinstance(value, float) and math.isnan(value):
+        return isinstance(converted, float) and math.isnan(converted)
+    return bool(converted == value)
+
+
+def fill_value_problem(value: Any, dtype: np.dtype) -> str | None:
+    """Why a ``_FillValue`` attribute cannot be the Zarr ``fill_value`` of a numeric
+    variable of ``dtype`` (kind ``b``, ``i``, ``u``, ``f`` or ``c``), or None if it can.
+
+    It must be one number that ``dtype`` holds exactly: an array of two values, text or
+    an empty array make the whole store's metadata unreadable to zarr, and a value
+    changed by the conversion (``1e20`` as ``float32``) would mask other values than a
+    direct read masks.
+    """
+    array = np.asarray(value)
+    shown = json_value(value) if array.dtype.kind in "SUO" else array.tolist()
+    said = f"its _FillValue attribute ({shown!r}, {array.dtype})"
+    if array.size != 1:
+        return f"{said} is {array.size} values, not one"
+    if array.dtype.kind not in "biufc":
+        return f"{said} is not a number"
+    if not _exactly(array.reshape(-1)[0], dtype):
+        return f"{said} is not a value of the variable's type {dtype}"
+    return None
+
+
+def numeric_fill_problem(attrs: Mapping[str, Any], dtype: np.dtype) -> str | None:
+    """:func:`fill_value_problem` of a variable's attributes ``attrs``: None where the
+    variable is not numeric or has no ``_FillValue``."""
+    if dtype.kind not in "biufc" or "_FillValue" not in attrs:
+        return None
+    return fill_value_problem(attrs["_FillValue"], dtype)
+
+
+def left_out_messages(manifest: Any) -> list[str]:
+    """A warning message for each variable ``manifest.skipped`` leaves out of its file."""
+    url = manifest.urls[0]
+    return [f"{url}: variable {path!r} left out: {why}" for path, why in manifest.skipped.items()]
 
 
 def zarr_fill_value(value: Any, dtype: np.dtype | None = None) -> Any:

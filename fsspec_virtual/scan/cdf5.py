@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..manifest import ArrayMeta, ChunkGrid, Manifest, VirtualArray
-from .attributes import attribute_dtypes, json_attributes, zarr_fill_value
+from .attributes import (
+    attribute_dtypes,
+    json_attributes,
+    left_out_messages,
+    numeric_fill_problem,
+    zarr_fill_value,
+)
 
 __all__ = ["scan_cdf5", "HEADER_READ"]
 
@@ -277,6 +283,7 @@ def manifest_from_header(header: _Header, url: str, size: int | None = None) -> 
     """
     recsize = _record_size(header)
     arrays = {}
+    skipped = {}
     for variable in header.variables:
         array, end = _array(header, variable, recsize)
         if size is not None and end > size:
@@ -284,8 +291,13 @@ def manifest_from_header(header: _Header, url: str, size: int | None = None) -> 
                 f"variable {variable.name!r} ends at byte {end}, past the end of the file "
                 f"({size} bytes): truncated?"
             )
+        odd_fill = numeric_fill_problem(variable.attributes, array.meta.numpy_dtype)
+        if odd_fill is not None:
+            skipped[variable.name] = odd_fill
+            continue
         arrays[variable.name] = array
-    return Manifest(urls=(url,), groups={"": json_attributes(header.attributes)}, arrays=arrays)
+    groups = {"": json_attributes(header.attributes)}
+    return Manifest(urls=(url,), groups=groups, arrays=arrays, skipped=skipped)
 
 
 def scan_cdf5(
@@ -307,9 +319,10 @@ def scan_cdf5(
     Returns
     -------
     manifest, warnings, (requests, bytes)
-        The file's manifest, (always empty) warnings, and the reads the scan made.
+        The file's manifest (variables that cannot be served are in ``skipped``), a
+        message for each of those, and the reads the scan made.
     """
     cursor = _Cursor(lambda start, end: fs.cat_file(url, start=start, end=end), size or None)
     header = read_header(cursor)
     manifest = manifest_from_header(header, url, size or None)
-    return manifest, [], (cursor.requests, cursor.bytes)
+    return manifest, left_out_messages(manifest), (cursor.requests, cursor.bytes)

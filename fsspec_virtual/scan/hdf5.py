@@ -53,7 +53,7 @@ from ..manifest import (
     VirtualArray,
     dtype_spelling,
 )
-from .attributes import attribute_dtypes, json_attributes
+from .attributes import attribute_dtypes, fill_value_problem, json_attributes
 from .fill import UnservableError, apply_fill_semantics
 from .translate import manifest_from_references
 
@@ -787,6 +787,9 @@ def _serve_dataset(
         return _read_through_h5py(translator, dset, path, "HDF5 array type", taken)
     if dtype.kind == "V":  # opaque: the stored bytes, as h5py reads them
         return _read_through_h5py(translator, dset, path, "HDF5 opaque type")
+    odd_fill = _odd_fill_value(dset, dtype)
+    if odd_fill is not None:
+        return odd_fill
     if base is None and _is_dimension_only(dset):
         return None
     if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
@@ -809,6 +812,17 @@ def _serve_dataset(
         return _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
     except UnservableError as e:
         return _read_through_h5py(translator, dset, path, str(e))
+
+
+def _odd_fill_value(dset: Any, dtype: np.dtype) -> str | None:
+    """Why a numeric dataset's ``_FillValue`` cannot be its Zarr ``fill_value``, if so."""
+    if dtype.kind not in "biufc" or "_FillValue" not in dset.attrs:
+        return None
+    try:
+        value = dset.attrs["_FillValue"]
+    except (OSError, TypeError) as e:
+        return f"its _FillValue attribute cannot be read by h5py: {e}"
+    return fill_value_problem(value, dtype)
 
 
 def _padded_string(dset: h5py.Dataset) -> bool:

@@ -7,7 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 from ..manifest import Manifest
-from .attributes import attribute_dtypes, json_attributes, zarr_fill_value
+from .attributes import (
+    attribute_dtypes,
+    json_attributes,
+    left_out_messages,
+    numeric_fill_problem,
+    zarr_fill_value,
+)
 from .translate import manifest_from_references
 
 __all__ = ["scan_netcdf3"]
@@ -27,7 +33,8 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str], tuple[int, int
     Returns
     -------
     manifest, warnings, (requests, bytes)
-        The file's manifest, (always empty) warnings, and the requests the scan made.
+        The file's manifest (variables that cannot be served are in ``skipped``), a
+        message for each of those, and the requests the scan made.
     """
     storage_options = fs.storage_options if fs.protocol not in ("file", "local") else {}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -47,14 +54,16 @@ def scan_netcdf3(fs: Any, url: str) -> tuple[Manifest, list[str], tuple[int, int
         cache = getattr(translator.fp, "cache", None)
         cost = (0, 0) if cache is None else (cache.miss_count, cache.total_requested_bytes)
         manifest = _with_record_count(manifest, translator)
-        return _with_source_attributes(manifest, translator), [], cost
+        manifest = _with_source_attributes(manifest, translator)
+        return manifest, left_out_messages(manifest), cost
     finally:
         translator.fp.close()
 
 
 @functools.cache
 def _header_keeping_translator() -> type:
-    """kerchunk's translator, keeping the global attributes as the header holds them.
+    """kerchunk's translator, keeping the global and variable attributes as the header
+    holds them (``source_attributes``, ``variable_attributes``).
 
     kerchunk stores its ``filename`` as a global attribute (overwriting a real one).
     """
@@ -64,6 +73,13 @@ def _header_keeping_translator() -> type:
         def _read(self) -> None:
             super()._read()
             self.__dict__["source_attributes"] = dict(self._attributes)
+            kept = {name: dict(var._attributes) for name, var in self.variables.items()}
+            self.__dict__["variable_attributes"] = kept
+            for var in self.variables.values():
+                # kerchunk makes its fill value of these (int() of an array of two raises);
+                # ours is rebuilt from the kept attributes
+                var._attributes.pop("_FillValue", None)
+                var._attributes.pop("missing_value", None)
 
     return HeaderKeepingTranslator
 
@@ -108,16 +124,22 @@ def _with_source_attributes(manifest: Manifest, header: Any) -> Manifest:
 
     kerchunk writes NetCDF3 attributes as strings, drops ``_FillValue`` and
     ``missing_value`` and declares ``missing_value`` as the fill value; xarray would then
-    mask the wrong values, so both are rebuilt from the header scipy parsed.
+    mask the wrong values, so both are rebuilt from the header scipy parsed. A variable
+    whose ``_FillValue`` is not one value of its type is left out (``skipped``).
     """
     groups = {**manifest.groups, "": json_attributes(header.__dict__["source_attributes"])}
     arrays = {}
+    skipped = dict(manifest.skipped)
     for path, array in manifest.arrays.items():
-        raw = header.variables[path]._attributes
+        raw = header.__dict__["variable_attributes"][path]
         attrs = json_attributes({k: v for k, v in raw.items() if k != "_FillValue"})
         dtype = array.meta.numpy_dtype
+        odd_fill = numeric_fill_problem(raw, dtype)
+        if odd_fill is not None:
+            skipped[path] = odd_fill
+            continue
         fill = zarr_fill_value(raw["_FillValue"], dtype) if "_FillValue" in raw else None
         types = attribute_dtypes(raw, raw)
         meta = replace(array.meta, attrs=attrs, fill_value=fill, attr_dtypes=types)
         arrays[path] = replace(array, meta=meta)
-    return replace(manifest, groups=groups, arrays=arrays)
+    return replace(manifest, groups=groups, arrays=arrays, skipped=skipped)
