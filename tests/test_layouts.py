@@ -830,6 +830,20 @@ def test_time_bounds_follow_the_joined_time_units(tmp_path, files):
         np.testing.assert_array_equal(ours.time.values, expected.time.values)
 
 
+def _members_by_callable(directory, member_of):
+    """The files of ``directory`` stacked along ``member``, numbered by ``member_of``,
+    with a scan cache of their own."""
+    return fsspec.filesystem(
+        "virtualzarr",
+        path=str(directory / "*.nc"),
+        combine="nested",
+        concat_dim="member",
+        coords_from_path={"member": member_of},
+        max_workers=1,
+        cache_dir=str(directory / "cache"),
+    )
+
+
 def test_an_edited_callable_is_another_collection(tmp_path):
     """Two functions of one name: the second (an edit) must not reuse the first's snapshot
     from the persistent scan cache."""
@@ -840,16 +854,7 @@ def test_an_edited_callable_is_another_collection(tmp_path):
         return int(re.search(r"_p(\d+)", path)[1])
 
     def store(member_of):
-        return fsspec.filesystem(
-            "virtualzarr",
-            path=str(tmp_path / "*.nc"),
-            combine="nested",
-            concat_dim="member",
-            coords_from_path={"member": member_of},
-            max_workers=1,
-            cache=True,
-            cache_dir=str(tmp_path / "cache"),
-        )
+        return _members_by_callable(tmp_path, member_of)
 
     first = store(member_of)
     assert list(opened(first).member.values) == [1, 2]
@@ -879,15 +884,7 @@ def test_a_callable_reading_a_global_is_called_again_by_a_new_store(tmp_path):
         write_grid(tmp_path / f"tas_r{member}i1.nc", times=[0.0], seed=member)
 
     def store():
-        return fsspec.filesystem(
-            "virtualzarr",
-            path=str(tmp_path / "*.nc"),
-            combine="nested",
-            concat_dim="member",
-            coords_from_path={"member": _member_with_offset},
-            max_workers=1,
-            cache_dir=str(tmp_path / "cache"),
-        )
+        return _members_by_callable(tmp_path, _member_with_offset)
 
     _MEMBER_OFFSET["value"] = 0
     first = store()
