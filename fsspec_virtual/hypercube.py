@@ -9,6 +9,7 @@ order, or of a value parsed from its path); the positions must fill a hypercube.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,13 +101,19 @@ class CombineOptions:
             raise ValueError("combine='nested' needs concat_dim (a name or a list of names)")
         return cls(combine, dims, join, from_path)  # type: ignore[arg-type]
 
-    def identity(self) -> list[Any]:
-        """A JSON-able form that is the same in every process (callables by name)."""
+    def identity(self, callables: bool = True) -> list[Any]:
+        """A JSON-able form that is the same in every process: callables by name and a
+        digest of their code, or (``callables=False``) only as being callables, for an
+        identity that digests what they return instead (a snapshot's: the code of a
+        callable pickled to another process does not digest alike)."""
         return [
             self.combine,
             list(self.concat_dims) if self.concat_dims is not None else None,
             self.join,
-            [[d, w if isinstance(w, str) else _callable_name(w)] for d, w in self.coords_from_path],
+            [
+                [d, w if isinstance(w, str) else _callable_name(w) if callables else "callable"]
+                for d, w in self.coords_from_path
+            ],
         ]
 
 
@@ -247,7 +254,7 @@ def value_from_path(path: str, dim: str, where: PathValue) -> Any:
     """A file's coordinate value along ``dim``, found in its path: an int, a float, an
     ISO date (as ``datetime64``) or else the text the regex's group matched."""
     if callable(where):
-        return where(path)
+        return _called(where, path, dim)
     match = re.search(where, path)
     if match is None:
         raise IncompatibleSourcesError(
@@ -263,6 +270,25 @@ def value_from_path(path: str, dim: str, where: PathValue) -> Any:
         return np.datetime64(text)
     except ValueError:
         return text
+
+
+def _called(function: Callable[[str], Any], path: str, dim: str) -> Any:
+    """``function(path)``: one value (dates as ``datetime64``, as a regex gives them), or
+    an error naming the file and the dimension."""
+    try:
+        value = function(path)
+    except Exception as e:
+        raise IncompatibleSourcesError(
+            f"coords_from_path[{dim!r}] raised {type(e).__name__} for {path}: {e}"
+        ) from e
+    if isinstance(value, datetime.date):  # datetime, date, pandas Timestamp
+        value = np.datetime64(value)
+    if np.ndim(value) != 0 or np.asarray(value).dtype.kind == "O":
+        raise IncompatibleSourcesError(
+            f"coords_from_path[{dim!r}] returned {value!r} for {path}: it must return one "
+            "number, string or date"
+        )
+    return value
 
 
 def place(

@@ -179,7 +179,7 @@ def _snapshot_digest(
     parts = [
         "snapshot",
         list(spec.paths),
-        spec.combining.identity(),
+        spec.combining.identity(callables=False),
         spec.source_identity,
         spec.on_error,
         SCANNER_VERSION,

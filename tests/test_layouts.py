@@ -958,3 +958,38 @@ def test_merged_groups_share_an_equal_grid_mapping(tmp_path):
         ds[name].attrs["grid_mapping"] = "crs"
         ds.to_netcdf(tmp_path / f"{name}.nc")
     assert_store_matches(virtual(tmp_path), by_coords(sorted(tmp_path.glob("*.nc"))))
+
+
+def test_what_a_callable_returns_is_checked(tmp_path):
+    """A callable's error names the file and the dimension; it returns one value; dates
+    become datetime64 as a regex's ISO dates do."""
+    import datetime
+
+    for month in (1, 2):
+        write_grid(tmp_path / f"tas_2000-0{month}-01.nc", times=[0.0], seed=month)
+
+    def month_of(path):
+        return datetime.date(2000, int(re.search(r"2000-0(\d)", path)[1]), 1)
+
+    by_date = opened(_members_by_callable(tmp_path, month_of))
+    by_regex = opened(
+        fsspec.filesystem(
+            "virtualzarr",
+            path=str(tmp_path / "*.nc"),
+            combine="nested",
+            concat_dim="member",
+            coords_from_path={"member": r"_(\d{4}-\d\d-\d\d)\.nc"},
+            cache=False,
+        )
+    )
+    assert by_date["member"].dtype.kind == "M"
+    np.testing.assert_array_equal(by_date["member"].values, by_regex["member"].values)
+    np.testing.assert_array_equal(by_date["tas"].values, by_regex["tas"].values)
+
+    def fails_for_february(path):
+        return 1 // ("-01-" in path)
+
+    with pytest.raises(IncompatibleSourcesError, match=r"'member'.*ZeroDivisionError.*02-01"):
+        opened(_members_by_callable(tmp_path, fails_for_february))
+    with pytest.raises(IncompatibleSourcesError, match="must return one"):
+        opened(_members_by_callable(tmp_path, lambda path: (1, 2)))

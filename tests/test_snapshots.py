@@ -171,6 +171,36 @@ class TestOpenObjectsKeepTheirSnapshot:
         with _dask_cluster():
             np.testing.assert_array_equal(ds["v"].compute().values, _truth(a, c))
 
+    def test_dask_worker_reads_a_collection_numbered_by_callables(self, tmp_path):
+        """A lambda or a partial pickled to another process has other code bytes: the
+        snapshot is known there by what the callables return, not by their code."""
+        import functools
+        import re
+
+        paths = [_write(tmp_path / f"m_r{member}i1.nc", 0, float(member)) for member in (1, 2)]
+
+        def number(pattern, path):
+            return int(re.search(pattern, path)[1])
+
+        for member_of in (
+            lambda path: int(re.search(r"_r(\d+)i", path)[1]),
+            functools.partial(number, r"_r(\d+)i"),
+        ):
+            state_module.clear_states()
+            fs = fsspec.filesystem(
+                "virtualzarr",
+                path=str(tmp_path / "*.nc"),
+                combine="nested",
+                concat_dim="member",
+                coords_from_path={"member": member_of},
+                cache=False,
+            )
+            ds = xr.open_zarr(fs.get_mapper(""), chunks={"member": 1})
+            with _dask_cluster():
+                served = ds["v"].compute().values
+            np.testing.assert_array_equal(served, np.stack([_truth(p) for p in paths]))
+            assert list(ds["member"].values) == [1, 2]
+
 
 class TestVersionsAreChecked:
     def test_two_stores_batched_over_one_rewritten_file(self, tmp_path):
