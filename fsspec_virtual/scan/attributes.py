@@ -119,6 +119,11 @@ def fill_value_problem(value: Any, dtype: np.dtype) -> str | None:
         return f"{said} is {array.size} values, not one"
     if array.dtype.kind not in "biufc":
         return f"{said} is not a number"
+    if (array.dtype.kind == "c") != (dtype.kind == "c") or (array.dtype.kind == "b") != (
+        dtype.kind == "b"
+    ):
+        # readers disagree on such a fill (netCDF4 ignores it, h5netcdf masks with it)
+        return f"{said} is not of the variable's kind of number ({dtype})"
     if not _exactly(array.reshape(-1)[0], dtype):
         return f"{said} is not a value of the variable's type {dtype}"
     return None
