@@ -295,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds after which a measurement is not repeated further (default 30)",
     )
     parser.add_argument("--results", default=str(HERE / "results"), help="JSON output directory")
+    parser.add_argument(
+        "--decode",
+        choices=("client", "store"),
+        default="client",
+        help="who decodes our chunks in the read figures (the store's decode= option)",
+    )
     opts = parser.parse_args(argv)
 
     preset: Preset = PRESETS[opts.preset]
@@ -324,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "refs": str(refs_path),
         "budget": opts.budget,
         "masked_var": MASKED_VAR,
+        "decode": opts.decode,
     }
     mb = preset.var_nbytes / 1e6
     log(
@@ -714,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": stamp,
         "repeats": repeats,
         "steps": sorted(only),
+        "decode": opts.decode,
         "wall_seconds": wall,
         "generation_seconds": gen_time,
         "collection": {

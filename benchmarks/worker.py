@@ -74,7 +74,13 @@ def ours_fs(a):
     import fsspec
 
     # reads are measured with the scan cache off: no state from earlier runs is reused
-    return fsspec.filesystem("virtualzarr", path=a["dir"], concat_dim="time", cache=False)
+    return fsspec.filesystem(
+        "virtualzarr",
+        path=a["dir"],
+        concat_dim="time",
+        cache=False,
+        decode=a.get("decode", "client"),
+    )
 
 
 def ref_fs(a):
