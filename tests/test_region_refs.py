@@ -18,6 +18,7 @@ import xarray as xr
 import zarr
 from conftest import scanned_store
 from h5py import h5r, h5s
+from test_h5_types import xarray_values, zarr_values
 
 from fsspec_virtual.state import clear_states
 
@@ -145,16 +146,6 @@ def _write_regions(path: Path, shift: int = 0, length: int = 14) -> Path:
     return path
 
 
-def zarr_texts(fs: Any, name: str) -> np.ndarray:
-    return np.asarray(zarr.open_group(fs.get_mapper(""), mode="r")[name][...])
-
-
-def xarray_texts(fs: Any, name: str) -> np.ndarray:
-    group, _, leaf = name.rpartition("/")
-    with xr.open_zarr(fs.get_mapper(""), group=group or None, consolidated=True) as ds:
-        return np.asarray(ds[leaf].values)
-
-
 # -- tests ------------------------------------------------------------------------------------
 
 
@@ -163,14 +154,14 @@ def test_every_served_text_selects_what_the_reference_selects(tmp_path: Path) ->
     fs = scanned_store(path)
     assert not fs.caught, fs.caught
     for name in ("regions", "grp/grid", "one"):
-        assert_selects_the_same(path, name, zarr_texts(fs, name))
-        assert_selects_the_same(path, name, xarray_texts(fs, name))
+        assert_selects_the_same(path, name, zarr_values(fs, name))
+        assert_selects_the_same(path, name, xarray_values(fs, name))
 
 
 def test_spelling(tmp_path: Path) -> None:
     """The documented spelling of each kind of selection (the values are checked above)."""
     path = _write_regions(tmp_path / "regions.h5")
-    texts = [str(t) for t in zarr_texts(scanned_store(path), "regions")]
+    texts = [str(t) for t in zarr_values(scanned_store(path), "regions")]
     assert texts[0] == "/line[2:5]"
     assert texts[1] == "/plane[0:3, 2:5]"
     assert texts[2].split(" | ")[:2] == ["/plane[0:1, 1:2]", "/plane[0:1, 4:5]"]
@@ -194,7 +185,7 @@ def test_references_into_a_dataset_resized_since(tmp_path: Path) -> None:
         grow[4:] = [4.0, 5.0]
     fs = scanned_store(path)
     assert not fs.caught, fs.caught
-    assert_selects_the_same(path, "regions", zarr_texts(fs, "regions"))
+    assert_selects_the_same(path, "regions", zarr_values(fs, "regions"))
 
 
 def _write_series(directory: Path) -> list[Path]:
