@@ -28,6 +28,7 @@ from .keys import (
     resolve_key,
 )
 from .options import from_json_safe, redacted, redacted_text, to_json_safe
+from .readahead import DEFAULT_READ_AHEAD, note_chunk_read
 from .reader import DEFAULT_READ_OPTIONS, ReadOptions
 from .report import ScanReport, describe
 from .scan import scan_options as merged_scan_options
@@ -176,6 +177,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         as the files hold them, and zarr decodes them) or ``"store"`` (the store decodes
         them, batched on every core, and the arrays' ``.zarray`` declare no codecs): for
         readers in this process; string arrays are passed through either way.
+    read_ahead
+        Remote sources only: once a reader has asked for three consecutive chunks of an
+        array, the next ones are read before they are asked for, at most this many bytes
+        held at once (default 64 MiB, shared by the stores of one event loop; 0: never).
+        What is read ahead is checked against the scanned version like any read.
     cache_secret
         Sign the persistent cache's entries with this secret (HMAC-SHA256) and use only
         entries signed with it: for caches that people you do not trust can write.
@@ -218,6 +224,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         max_block: int = DEFAULT_READ_OPTIONS.max_block,
         max_concurrency: int = DEFAULT_READ_OPTIONS.concurrency,
         decode: Decode = "client",
+        read_ahead: int = DEFAULT_READ_AHEAD,
         cache_secret: str | None = None,
         snapshot: str | None = None,
         **kwargs: Any,
@@ -251,6 +258,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         )
         self._reading = ReadOptions(max_gap, max_block, max_concurrency)
         self._decode = check_decode(decode)
+        if not isinstance(read_ahead, int) or read_ahead < 0:
+            raise ValueError(f"read_ahead must be a number of bytes >= 0, not {read_ahead!r}")
+        self._read_ahead = read_ahead
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size
@@ -538,6 +548,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 self._strip_protocol(path), asked_at, lambda node: self._is_node(state, node)
             )
             raise FileNotFoundError(key)
+        note_chunk_read(state, key, source, self._reading, self._read_ahead)
         return await read_source(state, source, start, end, self._decode, self._reading)
 
     async def _cat_ranges(

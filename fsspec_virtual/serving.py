@@ -23,6 +23,7 @@ from .errors import SourceReadError
 from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource, has_codecs
 from .manifest import ArrayMeta, VirtualArray
 from .metadata import render_metadata
+from .readahead import taken_ahead
 from .reader import ReadOptions, Request, Transform, absolute_range, fetch_ranges, read_one
 from .reader import transformed as _transformed
 
@@ -154,8 +155,18 @@ async def read_source(
     transform = _decoder(source.array, decode, _where(source))
     if transform is None:
         begin, stop = absolute_range(start, end, source.length)
-        return await read_one(state.fs, _request(state, source, begin, stop), reading)
-    data = await read_one(state.fs, _request(state, source, 0, source.length), reading, transform)
+        request = _request(state, source, begin, stop)
+        ahead = await taken_ahead(state.fs, request)
+        return ahead if ahead is not None else await read_one(state.fs, request, reading)
+    request = _request(state, source, 0, source.length)
+    ahead = await taken_ahead(state.fs, request)
+    if ahead is None:
+        data = await read_one(state.fs, request, reading, transform)
+    else:
+        decoded = (await _transformed([ahead], [transform]))[0]
+        if isinstance(decoded, BaseException):
+            raise decoded
+        data = decoded
     return data if start is None and end is None else data[slice(start, end)]
 
 
