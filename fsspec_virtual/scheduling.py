@@ -27,6 +27,7 @@ from .materialize import byte_ranges_only, read_array
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
 from .scan import DEFAULT_SCAN_OPEN_OPTIONS, ScanCost, reads_are_guarded, scan_file
+from .scan.repeat import learn
 from .source import SourceFile
 
 __all__ = [
@@ -180,7 +181,7 @@ def scan_one(
         # that changes fails the scan's reads instead of being read: no check afterwards
         guarded = reads_are_guarded(fs, source)
         try:
-            manifest, messages, spent, read = scan_file(
+            manifest, messages, spent, read, look = scan_file(
                 fs, source, open_options, concat_dim, first_block
             )
         except ScanError as e:
@@ -206,6 +207,8 @@ def scan_one(
             unchanged = None
             error = e
         if unchanged is not None and unchanged.version == source.version:
+            if look is not None:  # a full scan of a file that stayed as it was
+                learn(look, source.path, manifest, messages)
             return ScanResult(
                 ScannedFile(source.path, manifest, coords), tuple(messages), source, cost
             )
@@ -221,10 +224,21 @@ def scan_one(
 #: Remote files whose first blocks are fetched together, ahead of their scans: the
 #: round trips overlap instead of adding up (scans themselves run one at a time here).
 _PREFETCH_WINDOW = 16
+#: Local files sent to a worker process in one task, at most: a task's round trip costs
+#: both processes a little, and one reply pickles what its files' scans share (a repeated
+#: structure's array descriptions, scan/repeat.py) once. About 8 tasks per worker at
+#: least keep the processes evenly busy to the end.
+_LOCAL_WINDOW = 32
+_TASKS_PER_WORKER = 8
 
 
 def _windows(items: Sequence[SourceFile], size: int) -> list[Sequence[SourceFile]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _local_window(files: int, workers: int) -> int:
+    """Local files per task for ``files`` files on ``workers`` processes."""
+    return max(1, min(_LOCAL_WINDOW, files // (workers * _TASKS_PER_WORKER)))
 
 
 def _first_blocks(
@@ -417,10 +431,11 @@ def scan_files(
         use_pool = workers > 1 and len(listed) > 1
         use_pool = use_pool and protocol not in _PROCESS_LOCAL_PROTOCOLS
         use_pool = use_pool and (len(listed) >= POOL_MIN_FILES or pool_running(workers))
-        # remote files go in windows whose first blocks are fetched together; local
-        # ones one by one (nothing to overlap, and the pool balances better)
+        # remote files go in windows whose first blocks are fetched together; local ones
+        # in windows as large as keeps every worker busy (one by one in this process)
         remote = not isinstance(fs, LocalFileSystem)
-        windows = _windows(listed, _PREFETCH_WINDOW if remote else 1)
+        local_size = _local_window(len(listed), workers) if use_pool else 1
+        windows = _windows(listed, _PREFETCH_WINDOW if remote else local_size)
         if use_pool:
             done = shared_pool(workers).map(
                 scan_window_in_worker,

@@ -16,6 +16,7 @@ from ..errors import ScanError
 from ..manifest import Manifest
 from ..reader import open_as_scanned
 from ..source import SourceFile, speaks_http
+from .repeat import Look
 
 __all__ = [
     "scan_file",
@@ -158,7 +159,7 @@ def scan_file(
     open_options: dict[str, Any] | None = None,
     concat_dim: str | None = None,
     first_block: bytes | None = None,
-) -> tuple[Manifest, list[str], ScanCost, dict[str, Any] | None]:
+) -> tuple[Manifest, list[str], ScanCost, dict[str, Any] | None, Look | None]:
     """Scan one data file.
 
     Parameters
@@ -178,9 +179,11 @@ def scan_file(
 
     Returns
     -------
-    manifest, warnings, cost, coords
+    manifest, warnings, cost, coords, look
         The file's manifest, one message per variable left out of it, the requests the
-        scan made, and the raw values of the dimension coordinates read (else None).
+        scan made, the raw values of the dimension coordinates read (else None), and
+        what was seen of an HDF5 file's structure: a full scan of a file found unchanged
+        afterwards may become a template for later files (:func:`.repeat.learn`).
 
     Raises
     ------
@@ -193,6 +196,7 @@ def scan_file(
     try:
         if source.format == "hdf5":
             from .hdf5 import LinkResolver, scan_hdf5
+            from .repeat import rescan
 
             if speaks_http(fs) and source.size:
                 options["size"] = source.size  # spares fsspec a HEAD request
@@ -201,23 +205,31 @@ def scan_file(
             opened = open_as_scanned(fs, source.path, guard, **options)
             with opened as f:
                 counter = None if local else _counted(f, first_block, source.size)
-                links = LinkResolver(fs, options)
-                manifest, messages = scan_hdf5(f, source.path, links)
+                # a file structured as one scanned before reuses its scan (scan/repeat.py)
+                repeated, look = rescan(f, source.path)
+                messages: list[str] = []
+                if repeated is not None:
+                    manifest = repeated
+                else:
+                    links = LinkResolver(fs, options)
+                    manifest, messages = scan_hdf5(f, source.path, links)
                 coords = None
                 if concat_dim is not None:
                     coords = _coordinates(manifest, f)
                 cost = ScanCost() if counter is None else ScanCost(counter.requests, counter.bytes)
-                return manifest, messages, cost, coords
+                return manifest, messages, cost, coords, look
         if source.format == "netcdf3":
             from .netcdf3 import scan_netcdf3
 
             manifest, messages, (requests, nbytes) = scan_netcdf3(fs, source.path)
-            return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes), None
+            cost = ScanCost() if local else ScanCost(requests, nbytes)
+            return manifest, messages, cost, None, None
         if source.format == "netcdf5":
             from .cdf5 import scan_cdf5
 
             manifest, messages, (requests, nbytes) = scan_cdf5(fs, source.path, source.size)
-            return manifest, messages, ScanCost() if local else ScanCost(requests, nbytes), None
+            cost = ScanCost() if local else ScanCost(requests, nbytes)
+            return manifest, messages, cost, None, None
         raise NotImplementedError(f"{source.format} files are not supported")
     except ScanError:
         raise
