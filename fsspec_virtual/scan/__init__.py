@@ -206,7 +206,8 @@ def scan_file(
             with opened as f:
                 counter = None if local else _counted(f, first_block, source.size)
                 # a file structured as one scanned before reuses its scan (scan/repeat.py)
-                repeated, look = rescan(f, source.path)
+                # a small local file is read whole (scan/repeat.py's in-memory image)
+                repeated, look = rescan(f, source.path, source.size if local else None)
                 messages: list[str] = []
                 if repeated is not None:
                     manifest = repeated

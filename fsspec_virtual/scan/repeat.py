@@ -30,6 +30,8 @@ own file's scan exactly. :func:`rescan` returns what :func:`scan_hdf5` would.
 
 from __future__ import annotations
 
+import itertools
+import os
 import pickle
 import struct
 import threading
@@ -104,17 +106,45 @@ def forget() -> None:
     """Drop every template of this process."""
     with _lock:
         _templates.clear()
+        _parsed.clear()
 
 
 # -- reading the file's own bytes ------------------------------------------------------------
 
 
 def _read(f: Any, offset: int, n: int) -> bytes:
-    f.seek(offset)
-    data = bytes(f.read(n))
+    """``n`` bytes at ``offset`` of the file: ``f`` is its open file object, or its bytes."""
+    if isinstance(f, bytes):
+        data = f[offset : offset + n]
+    else:
+        f.seek(offset)
+        data = bytes(f.read(n))
     if len(data) != n:
         raise _Differs("short read")
     return data
+
+
+#: Files at most this large are read whole, and HDF5 opens them from memory (a file
+#: image): no read through Python per piece of metadata.
+_IMAGE_BYTES = 1 << 20
+_images = itertools.count()
+
+
+def _opened(f: Any, size: int | None) -> tuple[h5py.File, Any]:
+    """The HDF5 file open as ``f`` opened by h5py, and what to read its bytes from: for
+    a small file, its bytes (an in-memory image under a name of its own: HDF5 takes two
+    open files of one name for the same file)."""
+    if size is None or size > _IMAGE_BYTES:
+        return h5py.File(f, mode="r"), f
+    f.seek(0)
+    data = bytes(f.read(size + 1))
+    if len(data) != size:
+        raise _Differs("the file's size is not the size listed")
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fapl_core(backing_store=False)
+    fapl.set_file_image(data)
+    name = f"fsspec-virtual-image-{os.getpid()}-{next(_images)}".encode()
+    return h5py.File(h5py.h5f.open(name, h5py.h5f.ACC_RDONLY, fapl=fapl)), data
 
 
 def _uint(data: bytes, at: int, n: int) -> int:
@@ -183,9 +213,26 @@ def _messages_v2(track: bool, data: bytes, start: int, end: int) -> list:
     return out
 
 
-def _header(f: Any, addr: int, sizes: _Sizes) -> tuple[tuple[Any, ...], list]:
-    """An object header's prefix facts and its messages ``(type, flags, data)`` from
-    every chunk, continuation blocks followed."""
+#: Parses of header chunks and of whole headers, by their bytes (the files of a collection
+#: repeat most of them): a pure function of the bytes, kept for the process, bounded.
+_parsed: dict[Any, Any] = {}
+_PARSED_KEPT = 4096
+
+
+def _memoized(key: Any, parse: Any, *args: Any) -> Any:
+    """``parse(*args)``, which ``key`` determines."""
+    found = _parsed.get(key)
+    if found is None:
+        found = parse(*args)
+        if len(_parsed) >= _PARSED_KEPT:
+            _parsed.clear()
+        _parsed[key] = found
+    return found
+
+
+def _header(f: Any, addr: int, sizes: _Sizes) -> tuple[tuple[Any, ...], list, tuple[bytes, ...]]:
+    """An object header's prefix facts, its messages ``(type, flags, creation order,
+    data)`` from every chunk (continuation blocks followed), and the bytes of its chunks."""
     first = _read(f, addr, 16)
     messages: list = []
     if first[:4] == b"OHDR":
@@ -199,7 +246,10 @@ def _header(f: Any, addr: int, sizes: _Sizes) -> tuple[tuple[Any, ...], list]:
         data = _read(f, addr, start + size + 4)
         track = bool(flags & 0x4)
         prefix: tuple[Any, ...] = (2, flags & ~0x20, data[6 + (16 if flags & 0x20 else 0) : pos])
-        pending = _messages_v2(track, data, start, start + size)
+        chunks = [data]
+        pending = list(
+            _memoized(("v2", track, start, data), _messages_v2, track, data, start, start + size)
+        )
         while pending:
             message = pending.pop(0)
             messages.append(message)
@@ -209,16 +259,21 @@ def _header(f: Any, addr: int, sizes: _Sizes) -> tuple[tuple[Any, ...], list]:
                 block = _read(f, where, length)
                 if block[:4] != b"OCHK":
                     raise _Differs("continuation block signature")
-                pending.extend(_messages_v2(track, block, 4, length - 4))
-        return prefix, messages
+                chunks.append(block)
+                pending.extend(
+                    _memoized(("v2", track, 4, block), _messages_v2, track, block, 4, length - 4)
+                )
+        return prefix, messages, tuple(chunks)
     if first[0] != 1:
         raise _Differs("object header version")
     count, size = _uint(first, 2, 2), _uint(first, 8, 4)
     blocks = [(addr + 16, size)]
     prefix = (1, first[:8])  # version, reserved, message count, reference count
+    read = []
     while blocks:
         where, length = blocks.pop(0)
         data = _read(f, where, length)
+        read.append(data)
         pos = 0
         while pos + 8 <= length:
             kind, msize, mflags = _uint(data, pos, 2), _uint(data, pos + 2, 2), data[pos + 4]
@@ -231,7 +286,7 @@ def _header(f: Any, addr: int, sizes: _Sizes) -> tuple[tuple[Any, ...], list]:
             pos += 8 + msize
     if len(messages) != count:
         raise _Differs("object header message count")
-    return prefix, messages
+    return prefix, messages, tuple(read)
 
 
 def _masked(data: bytes, spans: list[tuple[int, int]]) -> bytes:
@@ -335,13 +390,13 @@ def _attribute_parts(data: bytes) -> tuple[bytes, bytes, bool]:
     return data[:end], data[name_at : name_at + name].rstrip(b"\0"), plain
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Header:
     """An object header's compared form and what the rest of the comparison needs."""
 
     keys: tuple[Any, ...]
     dense: bool  # attributes in dense storage (read through h5py)
-    by_value: list[bytes]  # attributes whose values are read through h5py
+    by_value: tuple[bytes, ...]  # attributes whose values are read through h5py
     layout: _Layout | None
     dimension_list: bytes | None  # the value of a DIMENSION_LIST held in the header
 
@@ -379,7 +434,7 @@ def _message_keys(messages: list, sizes: _Sizes) -> _Header:
                     by_value.append(name)
                 data = head
         keys.append((kind, flags, order, data))
-    return _Header(tuple(keys), dense, by_value, layout, dimension_list)
+    return _Header(tuple(keys), dense, tuple(by_value), layout, dimension_list)
 
 
 def _global_heap_object(f: Any, where: int, index: int, sizes: _Sizes, seen: dict) -> bytes:
@@ -439,6 +494,10 @@ def _dimension_scales(
 # -- attributes through h5py -----------------------------------------------------------------
 
 
+#: HDF5 type classes read as raw bytes (no variable-length parts, no references).
+_FIXED_CLASSES = frozenset({h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.BITFIELD, h5py.h5t.OPAQUE})
+
+
 class _Owner:
     """What :class:`h5py.AttributeManager` needs of an object: its id."""
 
@@ -453,7 +512,7 @@ def _value_key(value: Any) -> bytes:
         raise _Differs(f"attribute value not comparable: {e}") from None
 
 
-def _attribute_values(oid: Any, names: list[bytes] | None) -> tuple[Any, ...]:
+def _attribute_values(oid: Any, names: tuple[bytes, ...] | None) -> tuple[Any, ...]:
     """Attributes of an object read through h5py (as the scan reads them): all of them
     (``names`` None: dense storage) with their types, shapes, creation order and values,
     or the values of those ``names``."""
@@ -463,20 +522,19 @@ def _attribute_values(oid: Any, names: list[bytes] | None) -> tuple[Any, ...]:
     out = []
     for index in range(h5py.h5a.get_num_attrs(oid)):
         attr = h5py.h5a.open(oid, index=index)
-        name, kind, info = attr.get_name(), attr.get_type(), h5py.h5a.get_info(attr)
-        shape = attr.get_space().shape
+        name, kind, space = attr.get_name(), attr.get_type(), attr.get_space()
+        info = h5py.h5a.get_info(attr)
+        shape = space.shape
         if name in _SCALE_BOOKKEEPING:
             value = b""
-        elif (
-            kind.detect_class(h5py.h5t.VLEN)
-            or kind.detect_class(h5py.h5t.REFERENCE)
-            or (kind.get_class() == h5py.h5t.STRING and kind.is_variable_str())
+        elif kind.get_class() in _FIXED_CLASSES or (
+            kind.get_class() == h5py.h5t.STRING and not kind.is_variable_str()
         ):
-            value = _value_key(manager[name.decode()])
-        else:
-            raw = np.empty(shape, dtype=attr.dtype)
-            attr.read(raw)
+            raw = np.empty(shape, dtype=kind.dtype)
+            attr.read(raw, mtype=kind)
             value = raw.tobytes()
+        else:
+            value = _value_key(manager[name.decode()])
         order = (info.corder_valid, info.corder, info.cset)
         out.append((name, kind.encode(), shape, order, value))
     return tuple(out)
@@ -530,10 +588,10 @@ def _structure(h5: h5py.File, f: Any) -> _Structure:
     scales: dict[str, tuple[tuple[bytes, ...], ...]] = {}
     heaps: dict[int, Any] = {}
     for name, link, addr in entries:
-        prefix, messages = _header(f, addr, sizes)
-        header = _message_keys(messages, sizes)
+        prefix, messages, raw = _header(f, addr, sizes)
+        header = _memoized(("keys", sizes.o, sizes.l, raw), _message_keys, messages, sizes)
         oid = h5py.h5o.open(root, name) if name else root
-        values = ()
+        values: tuple[Any, ...] = ()
         if header.dense or header.by_value:
             values = _attribute_values(oid, None if header.dense else header.by_value)
         fact: tuple[Any, ...] = (name, link, prefix, header.keys, header.dense, values)
@@ -632,13 +690,14 @@ class Look:
         self.structure = structure
 
 
-def rescan(f: Any, url: str) -> tuple[Manifest | None, Look]:
+def rescan(f: Any, url: str, size: int | None = None) -> tuple[Manifest | None, Look]:
     """The manifest :func:`~fsspec_virtual.scan.hdf5.scan_hdf5` gives the HDF5 file open
     as ``f`` (at ``url``), if its structure is that of a kept template, else None; and
     what was seen of the file (for :func:`learn`)."""
     try:
-        with h5py.File(f, mode="r") as h5:
-            structure = _structure(h5, f)
+        h5, source = _opened(f, size)
+        with h5:
+            structure = _structure(h5, source)
     except Exception:  # anything unexpected: the full scan decides, and reports it
         return None, Look(None)
     with _lock:
