@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -215,44 +217,123 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-_Applied = list[tuple[int, bytes | BaseException]]
+def _settle(future: asyncio.Future[bytes], result: bytes | BaseException) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
-def _apply(pairs: Sequence[tuple[int, bytes, Transform]]) -> _Applied:
-    out: _Applied = []
-    for i, data, transform in pairs:
-        try:
-            out.append((i, transform(data)))
-        except Exception as e:
-            out.append((i, e))
-    return out
+def _applied(transform: Transform, data: bytes) -> bytes | BaseException:
+    try:
+        return transform(data)
+    except Exception as e:
+        return e
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[bytes]", Transform, bytes]
+
+
+class _TransformThreads:
+    """Threads, one per core, that put bytes through their transforms (decoding releases
+    the GIL), each result handed to its future's loop as soon as it is ready.
+
+    One chunk per job, taken by whichever thread is free: the loop copies a decoded chunk
+    out while the threads decode the next ones, and its reader asks for more meanwhile.
+    (A worker-thread call per core and batch left the cores idle while the loop handled
+    the batch's results, and waited for the slower call.) The threads are started on first
+    use and again in a forked child, whose parent's threads do not exist there.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._started = False
+
+    def submit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[bytes],
+        transform: Transform,
+        data: bytes,
+    ) -> None:
+        """Put ``data`` through ``transform`` in a thread; its result (or error) settles
+        ``future`` on ``loop``."""
+        if not self._started:
+            self._start()
+        self._jobs.put((loop, future, transform, data))
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for k in range(_cores()):
+                thread = threading.Thread(
+                    target=self._work, args=(self._jobs,), name=f"vz-decode_{k}", daemon=True
+                )
+                thread.start()
+            self._started = True
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            loop, future, transform, data = jobs.get()
+            result: bytes | BaseException
+            try:
+                result = transform(data)
+            except BaseException as e:  # handed over: a dead thread would strand the reader
+                result = e
+            del data
+            try:
+                loop.call_soon_threadsafe(_settle, future, result)
+            except RuntimeError:  # the loop was closed meanwhile: nobody waits
+                pass
+            del loop, future, transform, result
+
+
+_transform_threads = _TransformThreads()
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    items: Sequence[tuple[bytes | BaseException, Transform | None, asyncio.Future[bytes]]],
+) -> None:
+    """Settle each future with its data put through its transform: small amounts here (a
+    thread hand-off costs more than decoding a few small chunks), the rest in threads."""
+    todo = [
+        (data, transform, future)
+        for data, transform, future in items
+        if transform is not None and isinstance(data, bytes) and not future.done()
+    ]
+    inline = sum(len(data) for data, _, _ in todo) <= _TRANSFORM_IN_THREAD_BYTES  # type: ignore[arg-type]
+    for data, transform, future in items:
+        if future.done():
+            continue
+        if transform is None or not isinstance(data, bytes):
+            _settle(future, data)
+        elif inline:
+            _settle(future, _applied(transform, data))
+        else:
+            _transform_threads.submit(loop, future, transform, data)
 
 
 async def transformed(
     results: Sequence[bytes | BaseException], transforms: Sequence[Transform | None]
 ) -> list[bytes | BaseException]:
     """Each result put through its transform (errors kept, a transform's own error in its
-    place), in one worker-thread call per core when there is enough to do: decoding
-    releases the GIL, and one call decoding several chunks costs one thread hand-off."""
-    out = list(results)
-    todo = [
-        (i, data, transform)
-        for i, (data, transform) in enumerate(zip(results, transforms))
-        if transform is not None and isinstance(data, bytes)
-    ]
-    if not todo:
-        return out
-    if sum(len(data) for _, data, _ in todo) <= _TRANSFORM_IN_THREAD_BYTES:
-        done = [_apply(todo)]
-    else:
-        n_calls = min(_cores(), len(todo))
-        done = await asyncio.gather(
-            *(asyncio.to_thread(_apply, todo[k::n_calls]) for k in range(n_calls))
-        )
-    for part in done:
-        for i, value in part:
-            out[i] = value
-    return out
+    place), in threads when there is enough to do (decoding releases the GIL)."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in results]
+    _hand_over(loop, list(zip(results, transforms, futures)))
+    done = await asyncio.gather(*futures, return_exceptions=True)
+    return list(done)
 
 
 _Pending = tuple[
@@ -300,18 +381,13 @@ class ReadBatcher:
     @staticmethod
     async def _run(items: list[_Pending]) -> None:
         fs, _, options, _, _ = items[0]
+        fetched: list[bytes | BaseException]
         try:
             fetched = await fetch_ranges(fs, [item[1] for item in items], options)
-            results = await transformed(fetched, [item[3] for item in items])
         except BaseException as e:
-            results = [e] * len(items)
-        for (_, _, _, _, future), result in zip(items, results):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            fetched = [e] * len(items)
+        loop = asyncio.get_running_loop()
+        _hand_over(loop, [(data, item[3], item[4]) for item, data in zip(items, fetched)])
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -4,9 +4,11 @@
 In ``"store"`` mode the chunks of every array with a codec pipeline and a fixed-size dtype
 (:func:`~fsspec_virtual.codecs.serves_decoded`) are served decoded, and that array's
 ``.zarray`` declares no codecs (:func:`served_metadata`): zarr then copies what it reads.
-The store decodes the chunks of one event-loop turn together, in one worker-thread call
-per core (:func:`fsspec_virtual.reader.transformed`), instead of two thread hand-offs per
-chunk in zarr's codec pipeline. Reads, version checks and errors are the same in both modes.
+The store decodes chunks in threads of its own, one per core, each chunk handed back as
+soon as it is decoded (:mod:`fsspec_virtual.reader`), instead of two thread hand-offs per
+chunk in zarr's codec pipeline; zlib and shuffle, the codecs of most netCDF4 files, decode
+without holding the GIL (:func:`fsspec_virtual.codecs.decoded_bytes`), so both run on
+every core. Reads, version checks and errors are the same in both modes.
 """
 
 from __future__ import annotations

@@ -77,3 +77,76 @@ class TestFetchRanges:
         # a vanished source is stale, never FileNotFoundError (zarr would fill the chunk)
         assert isinstance(out[3], StaleSourceError) and not isinstance(out[3], FileNotFoundError)
         assert isinstance(out[4], OSError) and "shorter" in str(out[4])
+
+
+class TestTransformed:
+    """Decoding in threads: each result in its place, errors in theirs, from any loop."""
+
+    @staticmethod
+    def _inputs(n: int, size: int) -> list[bytes]:
+        return [bytes([i % 256]) * size for i in range(n)]
+
+    @pytest.mark.parametrize("size", [10, 100_000], ids=["on-the-loop", "in-threads"])
+    def test_results_and_errors_in_place(self, size):
+        from fsspec_virtual.reader import transformed
+
+        def fails(data: bytes) -> bytes:
+            raise ValueError("refused")
+
+        data: list[bytes | BaseException] = list(self._inputs(5, size))
+        data[3] = OSError("read failed")
+        transforms = [bytes.upper, None, fails, bytes.upper, lambda b: b[::-1]]
+        out = asyncio.run(transformed(data, transforms))
+        assert out[0] == data[0].upper()  # type: ignore[union-attr]
+        assert out[1] is data[1]
+        assert isinstance(out[2], ValueError) and str(out[2]) == "refused"
+        assert out[3] is data[3]
+        assert out[4] == data[4][::-1]  # type: ignore[index]
+
+    def test_many_loops_at_once(self):
+        import threading
+
+        from fsspec_virtual.reader import transformed
+
+        inputs = self._inputs(40, 50_000)
+        results: dict[int, list[bytes | BaseException]] = {}
+
+        def run(k: int) -> None:
+            shift = bytes(range(256))[k:] + bytes(range(256))[:k]
+
+            def translate(b: bytes) -> bytes:
+                return b.translate(shift)
+
+            results[k] = asyncio.run(transformed(inputs, [translate] * len(inputs)))
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(4):
+            shift = bytes(range(256))[k:] + bytes(range(256))[:k]
+            assert results[k] == [b.translate(shift) for b in inputs]
+
+    def test_a_cancelled_reader_leaves_the_threads_working(self):
+        import threading
+
+        from fsspec_virtual.reader import transformed
+
+        release = threading.Event()
+
+        def slow(b: bytes) -> bytes:
+            release.wait(10)
+            return b
+
+        async def cancel_one() -> None:
+            task = asyncio.ensure_future(transformed(self._inputs(1, 100_000), [slow]))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            release.set()
+
+        asyncio.run(cancel_one())
+        inputs = self._inputs(6, 100_000)
+        assert asyncio.run(transformed(inputs, [bytes.upper] * 6)) == [b.upper() for b in inputs]
