@@ -6,6 +6,9 @@ results are identical whatever runs them; only the time differs.
 
 from __future__ import annotations
 
+import copyreg
+import io
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +25,7 @@ from .codecs import decode_chunk
 from .combine import ScannedFile, compared_paths
 from .coords import storable
 from .errors import ScanError
-from .manifest import Manifest
+from .manifest import ChunkGrid, Manifest
 from .materialize import byte_ranges_only, read_array
 from .pool import default_workers, pool_running, shared_pool
 from .reader import Request, fetch_ranges
@@ -38,6 +41,9 @@ __all__ = [
     "scan_in_worker",
     "scan_window",
     "scan_window_in_worker",
+    "scan_window_packed",
+    "PackedScans",
+    "unpacked",
     "scan_files",
     "SCAN_TIMEOUT",
 ]
@@ -301,6 +307,61 @@ def scan_window_in_worker(
     return scan_window(fs, window, concat_dim, open_options)
 
 
+def _grid_from(
+    shape: tuple[int, ...],
+    kinds: tuple[str, str, str],
+    data: tuple[bytes, bytes, bytes],
+    inline: tuple[bytes, ...],
+) -> ChunkGrid:
+    file_id, offset, length = (
+        np.frombuffer(raw, dtype=kind).reshape(shape) for kind, raw in zip(kinds, data)
+    )
+    return ChunkGrid(file_id, offset, length, inline)
+
+
+def _grid_reduced(grid: ChunkGrid) -> tuple[Any, ...]:
+    arrays = (grid.file_id, grid.offset, grid.length)
+    kinds = tuple(a.dtype.str for a in arrays)
+    return _grid_from, (grid.file_id.shape, kinds, tuple(a.tobytes() for a in arrays), grid.inline)
+
+
+#: How a window's scans travel back: chunk grids as their raw bytes (numpy's own pickling
+#: of three small arrays per variable cost most of a reply's pickling and unpickling).
+_RESULT_REDUCERS = {**copyreg.dispatch_table, ChunkGrid: _grid_reduced}
+
+
+@dataclass(frozen=True)
+class PackedScans:
+    """A window's scans (ScanResult or ScanError each), pickled by the worker that ran
+    them (:func:`unpacked`)."""
+
+    data: bytes
+
+
+def scan_window_packed(
+    protocol: str,
+    options: dict[str, Any],
+    window: Sequence[SourceFile],
+    concat_dim: str | None,
+    open_options: dict[str, Any],
+) -> PackedScans:
+    """:func:`scan_window_in_worker`, its results pickled with chunk grids as bytes."""
+    results = scan_window_in_worker(protocol, options, window, concat_dim, open_options)
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _RESULT_REDUCERS
+    pickler.dump(results)
+    return PackedScans(buffer.getvalue())
+
+
+def unpacked(packed: PackedScans) -> list[ScanResult | ScanError]:
+    """The scans :func:`scan_window_packed` packed."""
+    out = pickle.loads(packed.data)
+    if not isinstance(out, list):
+        raise TypeError(f"a worker sent {type(out).__name__}, not a list of scans")
+    return out
+
+
 def scan_in_worker(
     protocol: str,
     options: dict[str, Any],
@@ -438,13 +499,18 @@ def scan_files(
         windows = _windows(listed, _PREFETCH_WINDOW if remote else local_size)
         if use_pool:
             done = shared_pool(workers).map(
-                scan_window_in_worker,
+                scan_window_packed,
                 [(protocol, options, w, concat_dim, settings.open_options) for w in windows],
                 timeout=SCAN_TIMEOUT,
                 on_done=lambda i: tick(len(windows[i])),
             )
             out: list[ScanResult | ScanError] = []
             for window, result in zip(windows, done):
+                if isinstance(result, PackedScans):
+                    try:
+                        result = unpacked(result)
+                    except Exception as e:  # each of its files gets the error
+                        result = e
                 if isinstance(result, BaseException):  # the task failed: each of its files
                     why = f"{type(result).__name__}: {result}"
                     out.extend(ScanError(source.path, why) for source in window)

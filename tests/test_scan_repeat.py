@@ -396,3 +396,55 @@ def test_netcdf3_files_mixed_in(tmp_path: Path, fast_scans: list[str]) -> None:
     )
     assert_store_matches(fs, open_truth(files))
     assert {Path(p).name for p in fast_scans} == {"d1.nc", "d2.nc", "d4.nc", "d5.nc"}
+
+
+# -- how scans travel back from worker processes -------------------------------------------
+
+
+def test_packed_windows_are_the_scans(tmp_path: Path) -> None:
+    """A window's scans pickled with chunk grids as bytes (scheduling.scan_window_packed)
+    unpickle to the same results, a file that fails to scan included."""
+    from fsspec_virtual.access import adapter_for
+    from fsspec_virtual.scheduling import (
+        PackedScans,
+        scan_window_in_worker,
+        scan_window_packed,
+        unpacked,
+    )
+    from fsspec_virtual.source import SourceFile
+
+    files = [_write(tmp_path / f"d{day}.nc", day, chunks=(1, 2, 3)) for day in range(3)]
+    files.append(_write_h5(tmp_path / "plain.h5", 0))
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(files[0].read_bytes()[:600])
+    adapter = adapter_for(LocalFileSystem())
+    window = [SourceFile(str(p), adapter.current_version(str(p)), "hdf5") for p in [*files, bad]]
+    direct = scan_window_in_worker("file", {}, window, "time", {})
+    packed = scan_window_packed("file", {}, window, "time", {})
+    assert isinstance(packed, PackedScans)
+    back = unpacked(pickle.loads(pickle.dumps(packed)))
+    assert len(back) == len(direct) == 5
+    for mine, theirs in zip(back, direct):
+        assert type(mine) is type(theirs)
+        if isinstance(theirs, Exception):
+            assert str(mine) == str(theirs)
+        else:
+            assert _pickled(mine) == _pickled(theirs)  # type: ignore[arg-type]
+            for path, array in theirs.scanned.manifest.arrays.items():
+                grid = mine.scanned.manifest.arrays[path].grid  # type: ignore[union-attr]
+                for a, b in zip(
+                    (grid.file_id, grid.offset, grid.length),
+                    (array.grid.file_id, array.grid.offset, array.grid.length),
+                ):
+                    assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
+                    assert not a.flags.writeable
+
+
+def test_local_windows_keep_every_worker_busy() -> None:
+    from fsspec_virtual.scheduling import _local_window
+
+    assert _local_window(10_000, 2) == 32
+    assert _local_window(1000, 2) == 32
+    assert _local_window(300, 2) == 18
+    assert _local_window(80, 2) == 5
+    assert _local_window(10, 8) == 1
