@@ -156,12 +156,15 @@ def open_as_scanned(
     return adapter_for(fs).open_for_scan(url, version, **options)
 
 
+def _reads(plan: list[MergedRead]) -> list[Read]:
+    return [Read(m.url, m.start, m.end, m.version) for m in plan]
+
+
 async def _execute(
     fs: AbstractFileSystem, plan: list[MergedRead], concurrency: int
 ) -> list[bytes | BaseException]:
     """The bytes of each merged read (or its exception), in plan order."""
-    reads = [Read(m.url, m.start, m.end, m.version) for m in plan]
-    return await adapter_for(fs).read_ranges(reads, concurrency)
+    return await adapter_for(fs).read_ranges(_reads(plan), concurrency)
 
 
 def _scatter(
@@ -373,17 +376,31 @@ class ReadBatcher:
         groups: dict[tuple[int, ReadOptions], list[_Pending]] = {}
         for item in batch:
             groups.setdefault((id(item[0]), item[2]), []).append(item)
+        loop = asyncio.get_running_loop()
         for items in groups.values():
-            task = asyncio.ensure_future(self._run(items))
+            fs, _, options, _, _ = items[0]
+            requests = [item[1] for item in items]
+            try:
+                plan = plan_reads(requests, options.max_gap, options.max_block)
+                # a few small local reads: done now, not in a task one loop turn later
+                fetched = adapter_for(fs).read_ranges_at_once(_reads(plan))
+                if fetched is not None:
+                    results = _scatter(requests, plan, fetched)
+                    _hand_over(loop, [(d, i[3], i[4]) for i, d in zip(items, results)])
+                    continue
+            except BaseException as e:
+                _hand_over(loop, [(e, None, item[4]) for item in items])
+                continue
+            task = asyncio.ensure_future(self._run(items, requests, plan))
             _background.add(task)
             task.add_done_callback(_background.discard)
 
     @staticmethod
-    async def _run(items: list[_Pending]) -> None:
+    async def _run(items: list[_Pending], requests: list[Request], plan: list[MergedRead]) -> None:
         fs, _, options, _, _ = items[0]
         fetched: list[bytes | BaseException]
         try:
-            fetched = await fetch_ranges(fs, [item[1] for item in items], options)
+            fetched = _scatter(requests, plan, await _execute(fs, plan, options.concurrency))
         except BaseException as e:
             fetched = [e] * len(items)
         loop = asyncio.get_running_loop()

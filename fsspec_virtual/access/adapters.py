@@ -186,6 +186,11 @@ class SourceAdapter:
             return await on_own_loop(fs, self._read_async(reads, concurrency))  # type: ignore[arg-type]
         return await self._read_in_threads(reads, concurrency)
 
+    def read_ranges_at_once(self, reads: Sequence[Read]) -> list[bytes | BaseException] | None:
+        """:meth:`read_ranges` done here and now if that blocks for less than a thread
+        hand-off would cost (a few small ranges of local files), else None."""
+        return None
+
     async def _read_async(
         self, reads: Sequence[Read], concurrency: int
     ) -> list[bytes | BaseException]:
@@ -343,12 +348,18 @@ class LocalAdapter(SourceAdapter):
     ) -> list[bytes | BaseException]:
         return results  # each read checked its own descriptor
 
-    async def read_ranges(
-        self, reads: Sequence[Read], concurrency: int
-    ) -> list[bytes | BaseException]:
+    def read_ranges_at_once(self, reads: Sequence[Read]) -> list[bytes | BaseException] | None:
         if sum(r.end - r.start for r in reads) <= _INLINE_LOCAL_BYTES:
             # a thread hand-off costs more than pread-ing a few small ranges
             return self._read_many_blocking(reads)
+        return None
+
+    async def read_ranges(
+        self, reads: Sequence[Read], concurrency: int
+    ) -> list[bytes | BaseException]:
+        at_once = self.read_ranges_at_once(reads)
+        if at_once is not None:
+            return at_once
         return await self._read_in_threads(reads, concurrency)
 
 
