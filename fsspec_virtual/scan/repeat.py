@@ -519,15 +519,20 @@ def _attribute_values(oid: Any, names: tuple[bytes, ...] | None) -> tuple[Any, .
     manager = h5py.AttributeManager(_Owner(oid))
     if names is not None:
         return tuple((name, _value_key(manager[name.decode()])) for name in names)
+    found: list[tuple[bytes, tuple[Any, ...]]] = []
+
+    def record(name: bytes, info: Any) -> None:  # h5py reuses ``info`` for every attribute
+        found.append((name, (info.corder_valid, info.corder, info.cset)))
+
+    h5py.h5a.iterate(oid, record, info=True)  # in name order
     out = []
-    for index in range(h5py.h5a.get_num_attrs(oid)):
-        attr = h5py.h5a.open(oid, index=index)
-        name, kind, space = attr.get_name(), attr.get_type(), attr.get_space()
-        info = h5py.h5a.get_info(attr)
-        shape = space.shape
-        if name in _SCALE_BOOKKEEPING:
-            value = b""
-        elif kind.get_class() in _FIXED_CLASSES or (
+    for name, order in found:
+        if name in _SCALE_BOOKKEEPING:  # used only through dimension scale calls
+            out.append((name, b"", (), order, b""))
+            continue
+        attr = h5py.h5a.open(oid, name)
+        kind, shape = attr.get_type(), attr.get_space().shape
+        if kind.get_class() in _FIXED_CLASSES or (
             kind.get_class() == h5py.h5t.STRING and not kind.is_variable_str()
         ):
             raw = np.empty(shape, dtype=kind.dtype)
@@ -535,7 +540,6 @@ def _attribute_values(oid: Any, names: tuple[bytes, ...] | None) -> tuple[Any, .
             value = raw.tobytes()
         else:
             value = _value_key(manager[name.decode()])
-        order = (info.corder_valid, info.corder, info.cset)
         out.append((name, kind.encode(), shape, order, value))
     return tuple(out)
 
@@ -546,13 +550,14 @@ def _attribute_values(oid: Any, names: tuple[bytes, ...] | None) -> tuple[Any, .
 _FLETCHER32 = 3
 
 
-def _chunks(dsid: Any, layout: _Layout, rank: int) -> _Chunks:
+def _chunks(dsid: Any, layout: _Layout) -> _Chunks:
     """A dataset's chunks as kerchunk asks for them (``chunk_iter``; contiguous:
     ``get_offset`` and ``get_storage_size``)."""
     if not layout.chunked:
         offset = dsid.get_offset()
         if offset is None:
             return _Chunks((), ())
+        rank = dsid.get_space().get_simple_extent_ndims()
         return _Chunks((((0,) * max(rank, 1), 0),), ((offset, dsid.get_storage_size()),))
     keys, places = [], []
     shape = layout.chunks
@@ -598,8 +603,7 @@ def _structure(h5: h5py.File, f: Any) -> _Structure:
         if isinstance(oid, h5py.h5d.DatasetID):
             if header.layout is None:
                 raise _Differs("a dataset without a layout message")
-            rank = oid.get_space().get_simple_extent_ndims()
-            found = _chunks(oid, header.layout, rank)
+            found = _chunks(oid, header.layout)
             chunks[name.decode()] = found
             if header.dense:  # DIMENSION_LIST was not in the header: ask HDF5
                 dims: Any = tuple(_array_dims(h5py.Dataset(oid)))
