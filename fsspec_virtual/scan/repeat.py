@@ -42,7 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..manifest import MISSING, ChunkGrid, Manifest
+from ..manifest import MISSING, ChunkGrid, Manifest, VirtualArray
 
 __all__ = ["Template", "Look", "learn", "rescan", "forget"]
 
@@ -643,8 +643,9 @@ def _rebuilt(template: Manifest, url: str, chunks: dict[str, _Chunks]) -> Manife
             length[place] = size
         if len(placed) != int(written.sum()):
             raise _Differs("chunk count")
-        arrays[path] = replace(
-            array, grid=ChunkGrid(np.array(grid.file_id), offset, length, grid.inline)
+        # the file ids are the template's (read-only: shared)
+        arrays[path] = VirtualArray(
+            array.meta, ChunkGrid(grid.file_id, offset, length, grid.inline), array.plan
         )
     return replace(template, urls=(url,), arrays=arrays)
 
