@@ -28,7 +28,7 @@ from .keys import (
     resolve_key,
 )
 from .options import from_json_safe, redacted, redacted_text, to_json_safe
-from .readahead import DEFAULT_READ_AHEAD, note_chunk_read
+from .readahead import DEFAULT_READ_AHEAD, check_read_ahead, note_chunk_read
 from .reader import DEFAULT_READ_OPTIONS, ReadOptions
 from .report import ScanReport, describe
 from .scan import scan_options as merged_scan_options
@@ -181,7 +181,8 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         Remote sources only: once a reader has asked for three consecutive chunks of an
         array, the next ones are read before they are asked for, at most this many bytes
         held at once (default 64 MiB, shared by the stores of one event loop; 0: never).
-        What is read ahead is checked against the scanned version like any read.
+        What is read ahead belongs to this store's snapshot and is checked against the
+        scanned version like any read.
     cache_secret
         Sign the persistent cache's entries with this secret (HMAC-SHA256) and use only
         entries signed with it: for caches that people you do not trust can write.
@@ -258,9 +259,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         )
         self._reading = ReadOptions(max_gap, max_block, max_concurrency)
         self._decode = check_decode(decode)
-        if not isinstance(read_ahead, int) or read_ahead < 0:
-            raise ValueError(f"read_ahead must be a number of bytes >= 0, not {read_ahead!r}")
-        self._read_ahead = read_ahead
+        self._read_ahead = check_read_ahead(read_ahead)
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
         self._chunk_cache_size = chunk_cache_size

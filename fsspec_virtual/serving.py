@@ -158,10 +158,10 @@ async def read_source(
     if transform is None:
         begin, stop = absolute_range(start, end, source.length)
         request = _request(state, source, begin, stop)
-        ahead = await taken_ahead(state.fs, request)
+        ahead = await taken_ahead(state, request)
         return ahead if ahead is not None else await read_one(state.fs, request, reading)
     request = _request(state, source, 0, source.length)
-    ahead = await taken_ahead(state.fs, request)
+    ahead = await taken_ahead(state, request)
     if ahead is None:
         data = await read_one(state.fs, request, reading, transform)
     else:

@@ -8,6 +8,7 @@ served with its new bytes under an old snapshot (nor its old bytes under a new o
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,10 +86,10 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     seen: list[bool] = []
     take = readahead.ReadAhead.take
 
-    def spy(self: Any, fs: Any, request: Any) -> Any:
-        future = take(self, fs, request)
-        seen.append(future is not None)
-        return future
+    def spy(self: Any, state: Any, request: Any) -> Any:
+        entry = take(self, state, request)
+        seen.append(entry is not None)
+        return entry
 
     monkeypatch.setattr(readahead.ReadAhead, "take", spy)
     return seen
@@ -156,8 +157,10 @@ def test_no_read_ahead_when_told_or_local(served, taken, tmp_path):
     local = fsspec.filesystem("virtualzarr", path=[str(p) for p in paths], concat_dim="time")
     assert not readahead.reads_ahead(local.collection().fs)
     assert readahead.reads_ahead(_store(server).collection().fs)
-    with pytest.raises(ValueError, match="read_ahead"):
-        _store(server, read_ahead=-1)
+    for wrong in (-1, True, 1.5, "64M"):
+        with pytest.raises(ValueError, match="read_ahead must be a whole number of bytes"):
+            _store(server, read_ahead=wrong)
+    _store(server, read_ahead=np.int64(1 << 20))  # any integer type
 
 
 def test_bytes_held_stay_within_the_budget(served, taken, monkeypatch):
@@ -168,10 +171,11 @@ def test_bytes_held_stay_within_the_budget(served, taken, monkeypatch):
     most = 0
     hold = readahead.ReadAhead._hold
 
-    def spy(self: Any, fs: Any, request: Any) -> None:
+    def spy(self: Any, state: Any, request: Any) -> None:
         nonlocal most
-        hold(self, fs, request)
+        hold(self, state, request)
         most = max(most, self.held)
+        _check_accounts(self)
 
     monkeypatch.setattr(readahead.ReadAhead, "_hold", spy)
     array = zarr.open_group(_store(server, read_ahead=budget).get_mapper(""), mode="r")["v"]
@@ -180,13 +184,18 @@ def test_bytes_held_stay_within_the_budget(served, taken, monkeypatch):
     assert any(taken)
 
 
+def _check_accounts(ahead: readahead.ReadAhead) -> None:
+    """The bytes counted as held are those of the ranges held."""
+    assert ahead.held == sum(e.size for e in ahead._ahead.values())
+
+
 def _read_keys(fs: Any, keys: list[str]) -> list[bytes]:
     return [fs.cat_file(k) for k in keys]
 
 
 def _settled(ahead: readahead.ReadAhead) -> None:
     deadline = time.monotonic() + 10
-    while any(not e.future.done() for e in ahead._ahead.values()):
+    while any(e.arrived is None for e in list(ahead._ahead.values())):
         assert time.monotonic() < deadline, "read-ahead never finished"
         time.sleep(0.01)
 
@@ -274,3 +283,146 @@ def test_two_snapshots_of_one_file_never_share_what_was_read_ahead(served, taken
         assert "f0.nc" in str(e)
     else:
         np.testing.assert_array_equal(last, old_truth[STEPS - 1], strict=True)
+
+
+def test_a_rewrite_the_version_cannot_tell_never_mixes_snapshots(served):
+    """A file rewritten with the same size and modification time has the same version
+    (and here the same ETag): a snapshot scanned after it reads the new bytes, never what
+    was read ahead for the snapshot before it."""
+    server, paths = served
+    old = _store(server)
+    _read_keys(old, ["u/0.0", "u/1.0", "u/2.0"])
+    ahead = _ahead_on_fsspec_loop()
+    _settled(ahead)
+    assert ahead.held > 0
+    stat = paths[0].stat()
+    _rewrite(paths[0], 0, only_u=True)
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert paths[0].stat().st_size == stat.st_size
+    state_module.clear_states()
+    new = _store(server)
+    assert new.collection().id == old.collection().id  # nothing tells the versions apart
+    got = np.stack([np.frombuffer(new.cat_file(f"u/{i}.0"), "<i8") for i in range(STEPS)])
+    np.testing.assert_array_equal(got, _truth(paths, "u")[:STEPS], strict=True)
+
+
+def test_loops_that_end_let_go_of_what_was_read_ahead(served):
+    server, _ = served
+    fs = _store(server, asynchronous=True)
+
+    async def read_three() -> None:
+        for i in range(3):
+            await fs._cat_file(f"u/{i}.0")
+
+    for _ in range(4):
+        asyncio.run(read_three())
+    closed = [loop for loop in readahead._per_loop if loop.is_closed()]
+    assert len(closed) <= 1, closed  # a new loop lets go of those that ended before it
+
+
+def test_one_range_at_two_positions_is_held_once(tmp_path, monkeypatch):
+    """An ensemble whose members all link the same dataset: one byte range at several
+    chunk positions is read ahead once, and the bytes counted are the bytes held."""
+    import h5py
+    from test_external_links import _write_data, _write_master
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "m").mkdir()
+    _write_data(tmp_path / "data" / "d.h5", 0, seed=1, steps=40)
+    links = {n: h5py.ExternalLink("../data/d.h5", n) for n in ("time", "lat", "t2m")}
+    for i in range(3):
+        _write_master(tmp_path / "m" / f"m{i}.h5", links, own=False)
+    with h5py.File(tmp_path / "data" / "d.h5") as f:
+        want = np.stack([f["t2m"][()]] * 3)
+    monkeypatch.setattr(readahead, "MAX_AGE", 0.2)
+    state_module.clear_states()
+    with serve_directory(tmp_path) as server:
+        fs = fsspec.filesystem(
+            "virtualzarr",
+            path=f"{server.url}/m/",
+            combine="nested",
+            concat_dim="member",
+            cache=False,
+            skip_instance_cache=True,
+        )
+        ahead = _ahead_on_fsspec_loop()
+        for _ in range(2):
+            keys = [f"t2m/{m}.{t}.{x}" for m in range(3) for t in range(20) for x in range(2)]
+            for key in keys:
+                fs.cat_file(key)
+                _check_accounts(ahead)
+            _settled(ahead)
+            time.sleep(0.3)
+            fs.cat_file("t2m/0.0.0")  # a reader comes back: what was not asked for goes
+            assert ahead.held == 0
+        np.testing.assert_array_equal(zarr.open_group(fs.get_mapper(""))["t2m"][...], want)
+    state_module.clear_states()
+
+
+def _gets_bytes(server: HTTPServer) -> list[int]:
+    sizes = []
+    for hit in server.gets():
+        start, _, end = (hit.range or "").removeprefix("bytes=").partition("-")
+        if start and end and hit.range != "bytes=0-7":
+            sizes.append(int(end) - int(start) + 1)
+    return sizes
+
+
+def test_read_ahead_requests_stay_small_and_few(served, monkeypatch):
+    server, paths = served
+    fs = _store(server, max_concurrency=2)
+    chunk = fs.info("u/0.0")["size"]
+    monkeypatch.setattr(readahead, "MAX_REQUEST_BYTES", 3 * chunk)
+    server.reset()
+    truth = _truth(paths, "u")
+    for i in range(FILES * STEPS):  # one reader, one chunk at a time
+        np.testing.assert_array_equal(np.frombuffer(fs.cat_file(f"u/{i}.0"), "<i8"), truth[i])
+    sizes = _gets_bytes(server)
+    assert max(sizes) <= 3 * chunk, sizes
+    assert sum(sizes) == FILES * STEPS * chunk  # every chunk read once
+    # the reader's own request, and at most max_concurrency read-ahead requests
+    assert server.max_in_flight <= 1 + 2, server.max_in_flight
+
+
+def test_what_arrives_late_is_still_taken(served, monkeypatch, taken):
+    """The age of a range read ahead counts from its arrival, not its request: on a slow
+    link nothing is read twice."""
+    server, paths = served
+    monkeypatch.setattr(readahead, "MAX_AGE", 0.3)
+    server.delay.update({p.name: 0.4 for p in paths})
+    fs = _store(server)
+    fs.cat_file(".zmetadata")
+    server.reset()
+    truth = _truth(paths, "u")
+    for i in range(STEPS):
+        np.testing.assert_array_equal(np.frombuffer(fs.cat_file(f"u/{i}.0"), "<i8"), truth[i])
+    assert sum(_gets_bytes(server)) <= STEPS * fs.info("u/0.0")["size"] * 2
+    assert sum(taken) >= STEPS // 2, taken
+
+
+def test_random_steps_of_a_tiled_variable_read_little_more(tmp_path, taken):
+    """A random time step of a variable split into tiles asks for consecutive chunks: how
+    far ahead is read grows with the run, so a step costs at most about one more step."""
+    root = tmp_path / "www"
+    root.mkdir()
+    path = root / "tiles.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", 40)
+        nc.createDimension("x", 8 * 100)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units = "days since 2000-01-01"
+        t[:] = np.arange(40.0)
+        w = nc.createVariable("w", "i8", ("time", "x"), chunksizes=(1, 100))
+        w[:] = np.arange(40 * 800).reshape(40, 800)
+    state_module.clear_states()
+    with serve_directory(root) as server:
+        fs = _store(server)
+        array = zarr.open_group(fs.get_mapper(""), mode="r")["w"]
+        array[0, 0]
+        server.reset()
+        steps = [17, 3, 29, 8, 35, 12, 24, 1, 38, 20]
+        for step in steps:
+            np.testing.assert_array_equal(array[step], np.arange(step * 800, (step + 1) * 800))
+        asked = len(steps) * 800 * 8
+        assert sum(_gets_bytes(server)) <= 2 * asked
+    state_module.clear_states()
