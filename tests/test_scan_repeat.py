@@ -448,3 +448,15 @@ def test_local_windows_keep_every_worker_busy() -> None:
     assert _local_window(300, 2) == 18
     assert _local_window(80, 2) == 5
     assert _local_window(10, 8) == 1
+
+
+def test_the_parse_memo_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Header parses are kept by their bytes up to a bound; past it they are parsed anew,
+    with the same result."""
+    monkeypatch.setattr(repeat, "_PARSED_BYTES", 2000)
+    base = _write(tmp_path / "a.nc", 0, extra_attrs=6)
+    for day in range(1, 4):
+        _check(base, _write(tmp_path / f"b{day}.nc", day, extra_attrs=6), fast_expected=True)
+        assert repeat._parsed_bytes[0] <= 2000 + max(
+            len(k[-1]) if isinstance(k[-1], bytes) else sum(map(len, k[-1])) for k in repeat._parsed
+        )

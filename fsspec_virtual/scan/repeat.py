@@ -107,6 +107,7 @@ def forget() -> None:
     with _lock:
         _templates.clear()
         _parsed.clear()
+        _parsed_bytes[0] = 0
 
 
 # -- reading the file's own bytes ------------------------------------------------------------
@@ -217,16 +218,23 @@ def _messages_v2(track: bool, data: bytes, start: int, end: int) -> list:
 #: repeat most of them): a pure function of the bytes, kept for the process, bounded.
 _parsed: dict[Any, Any] = {}
 _PARSED_KEPT = 4096
+#: Header bytes kept as keys, at most (a header may hold large attributes).
+_PARSED_BYTES = 16 * 2**20
+_parsed_bytes = [0]
 
 
-def _memoized(key: Any, parse: Any, *args: Any) -> Any:
-    """``parse(*args)``, which ``key`` determines."""
+def _memoized(key: tuple[Any, ...], parse: Any, *args: Any) -> Any:
+    """``parse(*args)``, which ``key`` (ending with the bytes parsed) determines."""
     found = _parsed.get(key)
     if found is None:
         found = parse(*args)
-        if len(_parsed) >= _PARSED_KEPT:
+        raw = key[-1]
+        size = len(raw) if isinstance(raw, bytes) else sum(map(len, raw))
+        if len(_parsed) >= _PARSED_KEPT or _parsed_bytes[0] + size > _PARSED_BYTES:
             _parsed.clear()
+            _parsed_bytes[0] = 0
         _parsed[key] = found
+        _parsed_bytes[0] += size
     return found
 
 
