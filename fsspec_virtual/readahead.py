@@ -34,6 +34,8 @@ from fsspec import AbstractFileSystem
 
 from .access import adapter_for
 from .access.adapters import SourceAdapter, reads_async
+from .access.http import HTTPAdapter
+from .access.s3 import S3Adapter
 from .keys import ChunkSource, RangeSource, chunk_index
 from .manifest import VirtualArray
 from .reader import ReadOptions, Request, fetch_ranges
@@ -82,9 +84,6 @@ def check_read_ahead(value: object) -> int:
 def reads_ahead(fs: AbstractFileSystem) -> bool:
     """Whether reads from ``fs`` are worth reading ahead: a remote filesystem (HTTP, S3 or
     another asynchronous one other than ``memory``), where a request costs a round trip."""
-    from .access.http import HTTPAdapter
-    from .access.s3 import S3Adapter
-
     adapter = adapter_for(fs)
     if isinstance(adapter, (HTTPAdapter, S3Adapter)):
         return True
