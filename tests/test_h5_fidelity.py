@@ -1,7 +1,8 @@
 """HDF5 / NetCDF4 variables the store must serve exactly as h5py / xarray read them, or
 leave out with a warning: variable-length strings with a fill value, invalid link names,
 virtual datasets, compound and complex types, padded fixed-length strings, data never
-written, and files with a user block.
+written, files with a user block, and filter pipelines kerchunk misreads (shuffle after
+another filter, chunks written with filters skipped).
 
 Every file is written here (h5py, PyTables, netCDF4, xarray); the truth is a direct read.
 """
@@ -551,3 +552,68 @@ def test_report_counts_what_is_left_out_in_text_and_html(tmp_path):
     assert "1 variables served from 1 file(s), 1 left out" in str(report)
     page = report._repr_html_()
     assert "<table>" in page and "null dataspace" in page and "1 left out" in page
+
+
+# -- filter pipelines kerchunk misreads -------------------------------------------------------
+
+
+def _pipeline_file(path: Path, order: str, filter_mask: int) -> list[str]:
+    """``v``: float32 chunks filtered by deflate and shuffle in ``order``; with a nonzero
+    ``filter_mask``, each chunk written directly with those filters skipped (as
+    ``H5Dwrite_chunk`` allows and HDF5 reads). ``w``: the usual pipeline, for contrast."""
+    import numcodecs
+
+    with h5py.File(path, "w") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((1, 50))
+        for step in order.split(","):
+            dcpl.set_deflate(4) if step == "deflate" else dcpl.set_shuffle()
+        space = h5py.h5s.create_simple((2, 100))
+        v = h5py.Dataset(h5py.h5d.create(f.id, b"v", h5py.h5t.IEEE_F32LE, space, dcpl=dcpl))
+        values = np.arange(200, dtype="<f4").reshape(2, 100) * 1.5 + 1
+        if filter_mask:
+            steps = order.split(",")
+            for row in range(2):
+                for col in range(2):
+                    data = values[row, 50 * col : 50 * (col + 1)].tobytes()
+                    for bit, step in enumerate(steps):
+                        if filter_mask & (1 << bit):
+                            continue
+                        if step == "shuffle":
+                            data = bytes(numcodecs.Shuffle(elementsize=4).encode(data))
+                        else:
+                            data = bytes(numcodecs.Zlib(4).encode(data))
+                    v.id.write_direct_chunk((row, 50 * col), data, filter_mask=filter_mask)
+        else:
+            v[...] = values
+        f.create_dataset("w", data=values, chunks=(1, 50), compression="gzip", shuffle=True)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["v"][()], values)  # HDF5 reads what was meant
+    return ["v", "w"]
+
+
+@pytest.mark.parametrize(
+    ("order", "filter_mask"),
+    [
+        ("deflate,shuffle", 0),  # kerchunk lists shuffle first whatever the order
+        ("shuffle,deflate", 1),  # shuffle skipped: kerchunk drops deflate too
+        ("shuffle,deflate", 2),  # deflate skipped
+        ("deflate,shuffle", 1),  # deflate skipped: read as-is, it was shuffled values
+    ],
+)
+def test_filter_pipelines_kerchunk_misreads_equal_h5py(
+    tmp_path: Path, order: str, filter_mask: int
+) -> None:
+    path = tmp_path / "pipeline.h5"
+    names = _pipeline_file(path, order, filter_mask)
+    fs = virtual(path)
+    assert_equals_h5py(fs, path, names)
+    report = fs.report()
+    assert "read through h5py" in str(report), report
+    assert json_of(fs, "w/.zarray")["filters"], "the usual pipeline still passes through"
+
+
+def json_of(fs: Any, key: str) -> Any:
+    import json
+
+    return json.loads(fs.cat_file(key))

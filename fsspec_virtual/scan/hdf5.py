@@ -801,6 +801,9 @@ def _serve_dataset(
         return _read_through_h5py(translator, dset, path, _reason_for(path, messages))
     if _padded_string(dset):
         return _read_through_h5py(translator, dset, path, "space-padded or null-terminated text")
+    pipeline = _pipeline_problem(translator, dset, base)
+    if pipeline:
+        return _read_through_h5py(translator, dset, path, pipeline)
     if dset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
         base = _compact_array(dset, base)
     names = dims.get(path, [])
@@ -812,6 +815,25 @@ def _serve_dataset(
         return _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
     except UnservableError as e:
         return _read_through_h5py(translator, dset, path, str(e))
+
+
+def _pipeline_problem(translator: Any, dset: h5py.Dataset, base: VirtualArray) -> str:
+    """Why kerchunk's codecs for ``dset`` may not decode its chunks as HDF5 does, or "".
+
+    kerchunk always lists shuffle first, whatever the pipeline's order; and for chunks
+    written with filters skipped (a nonzero filter mask, as ``H5Dwrite_chunk`` allows) it
+    drops codecs from its list by the mask's bits, which it matches against its own order
+    and truncates: a chunk then decodes to other values of the same size, silently.
+    """
+    plist = dset.id.get_create_plist()
+    codes = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if h5py.h5z.FILTER_SHUFFLE in codes[1:]:
+        return "its filter pipeline applies shuffle after another filter"
+    meta = base.meta
+    declared = len(meta.filters or ()) + (meta.compressor is not None)
+    if declared != len(translator._decode_filters(dset)):
+        return "chunks written with some of its filters skipped (an HDF5 filter mask)"
+    return ""
 
 
 def _odd_fill_value(dset: Any, dtype: np.dtype) -> str | None:
