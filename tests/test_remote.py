@@ -446,6 +446,39 @@ class TestSchedulers:
             check(fs, paths)
             assert sum(client.run(lambda: 1).values()) == 2  # the cluster is alive
 
+    def test_dask_scans_windows_of_files_each_file_its_own(self, tmp_path):
+        """With enough files, a Dask task scans a window of them: the store equals one
+        scanned in this process, and a file that fails is left out alone, named."""
+        from conftest import write_many
+
+        distributed = pytest.importorskip("distributed")
+        import fsspec_virtual.scheduling as scheduling
+
+        paths = write_many(tmp_path / "d", 40)
+        bad = write_truncated(tmp_path / "d" / "m0017.nc", paths[17])
+        kept = [p for p in paths if p != bad]
+        assert scheduling._local_window(len(paths), 2) > 1  # windows of several files
+        state_module.clear_states()
+        serial = virtual([str(p) for p in kept], max_workers=1, cache=False)
+        expected = {k: serial.cat_file(k) for k in serial.find("")}
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            for scheduler in (client, "dask"):
+                state_module.clear_states()
+                with pytest.warns(SkippedFileWarning, match="m0017.nc"):
+                    fs = virtual(
+                        str(tmp_path / "d"), scheduler=scheduler, cache=False, on_error="skip"
+                    )
+                    fs.cat_file(".zmetadata")
+                assert len(fs.collection().files) == len(kept)
+                assert {k: fs.cat_file(k) for k in fs.find("")} == expected
+                check(fs, kept)
+        state_module.clear_states()
+
     def test_unknown_scheduler(self, tmp_path):
         with pytest.raises(ValueError, match="scheduler"):
             virtual(str(tmp_path), scheduler="threads")
