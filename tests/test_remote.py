@@ -12,6 +12,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -424,18 +425,25 @@ class TestS3:
         assert '"secret": "***"' in fs.to_json(include_password=False)
 
 
+@contextmanager
+def _two_workers() -> Iterator[Any]:
+    """A Dask client of two worker processes, one thread each."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
 class TestSchedulers:
     def test_dask_local_cluster_gives_the_same_store(self, tmp_path):
-        distributed = pytest.importorskip("distributed")
         paths = write_series(tmp_path / "d", TIMES)
         serial = virtual(str(tmp_path / "d"), max_workers=1, cache=False)
         expected = {k: serial.cat_file(k) for k in serial.find("")}
-        with (
-            distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        with _two_workers() as client:
             for scheduler in ("dask", client):
                 state_module.clear_states()
                 fs = virtual(str(tmp_path / "d"), scheduler=scheduler, cache=False)
@@ -451,7 +459,6 @@ class TestSchedulers:
         scanned in this process, and a file that fails is left out alone, named."""
         from conftest import write_many
 
-        distributed = pytest.importorskip("distributed")
         import fsspec_virtual.scheduling as scheduling
 
         paths = write_many(tmp_path / "d", 40)
@@ -461,12 +468,7 @@ class TestSchedulers:
         state_module.clear_states()
         serial = virtual([str(p) for p in kept], max_workers=1, cache=False)
         expected = {k: serial.cat_file(k) for k in serial.find("")}
-        with (
-            distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        with _two_workers() as client:
             for scheduler in (client, "dask"):
                 state_module.clear_states()
                 with pytest.warns(SkippedFileWarning, match="m0017.nc"):
