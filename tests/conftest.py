@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,20 @@ def write_many(directory: Path, n_files: int) -> list[Path]:
         start += steps
         paths.append(path)
     return paths
+
+
+@contextmanager
+def local_dask_cluster(n_workers: int) -> Iterator[Any]:
+    """A Dask client of ``n_workers`` worker processes, one thread each: they have none of
+    this process's snapshots."""
+    import distributed  # a test extra: its absence fails the test, never skips it
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
 
 
 # -- bad files --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import write_series, write_simple, write_truncated
+from conftest import local_dask_cluster, write_series, write_simple, write_truncated
 from oracle import assert_store_matches, open_truth
 from servers import HTTPServer, S3Server, serve_directory, serve_s3
 
@@ -425,25 +424,12 @@ class TestS3:
         assert '"secret": "***"' in fs.to_json(include_password=False)
 
 
-@contextmanager
-def _two_workers() -> Iterator[Any]:
-    """A Dask client of two worker processes, one thread each."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
-
-
 class TestSchedulers:
     def test_dask_local_cluster_gives_the_same_store(self, tmp_path):
         paths = write_series(tmp_path / "d", TIMES)
         serial = virtual(str(tmp_path / "d"), max_workers=1, cache=False)
         expected = {k: serial.cat_file(k) for k in serial.find("")}
-        with _two_workers() as client:
+        with local_dask_cluster(2) as client:
             for scheduler in ("dask", client):
                 state_module.clear_states()
                 fs = virtual(str(tmp_path / "d"), scheduler=scheduler, cache=False)
@@ -468,7 +454,7 @@ class TestSchedulers:
         state_module.clear_states()
         serial = virtual([str(p) for p in kept], max_workers=1, cache=False)
         expected = {k: serial.cat_file(k) for k in serial.find("")}
-        with _two_workers() as client:
+        with local_dask_cluster(2) as client:
             for scheduler in (client, "dask"):
                 state_module.clear_states()
                 with pytest.warns(SkippedFileWarning, match="m0017.nc"):

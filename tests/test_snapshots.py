@@ -14,17 +14,14 @@ import pickle
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import distributed
 import fsspec
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import write_steps
+from conftest import local_dask_cluster, write_steps
 from servers import serve_directory
 
 import fsspec_virtual.state as state_module
@@ -65,18 +62,6 @@ def _rewrite_keeping_stat(path: Path, value: float) -> None:
     tmp.unlink()
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_mtime_ns == before.st_mtime_ns
-
-
-@contextmanager
-def _dask_cluster() -> Iterator[distributed.Client]:
-    """One worker in another process: it has none of this process's snapshots."""
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +138,7 @@ class TestOpenObjectsKeepTheirSnapshot:
         (tmp_path / "c.nc").unlink()
         _write(tmp_path / "c.nc", 6, 3.0)  # rewritten: the old snapshot cannot be read whole
         fs.refresh()
-        with _dask_cluster():
+        with local_dask_cluster(1):  # a worker with none of this process's snapshots
             if cache:  # the worker finds the snapshot in the scan cache
                 np.testing.assert_array_equal(ds["v"][:3].compute().values, _truth(a))
             else:  # it cannot rebuild it: the listing has changed since
@@ -168,7 +153,7 @@ class TestOpenObjectsKeepTheirSnapshot:
         ds = xr.open_zarr(fs.get_mapper(""), chunks={"time": 1})
         _write(tmp_path / "b.nc", 3, 2.0)
         fs.refresh()
-        with _dask_cluster():
+        with local_dask_cluster(1):  # a worker with none of this process's snapshots
             np.testing.assert_array_equal(ds["v"].compute().values, _truth(a, c))
 
     def test_dask_worker_reads_a_collection_numbered_by_callables(self, tmp_path):
@@ -196,7 +181,7 @@ class TestOpenObjectsKeepTheirSnapshot:
                 cache=False,
             )
             ds = xr.open_zarr(fs.get_mapper(""), chunks={"member": 1})
-            with _dask_cluster():
+            with local_dask_cluster(1):  # a worker with none of this process's snapshots
                 served = ds["v"].compute().values
             np.testing.assert_array_equal(served, np.stack([_truth(p) for p in paths]))
             assert list(ds["member"].values) == [1, 2]
