@@ -403,6 +403,7 @@ def local_dask_cluster(n_workers: int) -> Iterator[Any]:
     """A Dask client of ``n_workers`` worker processes, one thread each: they have none of
     this process's snapshots."""
     import distributed  # a test extra: its absence fails the test, never skips it
+
     with (
         distributed.LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
