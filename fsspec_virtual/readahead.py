@@ -139,7 +139,7 @@ class _Reader:
         """Whether ``position`` was asked for or read ahead lately."""
         return position in self.ahead or self._lately(position) is not None
 
-    def reads_ahead(self, position: int) -> None:
+    def note_ahead(self, position: int) -> None:
         """Note that ``position`` is being read ahead."""
         self.ahead[position] = None
         if len(self.ahead) > 2 * WINDOW_CHUNKS:
@@ -237,7 +237,7 @@ class ReadAhead:
                         break
                     requests.append(request)
                     self._hold(state, request)
-            reader.reads_ahead(p)
+            reader.note_ahead(p)
         for group in _grouped(requests):
             self._start(state, group, options)
 

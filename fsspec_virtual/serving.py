@@ -155,13 +155,13 @@ async def read_source(
     if isinstance(source, ComputedSource):
         return (await _computed(state, source, decode, reading))[slice(start, end)]
     transform = _decoder(source.array, decode, _where(source))
-    if transform is None:
-        begin, stop = absolute_range(start, end, source.length)
-        request = _request(state, source, begin, stop)
-        ahead = await taken_ahead(state, request)
-        return ahead if ahead is not None else await read_one(state.fs, request, reading)
-    request = _request(state, source, 0, source.length)
+    begin, stop = (
+        absolute_range(start, end, source.length) if transform is None else (0, source.length)
+    )
+    request = _request(state, source, begin, stop)
     ahead = await taken_ahead(state, request)
+    if transform is None:
+        return ahead if ahead is not None else await read_one(state.fs, request, reading)
     if ahead is None:
         data = await read_one(state.fs, request, reading, transform)
     else:
