@@ -301,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         default="client",
         help="who decodes our chunks in the read figures (the store's decode= option)",
     )
+    parser.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="the Zarr format our store serves and xarray/zarr open (the store's zarr_format=)",
+    )
     opts = parser.parse_args(argv)
 
     preset: Preset = PRESETS[opts.preset]
@@ -331,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget": opts.budget,
         "masked_var": MASKED_VAR,
         "decode": opts.decode,
+        "zarr_format": opts.zarr_format,
     }
     mb = preset.var_nbytes / 1e6
     log(
@@ -722,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
         "steps": sorted(only),
         "decode": opts.decode,
+        "zarr_format": opts.zarr_format,
         "wall_seconds": wall,
         "generation_seconds": gen_time,
         "collection": {
