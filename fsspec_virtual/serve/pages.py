@@ -1,0 +1,109 @@
+"""The pages a person reads: the landing page (``/``) and quick-look images
+(``/quicklook/{variable path}.png``), added to the server's application.
+
+Each request reads the snapshot the server's middleware pinned for it; the page and the
+images are made in threads (never on the loop), and each carries an entity tag of its
+snapshot, path and query, so a browser that has one asks again with ``If-None-Match``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import web
+
+from ..report import describe
+from .http import none_match
+from .landing import landing_html
+from .quicklook import DatasetCache, QuickLookError, check_variable, quicklook_png
+from .store import PINNED, Pinned, blocking_store
+
+__all__ = ["PAGE_POLICY", "add_page_routes"]
+
+#: The landing page loads nothing but its own quick-look images: no script, no resource
+#: from elsewhere (names and attributes from the files are escaped; this is the second
+#: line of defence).
+PAGE_POLICY = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+_DATASETS = web.AppKey("fsspec_virtual.quicklook_datasets", DatasetCache)
+
+
+def add_page_routes(app: web.Application) -> None:
+    """Add ``GET``/``HEAD`` ``/`` (the landing page) and ``/quicklook/{path}.png``.
+
+    The server's middleware must pin a snapshot to each request first (``PINNED``).
+    """
+    app[_DATASETS] = DatasetCache()
+    app.router.add_get("/", landing)
+    app.router.add_get("/quicklook/{path:.+}.png", quicklook)
+
+
+def _tag(*parts: str) -> str:
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def _not_modified(request: web.Request, tag: str) -> web.Response | None:
+    if none_match(request.headers.get("If-None-Match"), tag):
+        return web.Response(status=304, headers={"ETag": tag})
+    return None
+
+
+async def landing(request: web.Request) -> web.Response:
+    """The landing page of the snapshot the request reads."""
+    state = request[PINNED].state
+    base_url = str(request.url.origin()) + "/"
+    tag = _tag("page", state.id, base_url)
+    unchanged = _not_modified(request, tag)
+    if unchanged is not None:
+        return unchanged
+
+    def page() -> str:
+        report = describe(state.manifest, len(state.files), state.scan_cost)
+        return landing_html(state, report, base_url=base_url)
+
+    text = await asyncio.to_thread(page)
+    headers = {"ETag": tag, "Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+
+
+def _problem(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+
+
+async def quicklook(request: web.Request) -> web.Response:
+    """A quick-look PNG of one variable: 404 for a variable without one, 400 for a bad
+    selection (the body says why)."""
+    pinned: Pinned = request[PINNED]
+    state = pinned.state
+    path = request.match_info["path"]
+    manifest = state.manifest
+    query: dict[str, str] = {}
+    for name in request.query:
+        if name == "token":  # the server's own (it answers it before pages see it)
+            continue
+        values = request.query.getall(name)
+        if len(values) > 1:
+            return _problem(400, f"dimension {name!r} is selected {len(values)} times")
+        query[name] = values[0]
+    try:
+        metas = {p: a.meta for p, a in manifest.arrays.items()}
+        meta = check_variable(metas, manifest.skipped, path)
+    except QuickLookError as error:
+        return _problem(error.status, str(error))
+    tag = _tag("quicklook", state.id, path, *sorted(f"{k}={v}" for k, v in query.items()))
+    unchanged = _not_modified(request, tag)
+    if unchanged is not None:
+        return unchanged
+    fs = await blocking_store(request)
+    datasets = request.app[_DATASETS]
+    try:
+        png = await asyncio.to_thread(quicklook_png, datasets, fs, state.id, path, meta, query)
+    except QuickLookError as error:
+        return _problem(error.status, str(error))
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    return web.Response(body=png, content_type="image/png", headers=headers)
