@@ -11,14 +11,14 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from .combine import CombineOptions
-from .errors import AmbiguousKeyError, ReadOnlyError
+from .errors import AmbiguousKeyError, ReadOnlyError, StaleSourceError
 from .format_probe import FormatProbes
 from .keys import (
     ChunkSource,
@@ -47,6 +47,9 @@ from .state import (
     resolve_snapshot,
     resolve_snapshot_async,
 )
+
+if TYPE_CHECKING:
+    from .export.icechunk import IcechunkExport
 
 __all__ = ["VirtualZarrFileSystem"]
 
@@ -484,6 +487,48 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
         state = self.collection()
         return describe(state.manifest, len(state.files), state.scan_cost)
+
+    def to_icechunk(
+        self, repo_or_storage: Any, branch: str = "main", message: str | None = None
+    ) -> IcechunkExport:
+        """Commit this store's snapshot to a branch of an Icechunk repository: passthrough
+        chunks as virtual references (checked by the source's ETag or modification time),
+        computed and inline chunks as real chunks, metadata as Zarr v3. A second export
+        after :meth:`refresh` writes only what changed. Needs ``pip install
+        fsspec-virtual[icechunk]``; see :func:`fsspec_virtual.export.icechunk.to_icechunk`.
+
+        Parameters
+        ----------
+        repo_or_storage
+            An ``icechunk.Repository``, or an ``icechunk.Storage`` (opened, or created).
+        branch
+            The branch to commit to (created at ``main``'s tip if it does not exist).
+        message
+            The commit message (default: names the snapshot).
+
+        Returns
+        -------
+        IcechunkExport
+            The commit, what it wrote, and the container prefixes readers authorize.
+        """
+        from .export.icechunk import to_icechunk
+
+        return to_icechunk(
+            self.collection(),
+            repo_or_storage,
+            branch=branch,
+            message=message,
+            reading=self._reading,
+            earlier=self._known_snapshot,
+        )
+
+    def _known_snapshot(self, ident: str) -> CollectionState | None:
+        """Snapshot ``ident`` of this collection if it can still be had (kept in this
+        process or in the scan cache), else None."""
+        try:
+            return resolve_snapshot(self._spec, ident, self._scanning, self._scan_cache)
+        except StaleSourceError:
+            return None
 
     # -- listing ----------------------------------------------------------------------
 

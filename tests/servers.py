@@ -240,8 +240,11 @@ class HTTPServer:
 
 
 @contextmanager
-def serve_directory(root: Path, *, ranges: bool = True) -> Iterator[HTTPServer]:
-    """Serve ``root`` over HTTP on 127.0.0.1 (an aiohttp server in its own thread)."""
+def serve_directory(
+    root: Path, *, ranges: bool = True, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[HTTPServer]:
+    """Serve ``root`` over HTTP on ``host`` (an aiohttp server in its own thread), on
+    ``port`` (default: a free one; on 80 the URL names no port, as users write it)."""
     server = HTTPServer(Path(root), ranges=ranges)
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -252,15 +255,21 @@ def serve_directory(root: Path, *, ranges: bool = True) -> Iterator[HTTPServer]:
         app.router.add_route("*", "/{tail:.*}", server.handle)
         app_runner = web.AppRunner(app, access_log=None)
         await app_runner.setup()
-        site = web.TCPSite(app_runner, "127.0.0.1", 0)
+        runner["runner"] = app_runner
+        site = web.TCPSite(app_runner, host, port)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
-        server.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
-        runner["runner"] = app_runner
+        bound = sockets[0].getsockname()[1]
+        server.url = f"http://{host}" if bound == 80 else f"http://{host}:{bound}"
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
+        try:
+            loop.run_until_complete(start())
+        except OSError as e:  # the address is taken
+            runner["error"] = e
+            started.set()
+            return
         started.set()
         loop.run_forever()
 
@@ -268,6 +277,11 @@ def serve_directory(root: Path, *, ranges: bool = True) -> Iterator[HTTPServer]:
     thread.start()
     if not started.wait(10):
         raise RuntimeError("the test HTTP server did not start")
+    if "error" in runner:
+        thread.join(10)
+        loop.run_until_complete(runner["runner"].cleanup())
+        loop.close()
+        raise runner["error"]
     try:
         yield server
     finally:
