@@ -23,8 +23,9 @@ from .format_probe import FormatProbes
 from .keys import (
     ChunkSource,
     StoreKey,
+    ZarrFormat,
+    children,
     choose_reading,
-    chunk_keys,
     resolve_key,
 )
 from .options import from_json_safe, redacted, redacted_text, to_json_safe
@@ -34,7 +35,15 @@ from .report import ScanReport, describe
 from .scan import scan_options as merged_scan_options
 from .scan_cache import ScanCache
 from .scheduling import Progress, ScanSettings
-from .serving import Decode, check_decode, read_source, read_sources, served_metadata, served_size
+from .serving import (
+    Decode,
+    check_decode,
+    check_zarr_format,
+    read_source,
+    read_sources,
+    served_metadata,
+    served_size,
+)
 from .state import (
     CollectionSpec,
     CollectionState,
@@ -109,7 +118,8 @@ def _spelled(value: Any) -> Any:
 
 
 class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
-    """A read-only Zarr v2 store over a collection of NetCDF4/HDF5/NetCDF3 files.
+    """A read-only Zarr store (format 2, or 3 on request) over a collection of
+    NetCDF4/HDF5/NetCDF3 files.
 
     Construction does no I/O: the files are listed and scanned on first access, and the
     result is shared by every instance with the same arguments in the process.
@@ -180,6 +190,12 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         as the files hold them, and zarr decodes them) or ``"store"`` (the store decodes
         them, batched on every core, and the arrays' ``.zarray`` declare no codecs): for
         readers in this process; string arrays are passed through either way.
+    zarr_format
+        The Zarr format served: ``2`` (default: ``.zgroup``/``.zarray``/``.zattrs`` and
+        consolidated ``.zmetadata``, chunk keys ``t2m/17.0.0``) or ``3`` (``zarr.json``
+        per node, consolidated inline in the root's, chunk keys ``t2m/c/17/0/0``). Both
+        read the same values from the same byte ranges; in format 3 an array whose codec
+        pipeline has no v3 spelling is served decoded by the store.
     read_ahead
         Remote sources only: once a reader has asked for three consecutive chunks of an
         array, the next ones are read before they are asked for, at most this many bytes
@@ -228,6 +244,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         max_block: int = DEFAULT_READ_OPTIONS.max_block,
         max_concurrency: int = DEFAULT_READ_OPTIONS.concurrency,
         decode: Decode = "client",
+        zarr_format: ZarrFormat = 2,
         read_ahead: int = DEFAULT_READ_AHEAD,
         cache_secret: str | None = None,
         snapshot: str | None = None,
@@ -262,6 +279,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         )
         self._reading = ReadOptions(max_gap, max_block, max_concurrency)
         self._decode = check_decode(decode)
+        self._format = check_zarr_format(zarr_format)
         self._read_ahead = check_read_ahead(read_ahead)
         if chunk_cache_size is not None and chunk_cache_size < 0:
             raise ValueError(f"chunk_cache_size must be >= 0, not {chunk_cache_size}")
@@ -270,7 +288,7 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         self._listing_ttl = listing_ttl
         self._fixed_snapshot = snapshot
         self._pinned: CollectionState | None = None
-        self._probes = FormatProbes()
+        self._probes = FormatProbes(self._format)
         # Only under URL chaining (fsspec's url_to_fs passes fo=) do clients address keys
         # below the source path itself ("/data/*.nc/t2m/.zarray"); a path= never prefixes keys.
         self._chained_root = fo.strip("/") if path is None and isinstance(fo, str) else None
@@ -373,7 +391,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
                 state = self.collection()
             else:
                 return StoreKey(below, whole)
-        return choose_reading(state.manifest, state.metadata, below, whole)
+        return choose_reading(state.manifest, self._metadata(state), below, whole, self._format)
+
+    def _metadata(self, state: CollectionState) -> dict[str, bytes]:
+        """The metadata documents this store serves (its format and decode mode)."""
+        return served_metadata(state, self._decode, self._format)
 
     def _is_node(self, state: CollectionState, path: str) -> bool:
         """Whether ``path`` names a group or an array of the store (either reading of an
@@ -533,26 +555,17 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     # -- listing ----------------------------------------------------------------------
 
     def _children(self, state: CollectionState, key: str) -> list[dict[str, Any]] | None:
-        """Entries directly below a group or array key, or None if ``key`` is neither."""
-        manifest = state.manifest
-        prefix = f"{key}/" if key else ""
-        metadata = served_metadata(state, self._decode)
-        if key in manifest.arrays:
-            names = [f"{prefix}.zarray", f"{prefix}.zattrs"]
-            files: list[tuple[str, int | None]] = [(n, len(metadata[n])) for n in names]
-            files += chunk_keys(key, manifest.arrays[key], self._decode == "store")
-            return [{"name": n, "size": s, "type": "file"} for n, s in files]
-        if key not in manifest.groups:
+        """Entries directly below a directory key (a group, an array, a level of v3 chunk
+        keys), or None if ``key`` is none."""
+        found = children(
+            state.manifest, self._metadata(state), key, self._decode == "store", self._format
+        )
+        if found is None:
             return None
-        entries = [
-            {"name": name, "size": len(doc), "type": "file"}
-            for name, doc in metadata.items()
-            if name.startswith(prefix) and "/" not in name[len(prefix) :]
+        return [
+            {"name": n, "size": size, "type": "directory" if is_dir else "file"}
+            for n, size, is_dir in found
         ]
-        for child in [*manifest.groups, *manifest.arrays]:
-            if child and child.startswith(prefix) and "/" not in child[len(prefix) :]:
-                entries.append({"name": child, "size": 0, "type": "directory"})
-        return entries
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         state = await self._state()
@@ -570,13 +583,22 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         name = self._named(path, key)
         if key in state.manifest.groups or key in state.manifest.arrays:
             return {"name": name, "size": 0, "type": "directory"}
-        source = resolve_key(state.manifest, served_metadata(state, self._decode), key)
+        source = resolve_key(state.manifest, self._metadata(state), key, self._format)
         if source is None:
+            if self._format == 3 and self._children(state, key) is not None:
+                return {"name": name, "size": 0, "type": "directory"}  # "t2m/c/3"
             raise FileNotFoundError(key)
-        size = served_size(source, self._decode)
+        size = served_size(source, self._decode, self._format)
         if size is None:
-            size = len(await read_source(state, source, None, None, self._decode, self._reading))
+            size = len(await self._read(state, source, None, None))
         return {"name": name, "size": size, "type": "file"}
+
+    async def _read(
+        self, state: CollectionState, source: ChunkSource, start: int | None, end: int | None
+    ) -> bytes:
+        return await read_source(
+            state, source, start, end, self._decode, self._reading, self._format
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -586,14 +608,14 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         asked_at = self._probes.note(self._strip_protocol(path))
         state = await self._state()
         key = self._key(path, state)
-        source = resolve_key(state.manifest, served_metadata(state, self._decode), key)
+        source = resolve_key(state.manifest, self._metadata(state), key, self._format)
         if source is None:
-            await self._probes.refuse_v3(
+            await self._probes.refuse_other_format(
                 self._strip_protocol(path), asked_at, lambda node: self._is_node(state, node)
             )
             raise FileNotFoundError(key)
-        note_chunk_read(state, key, source, self._reading, self._read_ahead)
-        return await read_source(state, source, start, end, self._decode, self._reading)
+        note_chunk_read(state, key, source, self._reading, self._read_ahead, self._format)
+        return await self._read(state, source, start, end)
 
     async def _cat_ranges(
         self,
@@ -610,19 +632,19 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         if len(starts) != n or len(ends) != n:
             raise ValueError("paths, starts and ends must have the same length")
         state = await self._state()
-        metadata = served_metadata(state, self._decode)
+        metadata = self._metadata(state)
         results: list[bytes | BaseException] = [b""] * n
         found: list[tuple[ChunkSource, int | None, int | None]] = []
         targets: list[int] = []
         for i, (path, start, end) in enumerate(zip(paths, starts, ends)):
             key = self._key(path, state)
-            source = resolve_key(state.manifest, metadata, key)
+            source = resolve_key(state.manifest, metadata, key, self._format)
             if source is None:
                 results[i] = FileNotFoundError(key)
             else:
                 found.append((source, start, end))
                 targets.append(i)
-        read = await read_sources(state, found, self._decode, self._reading)
+        read = await read_sources(state, found, self._decode, self._reading, self._format)
         for i, data in zip(targets, read):
             results[i] = data
         if on_error == "raise":

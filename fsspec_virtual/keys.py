@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
 
 from .codecs import serves_decoded
+from .codecs_v3 import store_decodes
 from .errors import AmbiguousKeyError
 from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, Manifest, VirtualArray
 
@@ -17,6 +21,9 @@ __all__ = [
     "resolve_key",
     "chunk_index",
     "chunk_keys",
+    "split_chunk_key",
+    "children",
+    "ZarrFormat",
     "names_key",
     "StoreKey",
     "choose_reading",
@@ -27,6 +34,12 @@ __all__ = [
 #: space. ``int()`` also takes ``"01"``, ``"+1"``, ``" 1"`` and non-ASCII digits
 #: (fullwidth, Arabic-Indic): each would alias a real chunk under a second key.
 _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+#: The Zarr format a store serves: 2 (``t2m/17.0.0``) or 3 (``t2m/c/17/0/0``)
+ZarrFormat = Literal[2, 3]
+
+#: The first part of every v3 chunk key below its array (the default chunk key encoding)
+_V3_CHUNKS = "c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,22 +88,75 @@ class ComputedSource:
 ChunkSource = RangeSource | InlineSource | ComputedSource
 
 
-def chunk_index(array: VirtualArray, leaf: str) -> tuple[int, ...] | None:
-    """The grid index a chunk key's last part names, or None if it names no chunk.
+def chunk_index(
+    array: VirtualArray, leaf: str, zarr_format: ZarrFormat = 2
+) -> tuple[int, ...] | None:
+    """The grid index a chunk key's part below its array names, or None if it names no
+    chunk.
 
-    Only the canonical spelling names a chunk (``"1.0"``, never ``"01.0"`` or ``"1.00"``):
-    each chunk has exactly one key. A 0-d array's one chunk is ``"0"``.
+    Only the canonical spelling names a chunk: each chunk has exactly one key. Format 2:
+    ``"1.0"``, never ``"01.0"`` or ``"1.00"``; a 0-d array's one chunk is ``"0"``.
+    Format 3 (the default chunk key encoding): ``"c/1/0"``; a 0-d array's one chunk is
+    ``"c"``.
     """
     ndim = len(array.meta.shape)
-    if ndim == 0:
-        return () if leaf == "0" else None
-    parts = leaf.split(".")
+    if zarr_format == 3:
+        head, _, rest = leaf.partition("/")
+        if head != _V3_CHUNKS or (not rest and leaf != _V3_CHUNKS):
+            return None
+        if ndim == 0:
+            return () if leaf == _V3_CHUNKS else None
+        parts = rest.split("/")
+    else:
+        if ndim == 0:
+            return () if leaf == "0" else None
+        parts = leaf.split(".")
+    return _index(array, parts, ndim)
+
+
+def _index(array: VirtualArray, parts: list[str], ndim: int) -> tuple[int, ...] | None:
+    """The grid index ``parts`` spell (all ``ndim`` of them, canonical, inside the grid)."""
     if len(parts) != ndim or not all(_CANONICAL_INDEX.fullmatch(p) for p in parts):
         return None
     index = tuple(int(p) for p in parts)
     if any(i >= n for i, n in zip(index, array.grid.shape)):
         return None
     return index
+
+
+def split_chunk_key(
+    manifest: Manifest, key: str, zarr_format: ZarrFormat = 2
+) -> tuple[str, str] | None:
+    """``key`` as (array path, the part below it), if an array of ``manifest`` is above it.
+
+    In format 3 the part below starts with ``c/`` and the array may lie several parts up
+    (``"g/t2m/c/1/0"``); arrays hold no nodes, so at most one prefix is an array.
+    """
+    if zarr_format == 2:
+        path, _, leaf = key.rpartition("/")
+        return (path, leaf) if path in manifest.arrays else None
+    parts = key.split("/")
+    for i, part in enumerate(parts):
+        if part == _V3_CHUNKS:
+            path = "/".join(parts[:i])
+            if path in manifest.arrays:
+                return path, "/".join(parts[i:])
+    return None
+
+
+def _chunk_name(prefix: str, index: tuple[int, ...], zarr_format: ZarrFormat) -> str:
+    """The key of chunk ``index`` of the array at ``prefix`` (its path and a slash)."""
+    if zarr_format == 3:
+        return "/".join([f"{prefix}{_V3_CHUNKS}", *(str(int(i)) for i in index)])
+    return prefix + (".".join(str(int(i)) for i in index) if index else "0")
+
+
+def _served_decoded(meta: ArrayMeta, decoded: bool, zarr_format: ZarrFormat) -> bool:
+    """Whether every chunk of ``meta``'s array is served decoded (``decoded``: the store
+    decodes, ``decode="store"``)."""
+    if zarr_format == 3:
+        return store_decodes(meta, decoded)
+    return decoded and serves_decoded(meta)
 
 
 def has_codecs(meta: ArrayMeta) -> bool:
@@ -100,7 +166,7 @@ def has_codecs(meta: ArrayMeta) -> bool:
 
 
 def chunk_keys(
-    path: str, array: VirtualArray, decoded: bool = False
+    path: str, array: VirtualArray, decoded: bool = False, zarr_format: ZarrFormat = 2
 ) -> list[tuple[str, int | None]]:
     """Keys and sizes of the chunks of an array that exist (are not missing); with
     ``decoded``, sizes as a decoding store serves them (see :mod:`fsspec_virtual.serving`).
@@ -108,25 +174,130 @@ def chunk_keys(
     spells an unknown size (``info`` computes it)."""
     grid = array.grid
     prefix = f"{path}/" if path else ""
-    every = decoded and serves_decoded(array.meta)
-    exact = every or not has_codecs(array.meta)
-    computed_size = ComputedSource(path, array, ()).length if exact else None
+    sizes = _Sizes(array, decoded, zarr_format)
     if not array.meta.shape:
-        fid = grid.file_id[()]
-        if fid == MISSING:
+        if grid.file_id[()] == MISSING:
             return []
-        whole = every or fid == COMPUTED
-        return [(f"{prefix}0", computed_size if whole else int(grid.length[()]))]
-    out = []
-    for index in zip(*(grid.file_id != MISSING).nonzero()):
-        whole = every or grid.file_id[index] == COMPUTED
-        size = computed_size if whole else int(grid.length[index])
-        out.append((prefix + ".".join(str(int(i)) for i in index), size))
-    return out
+        return [(_chunk_name(prefix, (), zarr_format), sizes.of(()))]
+    return [
+        (_chunk_name(prefix, index, zarr_format), sizes.of(index))
+        for index in zip(*(grid.file_id != MISSING).nonzero())
+    ]
 
 
-def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> ChunkSource | None:
-    """Where the bytes of ``key`` are, or None if the store has no such key.
+class _Sizes:
+    """The served size of each chunk of one array (None: known once computed)."""
+
+    def __init__(self, array: VirtualArray, decoded: bool, zarr_format: ZarrFormat) -> None:
+        self.grid = array.grid
+        self.every = _served_decoded(array.meta, decoded, zarr_format)
+        exact = self.every or not has_codecs(array.meta)
+        self.computed = ComputedSource("", array, ()).length if exact else None
+
+    def of(self, index: tuple[int, ...]) -> int | None:
+        if self.every or self.grid.file_id[index] == COMPUTED:
+            return self.computed
+        return int(self.grid.length[index])
+
+
+def children(
+    manifest: Manifest,
+    metadata: dict[str, bytes],
+    key: str,
+    decoded: bool = False,
+    zarr_format: ZarrFormat = 2,
+) -> list[tuple[str, int | None, bool]] | None:
+    """The entries directly below ``key`` as (name, size, is a directory), or None if
+    ``key`` is no directory of the store: a group, an array, or (format 3) a level of an
+    array's chunk keys with a chunk below it (``"t2m/c"``, ``"t2m/c/3"``)."""
+    prefix = f"{key}/" if key else ""
+    if key in manifest.arrays:
+        array = manifest.arrays[key]
+        docs = [n for n in metadata if n.startswith(prefix) and "/" not in n[len(prefix) :]]
+        entries: list[tuple[str, int | None, bool]] = [(n, len(metadata[n]), False) for n in docs]
+        if zarr_format == 2:
+            chunks = chunk_keys(key, array, decoded)
+            return entries + [(n, size, False) for n, size in chunks]
+        below = _chunk_level(array, key, (), decoded)
+        if below is None:
+            return entries
+        if array.meta.shape:  # the chunk keys' first level, "t2m/c", is a directory
+            return [*entries, (_chunk_name(prefix, (), 3), 0, True)]
+        return entries + below
+    if key in manifest.groups:
+        entries = [
+            (name, len(doc), False)
+            for name, doc in metadata.items()
+            if name.startswith(prefix) and "/" not in name[len(prefix) :]
+        ]
+        for child in [*manifest.groups, *manifest.arrays]:
+            if child and child.startswith(prefix) and "/" not in child[len(prefix) :]:
+                entries.append((child, 0, True))
+        return entries
+    if zarr_format == 3:
+        level = _chunk_directory(manifest, key)
+        if level is not None:
+            path, done = level
+            return _chunk_level(manifest.arrays[path], path, done, decoded)
+    return None
+
+
+def _chunk_directory(manifest: Manifest, key: str) -> tuple[str, tuple[int, ...]] | None:
+    """(array path, the indices spelled so far) if ``key`` is a level of an array's v3
+    chunk keys above its chunks (``"t2m/c"``, ``"t2m/c/3"``) with a chunk below it."""
+    split = split_chunk_key(manifest, key, 3)
+    if split is None:
+        return None
+    path, leaf = split
+    array = manifest.arrays[path]
+    ndim = len(array.meta.shape)
+    parts = leaf.split("/")[1:]
+    if leaf.split("/")[0] != _V3_CHUNKS or len(parts) >= ndim:
+        return None
+    if not all(_CANONICAL_INDEX.fullmatch(p) for p in parts):
+        return None
+    done = tuple(int(p) for p in parts)
+    if any(i >= n for i, n in zip(done, array.grid.shape)):
+        return None
+    if not (array.grid.file_id[done] != MISSING).any():
+        return None
+    return path, done
+
+
+def _chunk_level(
+    array: VirtualArray, path: str, done: tuple[int, ...], decoded: bool
+) -> list[tuple[str, int | None, bool]] | None:
+    """The entries of one level of an array's v3 chunk keys: the next indices with a
+    chunk below them (directories), or the chunks themselves at the last level."""
+    grid = array.grid
+    prefix = "/".join([f"{path}/{_V3_CHUNKS}" if path else _V3_CHUNKS, *map(str, done)])
+    written = grid.file_id[done] != MISSING
+    if not array.meta.shape:
+        return [(prefix, _Sizes(array, decoded, 3).of(()), False)] if written else None
+    if not written.any():
+        return None
+    return _next_level(array, prefix, done, decoded)
+
+
+def _next_level(
+    array: VirtualArray, prefix: str, done: tuple[int, ...], decoded: bool
+) -> list[tuple[str, int | None, bool]]:
+    written = array.grid.file_id[done] != MISSING
+    if written.ndim == 1:
+        sizes = _Sizes(array, decoded, 3)
+        return [
+            (f"{prefix}/{int(i)}", sizes.of((*done, int(i))), False)
+            for i in np.flatnonzero(written)
+        ]
+    below = written.any(axis=tuple(range(1, written.ndim)))
+    return [(f"{prefix}/{int(i)}", 0, True) for i in np.flatnonzero(below)]
+
+
+def resolve_key(
+    manifest: Manifest, metadata: dict[str, bytes], key: str, zarr_format: ZarrFormat = 2
+) -> ChunkSource | None:
+    """Where the bytes of ``key`` are, or None if the store has no such key (``metadata``:
+    the documents of the store's format, ``zarr_format``, which spells its chunk keys).
 
     Raises
     ------
@@ -134,15 +305,16 @@ def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> Chu
         If ``key`` is an undecided :class:`StoreKey` whose two readings both name something.
     """
     if isinstance(key, StoreKey) and key.other is not None:
-        key = choose_reading(manifest, metadata, key, key.other)
+        key = choose_reading(manifest, metadata, key, key.other, zarr_format)
     document = metadata.get(key)
     if document is not None:
         return InlineSource(document)
-    path, _, leaf = key.rpartition("/")
-    array = manifest.arrays.get(path)
-    if array is None:
+    split = split_chunk_key(manifest, key, zarr_format)
+    if split is None:
         return None
-    index = chunk_index(array, leaf)
+    path, leaf = split
+    array = manifest.arrays[path]
+    index = chunk_index(array, leaf, zarr_format)
     if index is None:
         return None
     grid = array.grid
@@ -157,15 +329,19 @@ def resolve_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> Chu
     return RangeSource(url, int(grid.offset[index]), int(grid.length[index]), array)
 
 
-def names_key(manifest: Manifest, metadata: dict[str, bytes], key: str) -> bool:
+def names_key(
+    manifest: Manifest, metadata: dict[str, bytes], key: str, zarr_format: ZarrFormat = 2
+) -> bool:
     """Whether ``key`` names something in the store: a metadata document, a group, an
     array, or one of an array's chunks (written or not: an unwritten chunk reads as the
     fill value, so it is a reading of the key all the same)."""
     if key in metadata or key in manifest.groups or key in manifest.arrays:
         return True
-    path, _, leaf = key.rpartition("/")
-    array = manifest.arrays.get(path)
-    return array is not None and chunk_index(array, leaf) is not None
+    split = split_chunk_key(manifest, key, zarr_format)
+    if split is None:
+        return False
+    path, leaf = split
+    return chunk_index(manifest.arrays[path], leaf, zarr_format) is not None
 
 
 class StoreKey(str):
@@ -189,7 +365,11 @@ class StoreKey(str):
 
 
 def choose_reading(
-    manifest: Manifest, metadata: dict[str, bytes], below_root: str, whole: str
+    manifest: Manifest,
+    metadata: dict[str, bytes],
+    below_root: str,
+    whole: str,
+    zarr_format: ZarrFormat = 2,
 ) -> StoreKey:
     """The key a chained path means: ``below_root`` (the path with the chained root taken
     off, as fsspec's URL chaining addresses keys), unless only ``whole`` (the path read
@@ -200,7 +380,8 @@ def choose_reading(
     AmbiguousKeyError
         If both readings name something in the store.
     """
-    chained, plain = names_key(manifest, metadata, below_root), names_key(manifest, metadata, whole)
+    chained = names_key(manifest, metadata, below_root, zarr_format)
+    plain = names_key(manifest, metadata, whole, zarr_format)
     if chained and plain:
         raise AmbiguousKeyError(
             f"{whole!r} names two keys of this store: {below_root!r} (below the chained root "

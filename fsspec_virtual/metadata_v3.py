@@ -26,6 +26,7 @@ import base64
 import json
 import struct
 import unicodedata
+import warnings
 from typing import Any
 
 import numpy as np
@@ -137,9 +138,14 @@ def array_document(path: str, meta: ArrayMeta, *, decoded: bool = False) -> dict
     ZarrFormatNotServedError
         If zarr-python 3 could not read the array as the v2 face serves it.
     """
+    from zarr.errors import UnstableSpecificationWarning
+
     zdtype = _zarr_dtype(path, meta)
     try:
-        data_type = zdtype.to_json(zarr_format=3)
+        with warnings.catch_warnings():
+            # zarr-python warns whoever reads such a type (text: netCDF char arrays)
+            warnings.simplefilter("ignore", UnstableSpecificationWarning)
+            data_type = zdtype.to_json(zarr_format=3)
     except (ValueError, TypeError) as e:
         raise _refused(path, f"Zarr format 3 has no data type for {meta.dtype} ({e})") from e
     return {

@@ -36,7 +36,7 @@ from .access import adapter_for
 from .access.adapters import SourceAdapter, reads_async
 from .access.http import HTTPAdapter
 from .access.s3 import S3Adapter
-from .keys import ChunkSource, RangeSource, chunk_index
+from .keys import ChunkSource, RangeSource, ZarrFormat, chunk_index, split_chunk_key
 from .manifest import VirtualArray
 from .reader import ReadOptions, Request, fetch_ranges
 
@@ -358,15 +358,20 @@ def note_chunk_read(
     source: ChunkSource,
     options: ReadOptions,
     budget: int,
+    zarr_format: ZarrFormat = 2,
 ) -> None:
-    """Tell the loop's :class:`ReadAhead` that ``key`` (served from ``source``) is being
-    read from ``state``: it may start reading the chunks after it (remote sources only)."""
+    """Tell the loop's :class:`ReadAhead` that ``key`` (served from ``source``, a chunk key
+    of Zarr format ``zarr_format``) is being read from ``state``: it may start reading the
+    chunks after it (remote sources only)."""
     if budget <= 0 or not isinstance(source, RangeSource) or source.array is None:
         return
-    path, _, leaf = str(key).rpartition("/")
+    split = split_chunk_key(state.manifest, str(key), zarr_format)
+    if split is None:
+        return
+    path, leaf = split
     if state.manifest.arrays.get(path) is not source.array or not reads_ahead(state.fs):
         return
-    index = chunk_index(source.array, leaf)
+    index = chunk_index(source.array, leaf, zarr_format)
     if index is None:
         return
     read_ahead_for().follow(state, path, source.array, index, options, budget)

@@ -20,11 +20,13 @@ import weakref
 from typing import TYPE_CHECKING, Literal
 
 from .codecs import decoded_bytes, serves_decoded
+from .codecs_v3 import store_decodes
 from .compute import compute_chunk
 from .errors import SourceReadError
-from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource, has_codecs
+from .keys import ChunkSource, ComputedSource, InlineSource, RangeSource, ZarrFormat, has_codecs
 from .manifest import ArrayMeta, VirtualArray
 from .metadata import render_metadata
+from .metadata_v3 import render_metadata_v3
 from .readahead import taken_ahead
 from .reader import ReadOptions, Request, Transform, absolute_range, fetch_ranges, read_one
 from .reader import transformed as _transformed
@@ -36,6 +38,8 @@ __all__ = [
     "Decode",
     "DECODE_MODES",
     "check_decode",
+    "check_zarr_format",
+    "ZARR_FORMATS",
     "served_metadata",
     "served_size",
     "read_source",
@@ -46,9 +50,9 @@ __all__ = [
 Decode = Literal["client", "store"]
 DECODE_MODES: tuple[Decode, ...] = ("client", "store")
 
-_decoded_documents: weakref.WeakKeyDictionary[CollectionState, dict[str, bytes]] = (
-    weakref.WeakKeyDictionary()
-)
+_documents: weakref.WeakKeyDictionary[
+    CollectionState, dict[tuple[Decode, ZarrFormat], dict[str, bytes]]
+] = weakref.WeakKeyDictionary()
 
 
 def check_decode(value: object) -> Decode:
@@ -58,37 +62,69 @@ def check_decode(value: object) -> Decode:
     return value  # type: ignore[return-value]
 
 
-def served_metadata(state: CollectionState, decode: Decode) -> dict[str, bytes]:
-    """The metadata documents served in ``decode`` mode (rendered once per snapshot)."""
-    if decode == "client":
+#: The Zarr formats a store serves
+ZARR_FORMATS: tuple[ZarrFormat, ...] = (2, 3)
+
+
+def check_zarr_format(value: object) -> ZarrFormat:
+    """``value`` if it names a Zarr format the store serves, else a ``ValueError``."""
+    if isinstance(value, bool) or value not in ZARR_FORMATS:
+        raise ValueError(f"zarr_format must be one of {ZARR_FORMATS}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def served_metadata(
+    state: CollectionState, decode: Decode, zarr_format: ZarrFormat = 2
+) -> dict[str, bytes]:
+    """The metadata documents served in ``decode`` mode and Zarr format ``zarr_format``
+    (rendered once per snapshot).
+
+    Raises
+    ------
+    ZarrFormatNotServedError
+        In format 3, if a variable cannot be served as format 3 (the message names it).
+    """
+    if decode == "client" and zarr_format == 2:
         return state.metadata
-    documents = _decoded_documents.get(state)
+    rendered = _documents.setdefault(state, {})
+    documents = rendered.get((decode, zarr_format))
     if documents is None:
-        documents = _decoded_documents[state] = render_metadata(state.manifest, decoded=True)
+        render = render_metadata_v3 if zarr_format == 3 else render_metadata
+        documents = rendered[decode, zarr_format] = render(
+            state.manifest, decoded=decode == "store"
+        )
     return documents
 
 
-def _decodes(array: VirtualArray | None, decode: Decode) -> bool:
-    return decode == "store" and array is not None and serves_decoded(array.meta)
+def _decodes(array: VirtualArray | None, decode: Decode, zarr_format: ZarrFormat = 2) -> bool:
+    """Whether the store serves ``array``'s chunks decoded (format 3 also decodes those
+    whose codec pipeline has no v3 spelling: :func:`~fsspec_virtual.codecs_v3.store_decodes`)."""
+    if array is None:
+        return False
+    if zarr_format == 3:
+        return store_decodes(array.meta, decode == "store")
+    return decode == "store" and serves_decoded(array.meta)
 
 
-def served_size(source: ChunkSource, decode: Decode) -> int | None:
+def served_size(source: ChunkSource, decode: Decode, zarr_format: ZarrFormat = 2) -> int | None:
     """The exact number of bytes ``source`` serves, or None if only computing it tells
     (a computed chunk encoded by codecs: kerchunk declares zlib among the filters)."""
     if isinstance(source, ComputedSource):
-        exact = not has_codecs(source.array.meta) or _decodes(source.array, decode)
+        exact = not has_codecs(source.array.meta) or _decodes(source.array, decode, zarr_format)
         return source.length if exact else None
-    if _decodes(source.array, decode):
+    if _decodes(source.array, decode, zarr_format):
         assert source.array is not None
         meta = source.array.meta
         return math.prod(meta.chunks) * meta.numpy_dtype.itemsize
     return source.length
 
 
-def _decoder(array: VirtualArray | None, decode: Decode, where: str) -> Transform | None:
+def _decoder(
+    array: VirtualArray | None, decode: Decode, where: str, zarr_format: ZarrFormat = 2
+) -> Transform | None:
     """What decodes a chunk of ``array`` read from ``where`` (a file and byte range, or
     the store's own bytes), or None if it is served as read."""
-    if not _decodes(array, decode):
+    if not _decodes(array, decode, zarr_format):
         return None
     assert array is not None
     return functools.partial(_decoded, meta=array.meta, where=where)
@@ -110,7 +146,11 @@ def _where(source: RangeSource) -> str:
 
 
 async def _computed(
-    state: CollectionState, source: ComputedSource, decode: Decode, reading: ReadOptions
+    state: CollectionState,
+    source: ComputedSource,
+    decode: Decode,
+    reading: ReadOptions,
+    zarr_format: ZarrFormat = 2,
 ) -> bytes:
     return await compute_chunk(
         state.fs,
@@ -120,7 +160,7 @@ async def _computed(
         state.cache,
         state.versions,
         reading,
-        encoded=not _decodes(source.array, decode),
+        encoded=not _decodes(source.array, decode, zarr_format),
     )
 
 
@@ -129,8 +169,8 @@ def _request(state: CollectionState, source: RangeSource, begin: int, stop: int)
     return Request(source.url, source.offset + begin, source.offset + stop, version)
 
 
-async def _inline(source: InlineSource, decode: Decode) -> bytes:
-    transform = _decoder(source.array, decode, "a chunk the store holds inline")
+async def _inline(source: InlineSource, decode: Decode, zarr_format: ZarrFormat = 2) -> bytes:
+    transform = _decoder(source.array, decode, "a chunk the store holds inline", zarr_format)
     if transform is None:
         return source.data
     return (await _transformed([source.data], [transform]))[0]  # type: ignore[return-value]
@@ -143,18 +183,21 @@ async def read_source(
     end: int | None,
     decode: Decode,
     reading: ReadOptions,
+    zarr_format: ZarrFormat = 2,
 ) -> bytes:
-    """Bytes ``[start, end)`` (slice semantics) of what ``source`` serves in ``decode`` mode.
+    """Bytes ``[start, end)`` (slice semantics) of what ``source`` serves in ``decode`` mode
+    and Zarr format ``zarr_format``.
 
     Range reads are batched with the other reads of this event-loop turn (and decoded with
     them, in ``"store"`` mode).
     """
     if isinstance(source, InlineSource):
-        data = await _inline(source, decode)
+        data = await _inline(source, decode, zarr_format)
         return data if start is None and end is None else data[slice(start, end)]
     if isinstance(source, ComputedSource):
-        return (await _computed(state, source, decode, reading))[slice(start, end)]
-    transform = _decoder(source.array, decode, _where(source))
+        computed = await _computed(state, source, decode, reading, zarr_format)
+        return computed[slice(start, end)]
+    transform = _decoder(source.array, decode, _where(source), zarr_format)
     begin, stop = (
         absolute_range(start, end, source.length) if transform is None else (0, source.length)
     )
@@ -177,6 +220,7 @@ async def read_sources(
     items: list[tuple[ChunkSource, int | None, int | None]],
     decode: Decode,
     reading: ReadOptions,
+    zarr_format: ZarrFormat = 2,
 ) -> list[bytes | BaseException]:
     """:func:`read_source` for many sources at once: range reads merged where near, and
     decoded together; each item's bytes or the exception its read raised."""
@@ -189,7 +233,7 @@ async def read_sources(
         if not isinstance(source, RangeSource):
             others.append(i)
             continue
-        transform = _decoder(source.array, decode, _where(source))
+        transform = _decoder(source.array, decode, _where(source), zarr_format)
         begin, stop = (
             absolute_range(start, end, source.length) if transform is None else (0, source.length)
         )
@@ -203,7 +247,7 @@ async def read_sources(
     ranged, made = await asyncio.gather(
         fetched(),
         asyncio.gather(
-            *(read_source(state, *items[i], decode, reading) for i in others),
+            *(read_source(state, *items[i], decode, reading, zarr_format) for i in others),
             return_exceptions=True,
         ),
     )
