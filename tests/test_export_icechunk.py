@@ -185,6 +185,31 @@ def test_a_removed_file_deletes_its_chunks(tmp_path: Path) -> None:
     assert_same_dataset(_open(storage, second.containers), open_truth(files[:2]), "removed")
 
 
+def test_chunks_that_become_missing_are_deleted(tmp_path: Path) -> None:
+    """A file removed (the arrays shrink, and grow again), and a file rewritten with
+    fewer variables (theirs are missing there now): no reference to what is gone
+    survives, and the missing chunks read as fill values."""
+    files = write_series(tmp_path / "d", [[0, 1], [2, 3], [4, 5], [6, 7]])
+    fs = _store(tmp_path / "d")
+    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
+    fs.to_icechunk(storage)
+    files[3].unlink()
+    fs.refresh()
+    fs.to_icechunk(storage)
+    write_series(tmp_path / "d", [[6, 7]], names=["part04.nc"])
+    files[2].unlink()
+    write_series(tmp_path / "d", [[4, 5]], dtypes=["int8"], names=["part02.nc"])
+    later = time.time() + 10
+    os.utime(files[2], (later, later))
+    changes = fs.refresh()
+    assert changes.changed == (str(files[2]),)
+    result = fs.to_icechunk(storage)
+    assert result.deleted > 0
+    exported = _open(storage, result.containers)
+    assert np.isnan(exported["v_float64"].values[4:6]).all()
+    assert_same_dataset(exported, _served(fs), "missing")
+
+
 def test_an_unknown_previous_snapshot_rewrites_everything(tmp_path: Path) -> None:
     files = write_series(tmp_path / "d", [[0, 1, 2], [3, 4, 5]])
     storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
@@ -272,6 +297,43 @@ def test_round_trips(tmp_path: Path, case: str) -> None:
     exported = _open(storage, result.containers)
     assert_same_dataset(exported, open_truth(files), case)
     assert_same_dataset(exported, _served(fs), f"{case} vs store")
+
+
+def test_arrays_without_a_v3_codec_spelling_are_written_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An array whose codec pipeline has no Zarr v3 spelling is declared with ``bytes``
+    alone: its chunks are written decoded, as real chunks, never as references to the
+    encoded bytes (read through that document, they would be wrong values). Here the
+    int16 and float64 pipelines are made unspellable; a second export after an append
+    writes the new file's chunks of them only."""
+    from fsspec_virtual import codecs_v3
+
+    spelled = codecs_v3.v3_codecs
+
+    def unspellable(meta: Any) -> Any:
+        coded = meta.compressor or meta.filters
+        return None if meta.dtype in ("<i2", "<f8") and coded else spelled(meta)
+
+    monkeypatch.setattr(codecs_v3, "v3_codecs", unspellable)
+    files = write_series(tmp_path / "d", [[0, 1], [2, 3]])
+    fs = _store(tmp_path / "d")
+    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
+    first = fs.to_icechunk(storage)
+    exported = _open(storage, first.containers)
+    assert_same_dataset(exported, open_truth(files), "decoded")
+    session = icechunk.Repository.open(storage).readonly_session("main")
+    for name in ("v_int16", "v_float64", "v_int32"):
+        kind = session.chunk_type(f"/{name}", [0, 0])
+        assert (kind == icechunk.ChunkType.VIRTUAL) == (name == "v_int32"), (name, kind)
+    files += write_series(tmp_path / "d", [[4, 5]], names=["part02.nc"])
+    fs.refresh()
+    second = fs.to_icechunk(storage)
+    updated = _updated(storage, first.commit, second.commit)
+    new_file = _chunks_of(fs, files[-1])
+    assert updated["v_int16"] == new_file["v_int16"] == {(2, 0)}
+    assert updated["v_float64"] == new_file["v_float64"]
+    assert_same_dataset(_open(storage, second.containers), open_truth(files), "appended")
 
 
 def test_checksums() -> None:

@@ -42,10 +42,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..bridges import run_blocking
-from ..keys import ComputedSource, InlineSource
+from ..codecs_v3 import store_decodes
+from ..keys import ChunkSource, ComputedSource, InlineSource, RangeSource
 from ..manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
 from ..reader import ReadOptions
-from ..serving import read_source
+from ..serving import Decode, read_source
 
 if TYPE_CHECKING:
     from ..access import FileVersion
@@ -355,7 +356,7 @@ def _file_codes(
     return np.asarray([*codes, -1], dtype=np.int64)  # [-1]: what a negative file id indexes
 
 
-_LAYOUT = ("chunks", "dtype", "compressor", "filters", "fill_value", "order")
+_LAYOUT = ("chunks", "dtype", "compressor", "filters", "order")
 
 
 def _same_layout(old: VirtualArray, new: VirtualArray) -> bool:
@@ -391,8 +392,13 @@ def _plan_array(
     new_codes: np.ndarray,
     old_codes: np.ndarray | None,
 ) -> _Plan:
+    """What array ``new`` needs written where the repository holds ``old`` (None: nothing
+    to compare with). An array whose codecs have no Zarr v3 spelling is declared without
+    codecs (:func:`~fsspec_virtual.codecs_v3.store_decodes`): its chunks are written
+    decoded, as real chunks, never as references to encoded bytes."""
     grid = new.grid
     fid = grid.file_id
+    decoded = store_decodes(new.meta, False)
     virtual = fid >= 0
     real = (fid == INLINE) | (fid == COMPUTED)
     deleted: list[tuple[int, ...]] = []
@@ -415,6 +421,9 @@ def _plan_array(
         outside[common] = False
         gone |= outside & (before.file_id != MISSING)
         deleted = list(_indices(gone))
+    if decoded:
+        real |= virtual & ~same
+        virtual = np.zeros(fid.shape, dtype=bool)
     references = [
         (index, int(fid[index]), int(grid.offset[index]), int(grid.length[index]))
         for index in _indices(virtual & ~same)
@@ -431,19 +440,27 @@ async def _real_chunks(
     compare: Callable[[tuple[int, ...]], bool],
     reading: ReadOptions,
 ) -> tuple[int, int]:
-    """Compute and write the real chunks ``indices`` of ``path``; a chunk that
+    """Compute and write the real chunks ``indices`` of ``path`` (encoded as the store
+    serves them, or decoded where the v3 document declares no codecs); a chunk that
     ``compare`` says the repository may hold already is read back and left alone if its
     bytes are the same. Returns (written, unchanged)."""
     gate = asyncio.Semaphore(_CONCURRENT_CHUNKS)
     grid = array.grid
+    decode: Decode = "store" if store_decodes(array.meta, False) else "client"
 
     async def one(index: tuple[int, ...]) -> bool:
         async with gate:
-            if int(grid.file_id[index]) == INLINE:
-                source: Any = InlineSource(grid.inline[int(grid.offset[index])], array)
-            else:
+            fid = int(grid.file_id[index])
+            source: ChunkSource
+            if fid == INLINE:
+                source = InlineSource(grid.inline[int(grid.offset[index])], array)
+            elif fid == COMPUTED:
                 source = ComputedSource(path, array, index)
-            data = await read_source(state, source, None, None, "client", reading)
+            else:
+                url = state.manifest.urls[fid]
+                offset, length = int(grid.offset[index]), int(grid.length[index])
+                source = RangeSource(url, offset, length, array)
+            data = await read_source(state, source, None, None, decode, reading)
             key = chunk_key(path, index)
             if compare(index):
                 from zarr.core.buffer import default_buffer_prototype
@@ -642,11 +659,17 @@ async def _write(
         if plan.real:
             old = olds.get(path)
             old_grid = old.grid if old is not None else None
+            # the old chunks written real (a reference is never read back: its source
+            # may have changed, and reading it needs the container authorized)
+            old_decoded = old is not None and store_decodes(old.meta, False)
 
-            def held_maybe(index: tuple[int, ...], grid: Any = old_grid) -> bool:
+            def held_maybe(
+                index: tuple[int, ...], grid: Any = old_grid, decoded: bool = old_decoded
+            ) -> bool:
                 if grid is None or any(i >= n for i, n in zip(index, grid.shape)):
                     return False
-                return int(grid.file_id[index]) in (INLINE, COMPUTED)
+                fid = int(grid.file_id[index])
+                return fid in (INLINE, COMPUTED) or (decoded and fid >= 0)
 
             written, same = await _real_chunks(
                 state, store, path, array, plan.real, held_maybe, reading
