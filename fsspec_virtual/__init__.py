@@ -23,9 +23,11 @@ from .errors import (
     ZarrFormatNotServedError,
 )
 from .filesystem import VirtualZarrFileSystem
+from .serve import serve
 
 __all__ = [
     "VirtualZarrFileSystem",
+    "serve",
     "VirtualZarrError",
     "ScanError",
     "NoSourceFilesError",

@@ -266,6 +266,23 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .filesystem import VirtualZarrFileSystem
+    from .serve.app import Limits, run
+
+    options: dict[str, Any] = {}
+    if args.zarr_format is not None:
+        options["zarr_format"] = args.zarr_format
+    if args.listing_ttl is not None and args.listing_ttl < 0:
+        raise _UsageError(f"--listing-ttl must be >= 0 seconds, not {args.listing_ttl}")
+    fs = _store(VirtualZarrFileSystem, args.path, **_combining(args), **options)
+    token = args.token or os.environ.get("FSSPEC_VIRTUAL_TOKEN") or None
+    run(fs, args.host, args.port, token=token, listing_ttl=args.listing_ttl, limits=Limits())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (1 after an error, printed on stderr)."""
     parser = _Parser(prog="fsspec-virtual", description=__doc__)
@@ -292,6 +309,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="write a sample collection and open it")
     demo.add_argument("dir", nargs="?", default=None, help="where to write (default: a temp dir)")
     demo.set_defaults(run=_demo)
+    serve = commands.add_parser(
+        "serve", help="serve the combined dataset as Zarr over HTTP (until Ctrl-C)"
+    )
+    serve.add_argument("path", help="directory, glob, file or URL of the source files")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="require this bearer token on every request (default: the environment "
+        "variable FSSPEC_VIRTUAL_TOKEN, which other users cannot see in ps)",
+    )
+    serve.add_argument(
+        "--listing-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="list the sources again after this many seconds, serving new and changed "
+        "files (default: never)",
+    )
+    serve.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=[2, 3],
+        default=None,
+        help="the Zarr format served (default 2)",
+    )
+    _add_combining(serve)
+    serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     with _redacted_output():
         try:

@@ -112,17 +112,6 @@ def test_export_reads_as_the_store_and_the_files(tmp_path: Path) -> None:
     assert recorded["references"] == result.references
 
 
-@pytest.mark.parametrize("name", ["a b", "x%20y", "h#ash", "q?u", "é"])
-def test_local_paths_that_urls_escape(tmp_path: Path, name: str) -> None:
-    """Icechunk reads a location as a URL: a path with characters URLs escape is
-    percent-encoded, in a container whose own prefix needs no escaping."""
-    files = write_series(tmp_path / name, [[0, 1]])
-    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
-    result = _store(tmp_path / name).to_icechunk(storage)
-    assert result.containers == (f"file://{tmp_path}/",)
-    assert_same_dataset(_open(storage, result.containers), open_truth(files), name)
-
-
 def test_a_reader_must_authorize_the_containers(tmp_path: Path) -> None:
     write_series(tmp_path / "d", [[0, 1]])
     storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))

@@ -1,0 +1,344 @@
+"""The server: an aiohttp application serving a store's keys read-only over HTTP.
+
+A request goes through three middlewares, outermost first:
+
+1. ``guard``: ``OPTIONS`` (CORS preflight) answered; methods other than ``GET`` and ``HEAD``
+   refused (405); the request target turned into a key (:func:`~.http.key_of_target`: 400
+   for ``..``, ``//``, backslashes, control characters, absolute URLs); errors turned into
+   answers (503 for a stale or unreadable source, naming the file; 500 without details
+   for anything else); CORS headers on every answer.
+2. the token check (:mod:`.auth`), when the server has a token.
+3. ``store_first``: the request's snapshot pinned (:class:`~.store.Snapshots`); a path
+   the store serves as a key is answered from the store, whatever page route matches it;
+   anything else goes to the routes: the pages (``/``, ``/quicklook/...``, added by
+   :mod:`.pages` where present), else 404.
+
+Keys are read through the store's own coroutines (``_info``, ``_cat_file``) on the
+server's loop: what a client gets is byte for byte what ``fs.cat_file`` returns.
+Directories are not listed: Zarr clients read the consolidated metadata (``.zmetadata``)
+or ask for keys by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from traceback import format_exc
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import SourceReadError, StaleSourceError, ZarrFormatNotServedError
+from ..options import RedactingFilter, redacted_text
+from .accesslog import AccessLog, access_logger
+from .auth import token_middleware
+from .http import (
+    BadRange,
+    BadTarget,
+    byte_range,
+    content_range,
+    content_type,
+    entity_tag,
+    key_of_target,
+    none_match,
+)
+from .store import PINNED, SNAPSHOTS, STORE, Pinned, Snapshots
+
+if TYPE_CHECKING:
+    from ..filesystem import VirtualZarrFileSystem
+
+__all__ = ["Limits", "make_app", "running", "run"]
+
+log = logging.getLogger("fsspec_virtual.serve")
+
+#: The request item holding the key a request names.
+KEY = web.RequestKey("fsspec_virtual.key", str)
+_METHODS = "GET, HEAD, OPTIONS"
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Range, Content-Length, ETag, Accept-Ranges",
+}
+_PREFLIGHT = {
+    "Access-Control-Allow-Methods": _METHODS,
+    "Access-Control-Allow-Headers": "Range, If-None-Match, Authorization",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may ask of the server.
+
+    Attributes
+    ----------
+    max_line_size, max_field_size, max_headers
+        Bytes of the request line and of one header, and the number of headers: a request
+        over them is refused (400, by aiohttp).
+    idle_timeout
+        Seconds a connection may take to send a whole request (line and headers), counted
+        from when it opened or its last answer was sent; then it is closed. Slow senders
+        (a request dribbled byte by byte) are closed by it too.
+    send_timeout
+        Seconds an answer may take to be sent (a client that stops reading); then the
+        connection is dropped.
+    """
+
+    max_line_size: int = 8190
+    max_field_size: int = 8190
+    max_headers: int = 64
+    idle_timeout: float = 30.0
+    send_timeout: float = 120.0
+
+
+def make_app(
+    fs: VirtualZarrFileSystem,
+    *,
+    token: str | None = None,
+    listing_ttl: float | None = None,
+    send_timeout: float = Limits.send_timeout,
+) -> web.Application:
+    """The aiohttp application serving ``fs``'s keys (see :func:`fsspec_virtual.serve`)."""
+    from ..filesystem import VirtualZarrFileSystem
+
+    if not isinstance(fs, VirtualZarrFileSystem):
+        raise TypeError(f"serve a VirtualZarrFileSystem, not {type(fs).__name__}")
+    if listing_ttl is None:
+        listing_ttl = fs.storage_options.get("listing_ttl")
+    middlewares: list[Any] = [_guard]
+    if token is not None:
+        middlewares.append(token_middleware(token))
+    middlewares.append(_store_first)
+    app = web.Application(middlewares=middlewares)
+    app[SNAPSHOTS] = Snapshots(fs, listing_ttl)
+    app[_SEND_TIMEOUT] = send_timeout
+    app.on_response_prepare.append(_cors)
+    _add_pages(app)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+_SEND_TIMEOUT = web.AppKey("fsspec_virtual.send_timeout", float)
+
+
+def _add_pages(app: web.Application) -> None:
+    """The landing page and quick-looks (``serve/pages.py``), where the package has them."""
+    try:
+        from .pages import add_page_routes  # type: ignore[import-not-found, unused-ignore]
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.pages":
+            raise
+        return
+    add_page_routes(app)
+
+
+@asynccontextmanager
+async def running(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` (0: a free port) while the block runs; yields the
+    server's URL (``http://127.0.0.1:PORT/``)."""
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLog,
+        access_log=access_logger,
+        handler_cancellation=True,
+        keepalive_timeout=limits.idle_timeout,
+        max_line_size=limits.max_line_size,
+        max_field_size=limits.max_field_size,
+        max_headers=limits.max_headers,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        address = runner.addresses[0]
+        bound, bound_port = address[0], address[1]
+        where = f"[{bound}]" if ":" in bound else bound
+        yield f"http://{where}:{bound_port}/"
+    finally:
+        await runner.cleanup()
+
+
+def run(
+    fs: VirtualZarrFileSystem,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    token: str | None = None,
+    listing_ttl: float | None = None,
+    limits: Limits = Limits(),
+    announce: Any = None,
+) -> None:
+    """Serve until interrupted (see :func:`fsspec_virtual.serve`)."""
+    _log_to_stderr()
+    fs.collection()  # list and scan now: a collection that cannot be served fails here
+    app = make_app(fs, token=token, listing_ttl=listing_ttl, send_timeout=limits.send_timeout)
+    say = announce or (lambda text: print(redacted_text(text), file=sys.stderr, flush=True))
+
+    async def forever() -> None:
+        async with running(app, host, port, limits) as url:
+            say(_announcement(fs, url, token is not None, host))
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(forever())
+    except KeyboardInterrupt:
+        pass
+
+
+def _announcement(fs: VirtualZarrFileSystem, url: str, with_token: bool, host: str) -> str:
+    lines = [f"serving {fs!r} at {url} (Ctrl-C to stop)"]
+    if with_token:
+        lines.append(
+            f'  xr.open_zarr("{url}", storage_options={{"headers": '
+            f'{{"Authorization": "Bearer TOKEN"}}}})   browser: {url}?token=TOKEN'
+        )
+    else:
+        lines.append(f'  xr.open_zarr("{url}")')
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            lines.append(
+                f"  warning: listening on {host} without a token: anyone who can "
+                "reach it reads the data (--token / FSSPEC_VIRTUAL_TOKEN)"
+            )
+    return "\n".join(lines)
+
+
+def _log_to_stderr() -> None:
+    """Access lines and server messages on stderr, redacted, unless logging is set up."""
+    logger = logging.getLogger("fsspec_virtual.serve")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+# -- middlewares ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=_PREFLIGHT)
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(
+                request.method, ["GET", "HEAD", "OPTIONS"], text="405: read-only\n"
+            )
+        try:
+            request[KEY] = key_of_target(request.raw_path)
+        except BadTarget as error:
+            raise web.HTTPBadRequest(text=f"400: {error}\n") from None
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (StaleSourceError, SourceReadError) as error:
+        # never fill values for a read error: the client is told, naming the file
+        log.warning("%s %s: %s", request.method, request.raw_path, error)
+        return web.Response(status=503, text=f"503: {error}\n", headers={"Retry-After": "5"})
+    except ZarrFormatNotServedError as error:
+        return web.Response(status=404, text=f"404: {error}\n")
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.error("%s %s failed: %s", request.method, request.raw_path, redacted_text(format_exc()))
+        return web.Response(status=500, text="500: internal error (see the server log)\n")
+
+
+async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer (errors too) readable by browser clients of any origin."""
+    response.headers.update(_CORS)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+@web.middleware
+async def _store_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+    pinned = await request.app[SNAPSHOTS].current()
+    request[PINNED] = pinned
+    request[STORE] = pinned.fs
+    key = request[KEY]
+    if key:  # the root is a group, never a key
+        answer = await _serve_key(request, pinned, key)
+        if answer is not None:
+            return answer
+    return await handler(request)
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    key = request.get(KEY, "")
+    if not key:
+        raise web.HTTPNotFound(text="404: this server serves Zarr keys (start at .zmetadata)\n")
+    raise web.HTTPNotFound(text=f"404: no key {key!r} in this store\n")
+
+
+# -- a key ---------------------------------------------------------------------------------
+
+
+async def _serve_key(request: web.Request, pinned: Pinned, key: str) -> web.StreamResponse | None:
+    """The answer for ``key`` from ``pinned``, or None if the store serves no such key
+    (a group, an array, a missing chunk: the routes answer, 404 at last)."""
+    fs = pinned.fs
+    try:
+        info = await fs._info(key)
+    except FileNotFoundError:
+        return None
+    if info.get("type") != "file":
+        return None
+    size = int(info["size"])
+    tag = entity_tag(pinned.state.id, key, request.app[SNAPSHOTS].variant)
+    headers = {
+        "ETag": tag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "no-cache",
+        "Content-Type": content_type(key),
+    }
+    if none_match(request.headers.get("If-None-Match"), tag):
+        return web.Response(status=304, headers=headers)
+    try:
+        span = byte_range(request.headers.get("Range"), size)
+    except BadRange as error:
+        return web.Response(
+            status=416,
+            text=f"416: {error}\n",
+            headers={"Content-Range": f"bytes */{size}", "ETag": tag},
+        )
+    status = 200 if span is None else 206
+    start, stop = span if span is not None else (0, size)
+    if span is not None:
+        headers["Content-Range"] = content_range(start, stop, size)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(stop - start)
+        return web.Response(status=status, headers=headers)
+    if span is None:
+        data = await fs._cat_file(key)
+    else:
+        data = await fs._cat_file(key, start, stop)
+    if len(data) != stop - start:  # never send bytes other than the ones announced
+        raise SourceReadError(
+            key, f"{len(data)} bytes read where {stop - start} were expected (bytes {start}-{stop})"
+        )
+    return await _send(request, web.StreamResponse(status=status, headers=headers), data)
+
+
+async def _send(
+    request: web.Request, response: web.StreamResponse, data: bytes
+) -> web.StreamResponse:
+    """Send ``data``, dropping the connection of a client that stops reading."""
+    response.content_length = len(data)
+    try:
+        async with asyncio.timeout(request.app[_SEND_TIMEOUT]):
+            await response.prepare(request)
+            await response.write(data)
+            await response.write_eof()
+    except TimeoutError:
+        log.warning("%s %s: client too slow, connection dropped", request.method, request.raw_path)
+        if request.transport is not None:
+            request.transport.abort()
+    return response

@@ -1,0 +1,678 @@
+"""fsspec-virtual serve: the store's keys over HTTP, read by real clients on 127.0.0.1.
+
+Every client (xarray, zarr-python's FsspecStore, fsspec's HTTP filesystem) must read what
+``open_mfdataset`` reads; the HTTP rules (ranges, entity tags, errors, tokens, paths that
+are not keys) are checked on the wire, with raw sockets where a client would normalise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from aiohttp import web
+from conftest import write_series, write_simple, write_sparse
+from oracle import assert_same_dataset, open_truth
+
+from fsspec_virtual import VirtualZarrFileSystem
+from fsspec_virtual.serve import app as app_module
+from fsspec_virtual.serve import make_app
+from fsspec_virtual.serve.app import Limits, running
+
+TOKEN = "s3cret-T0ken"
+DEFAULTS = Limits()
+
+
+class ServerThread:
+    """A server for ``app`` on 127.0.0.1 (a free port) in a thread with its own loop."""
+
+    def __init__(self, app: web.Application, limits: Limits = DEFAULTS) -> None:
+        self._app, self._limits = app, limits
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self.url = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with running(self._app, "127.0.0.1", 0, self._limits) as url:
+                self.url = url
+                self._ready.set()
+                await self._stop.wait()
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # reported by start()
+            self._error = e
+            self._ready.set()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(60), "server did not start"
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].strip("/"))
+
+
+@contextmanager
+def serving(fs: VirtualZarrFileSystem, limits: Limits = DEFAULTS, **options: Any) -> Iterator[str]:
+    server = ServerThread(make_app(fs, **options), limits).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> Any:
+    """(status, headers, body) of one request; errors are answers too."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def _request(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """The server's whole answer to ``request`` sent as is on a socket (no client in
+    between to normalise the path)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> tuple[list[Path], VirtualZarrFileSystem]:
+    paths = write_series(tmp_path / "data", [[0.0, 1.0], [2.0, 3.0, 4.0]])
+    return paths, VirtualZarrFileSystem(str(tmp_path / "data"), concat_dim="time")
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("consolidated", [None, True])
+def test_xarray_over_http_equals_open_mfdataset(collection, consolidated) -> None:
+    paths, fs = collection
+    with serving(fs) as url:
+        ds = xr.open_zarr(url, consolidated=consolidated)
+        assert_same_dataset(ds.load(), open_truth(paths))
+
+
+def test_zarr_fsspec_store_over_http_equals_open_mfdataset(collection) -> None:
+    paths, fs = collection
+    truth = open_truth(paths, decode_cf=False)
+    with serving(fs) as url:
+        store = zarr.storage.FsspecStore.from_url(url, read_only=True)
+        assert_same_dataset(xr.open_zarr(store).load(), open_truth(paths))
+        group = zarr.open_group(store, mode="r", zarr_format=2)
+        for name in truth.variables:
+            values = group[name][...]
+            assert values.dtype == truth[name].dtype, name
+            np.testing.assert_array_equal(values, truth[name].values, err_msg=name)
+        assert sorted(group.array_keys()) == sorted(truth.variables)
+
+
+def test_missing_chunks_are_404_and_read_as_fill(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    paths = [
+        write_sparse(tmp_path / "d" / "a.nc", [0.0, 1.0], declared_fill=True),
+        write_sparse(tmp_path / "d" / "b.nc", [2.0, 3.0], declared_fill=True, seed=1),
+    ]
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"), concat_dim="time")
+    missing = "never_f8/0.0"
+    assert not fs.exists(missing)
+    with serving(fs) as url:
+        status, headers, body = _get(url + missing)
+        assert status == 404 and b"never_f8/0.0" in body
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
+
+
+def test_every_key_equals_the_store_and_fsspec_http_reads_it(collection) -> None:
+    import fsspec
+
+    _, fs = collection
+    keys = [k for k in fs.find("") if not k.endswith("/")]
+    assert len(keys) > 20
+    with serving(fs) as url:
+        http = fsspec.filesystem("http")
+        served = http.cat([url + k for k in keys])
+        for key in keys:
+            assert served[url + key] == fs.cat_file(key), key
+
+
+# -- HTTP rules -------------------------------------------------------------------------------
+
+
+def test_ranges(collection) -> None:
+    _, fs = collection
+    key = ".zmetadata"
+    whole = fs.cat_file(key)
+    size = len(whole)
+    with serving(fs) as url:
+        status, headers, body = _get(url + key)
+        assert (status, body, headers["Content-Length"]) == (200, whole, str(size))
+        assert headers["Accept-Ranges"] == "bytes"
+        cases = {
+            "bytes=10-19": (10, 20),
+            "bytes=0-0": (0, 1),
+            f"bytes={size - 5}-": (size - 5, size),
+            "bytes=-7": (size - 7, size),
+            f"bytes=-{size + 100}": (0, size),
+            f"bytes=100-{size + 100}": (100, size),
+        }
+        for header, (start, stop) in cases.items():
+            status, headers, body = _get(url + key, {"Range": header})
+            assert status == 206, header
+            assert body == whole[start:stop], header
+            assert headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}", header
+            assert headers["Content-Length"] == str(stop - start), header
+        for header in [
+            f"bytes={size}-",
+            f"bytes={size + 10}-{size + 20}",
+            "bytes=-0",
+            "bytes=20-10",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+        ]:
+            status, headers, body = _get(url + key, {"Range": header})
+            assert status == 416, header
+            assert headers["Content-Range"] == f"bytes */{size}", header
+            assert whole[:50] not in body
+
+
+def test_ranges_of_a_chunk(collection) -> None:
+    _, fs = collection
+    key = "v_float64/1.0"
+    whole = fs.cat_file(key)
+    assert len(whole) > 8
+    with serving(fs) as url:
+        status, headers, body = _get(url + key, {"Range": "bytes=3-8"})
+        assert (status, body) == (206, whole[3:9])
+        assert headers["Content-Type"] == "application/octet-stream"
+
+
+def test_head(collection) -> None:
+    _, fs = collection
+    whole = fs.cat_file("v_int32/0.0")
+    with serving(fs) as url:
+        status, headers, body = _get(url + "v_int32/0.0", method="HEAD")
+        assert (status, body, headers["Content-Length"]) == (200, b"", str(len(whole)))
+        get_tag = _get(url + "v_int32/0.0")[1]["ETag"]
+        assert headers["ETag"] == get_tag
+        status, headers, body = _get(url + "v_int32/0.0", {"Range": "bytes=2-"}, method="HEAD")
+        assert (status, body) == (206, b"")
+        assert headers["Content-Range"] == f"bytes 2-{len(whole) - 1}/{len(whole)}"
+        assert headers["Content-Length"] == str(len(whole) - 2)
+        assert _get(url + "v_int32/99.0", method="HEAD")[0] == 404
+
+
+def test_etags_and_304(collection) -> None:
+    _, fs = collection
+    with serving(fs) as url:
+        tags = {
+            key: _get(url + key)[1]["ETag"]
+            for key in (".zmetadata", "v_float32/0.0", "v_float32/1.0")
+        }
+        assert len(set(tags.values())) == 3
+        tag = tags["v_float32/0.0"]
+        assert _get(url + "v_float32/0.0")[1]["ETag"] == tag  # stable
+        for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+            status, headers, body = _get(url + "v_float32/0.0", {"If-None-Match": header})
+            assert (status, body, headers["ETag"]) == (304, b"", tag), header
+        status, _, body = _get(url + "v_float32/0.0", {"If-None-Match": tags["v_float32/1.0"]})
+        assert (status, body) == (200, fs.cat_file("v_float32/0.0"))
+        # a key that does not exist is not "not modified"
+        assert _get(url + "v_float32/99.0", {"If-None-Match": "*"})[0] == 404
+
+
+def test_cors(collection) -> None:
+    _, fs = collection
+    with serving(fs) as url:
+        for path, status in ((".zgroup", 200), ("nope/.zarray", 404)):
+            answer = _get(url + path)
+            assert answer[0] == status
+            assert answer[1]["Access-Control-Allow-Origin"] == "*"
+            exposed = answer[1]["Access-Control-Expose-Headers"]
+            assert {"Content-Range", "ETag", "Content-Length"} <= set(exposed.split(", "))
+        status, headers, _ = _get(
+            url + "v_float32/0.0",
+            {"Origin": "http://example.org", "Access-Control-Request-Method": "GET"},
+            method="OPTIONS",
+        )
+        assert status == 204
+        assert "GET" in headers["Access-Control-Allow-Methods"]
+        assert {"Range", "If-None-Match", "Authorization"} <= set(
+            headers["Access-Control-Allow-Headers"].split(", ")
+        )
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_other_methods_405(collection, method) -> None:
+    _, fs = collection
+    with serving(fs) as url:
+        status, headers, _ = _get(url + "v_float32/0.0", method=method)
+        assert status == 405
+        assert set(headers["Allow"].split(",")) == {"GET", "HEAD", "OPTIONS"}
+        assert fs.cat_file("v_float32/0.0")  # still there
+
+
+def test_groups_arrays_and_root_are_not_keys(collection) -> None:
+    _, fs = collection
+    with serving(fs) as url:
+        assert _get(url + "v_float32")[0] == 404
+        assert _get(url + "v_float32/")[0] in (400, 404)
+        assert _get(url + "part00.nc")[0] == 404  # a source file is not a key
+
+
+# -- errors of sources -------------------------------------------------------------------------
+
+
+def _rewrite(path: Path, values_seed: int) -> None:
+    """Write another version of a ``write_series`` file (same shape, other values and
+    size) next to it and move it into place at once."""
+    other = path.parent / "rewrite" / path.name
+    names = [path.name]
+    write_series(other.parent, [[2.0, 3.0, 4.0]], names=names, layout="gzip_shuffle", nx=5)
+    with xr.open_dataset(other, engine="netcdf4") as ds:
+        assert ds.sizes["time"] == 3
+    # make the sizes differ too: append an attribute of a length of its own
+    import netCDF4
+
+    with netCDF4.Dataset(other, "a") as nc:
+        nc.rewritten = "x" * (100 + values_seed)
+        nc["v_float64"][:] = nc["v_float64"][:] + values_seed
+    os.replace(other, path)
+
+
+def test_a_rewritten_file_is_503_naming_it(collection) -> None:
+    paths, fs = collection
+    with serving(fs) as url:
+        before = _get(url + "v_float64/1.0")
+        assert before[0] == 200
+        _rewrite(paths[1], 1)
+        status, headers, body = _get(url + "v_float64/1.0")
+        assert status == 503
+        assert paths[1].name in body.decode()
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        # a client is told, never given fill values
+        with pytest.raises(Exception) as raised:
+            xr.open_zarr(url)["v_float64"].load()
+        assert "503" in str(raised.value) or "Service Unavailable" in str(raised.value)
+        # keys of the unchanged file are still served
+        assert _get(url + "v_float64/0.0")[0] == 200
+
+
+def test_a_deleted_file_is_503_naming_it(collection) -> None:
+    paths, fs = collection
+    with serving(fs) as url:
+        assert _get(url + "v_int16/1.0")[0] == 200
+        paths[1].unlink()
+        status, _, body = _get(url + "v_int16/1.0")
+        assert status == 503 and paths[1].name in body.decode()
+
+
+def test_listing_ttl_serves_a_rewritten_file_new(collection) -> None:
+    paths, fs = collection
+    with serving(fs, listing_ttl=0) as url:
+        old = _get(url + "v_float64/1.0")
+        _rewrite(paths[1], 7)
+        new = _get(url + "v_float64/1.0")
+        assert new[0] == 200
+        assert new[2] != old[2] and new[1]["ETag"] != old[1]["ETag"]
+        fresh = VirtualZarrFileSystem(str(paths[0].parent), concat_dim="time", cache=False)
+        assert new[2] == fresh.cat_file("v_float64/1.0")
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
+
+
+def test_files_rewritten_while_serving_never_wrong_bytes(collection) -> None:
+    """Readers hammer one chunk of a file rewritten again and again (moved into place):
+    every answer is 503 or the bytes of one version of the file, and one entity tag
+    always names the same bytes."""
+    paths, fs = collection
+    versions = set()
+    for seed in (1, 2):
+        _rewrite(paths[1], seed)
+        fs.refresh()
+        versions.add(fs.cat_file("v_float64/1.0"))
+    assert len(versions) == 2
+    by_tag: dict[str, bytes] = {}
+    statuses: list[int] = []
+    wrong: list[bytes] = []
+    stop = threading.Event()
+    with serving(fs, listing_ttl=0) as url:
+
+        def read() -> None:
+            while not stop.is_set():
+                status, headers, body = _get(url + "v_float64/1.0")
+                statuses.append(status)
+                if status == 200:
+                    if body not in versions:
+                        wrong.append(body)
+                    if by_tag.setdefault(headers["ETag"], body) != body:
+                        wrong.append(body)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        try:
+            for i in range(8):
+                _rewrite(paths[1], 1 + i % 2)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.join(60)
+    assert not wrong
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) > 0
+
+
+def test_listing_ttl_picks_up_a_new_file(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    paths = write_series(directory, [[0.0, 1.0], [2.0, 3.0]])
+    fs = VirtualZarrFileSystem(str(directory), concat_dim="time")
+    with serving(fs, listing_ttl=0) as url, serving(fs) as fixed:
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
+        tag = _get(url + ".zmetadata")[1]["ETag"]
+        assert xr.open_zarr(fixed).sizes["time"] == 4  # pins its snapshot
+        more = write_series(tmp_path / "more", [[4.0, 5.0, 6.0]], names=["part02.nc"])
+        shutil.move(more[0], directory / "part02.nc")
+        paths.append(directory / "part02.nc")
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
+        assert _get(url + ".zmetadata")[1]["ETag"] != tag
+        # without listing_ttl the server keeps its snapshot
+        assert xr.open_zarr(fixed).sizes["time"] == 4
+
+
+# -- safety ------------------------------------------------------------------------------------
+
+
+def test_token_refused_and_accepted(collection) -> None:
+    paths, fs = collection
+    with serving(fs, token=TOKEN) as url:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            status, answer, body = _get(url + ".zmetadata", headers)
+            assert status == 401, headers
+            assert answer["WWW-Authenticate"].startswith("Bearer")
+            assert b"zarr_consolidated_format" not in body
+        assert _get(url + "v_float32/0.0")[0] == 401
+        assert _get(url + ".zmetadata?token=wrong")[0] == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert _get(url + ".zmetadata", good)[0] == 200
+        opened = xr.open_zarr(url, storage_options={"headers": good})
+        assert_same_dataset(opened.load(), open_truth(paths))
+        # preflight carries no credentials
+        assert _get(url + ".zmetadata", method="OPTIONS")[0] == 204
+
+
+def test_token_in_a_url_becomes_a_cookie(collection) -> None:
+    _, fs = collection
+    with serving(fs, token=TOKEN) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        target = f"/.zgroup?token={TOKEN}&x=1"
+        answer = _raw(
+            port, f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = answer.split(b"\r\n\r\n")[0].decode()
+        assert head.startswith("HTTP/1.1 303")
+        assert "\r\nLocation: /.zgroup?x=1\r\n" in head
+        cookie = next(line for line in head.split("\r\n") if line.startswith("Set-Cookie:"))
+        assert f"fsspec_virtual_token={TOKEN}" in cookie
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        status, _, body = _get(url + ".zgroup", {"Cookie": f"fsspec_virtual_token={TOKEN}"})
+        assert status == 200 and b"zarr_format" in body
+        assert _get(url + ".zgroup", {"Cookie": "fsspec_virtual_token=nope"})[0] == 401
+
+
+TRAVERSALS = [
+    "/../etc/passwd",
+    "/%2e%2e/etc/passwd",
+    "/%2E%2E%2Fetc%2Fpasswd",
+    "/v_float32/../../etc/passwd",
+    "/v_float32/..%2f..%2fetc%2fpasswd",
+    "/v_float32/%2e%2e/.zarray",
+    "//etc/passwd",
+    "/v_float32//0.0",
+    "/./.zgroup",
+    "/v_float32/./.zarray",
+    "/..\\..\\etc\\passwd",
+    "/v_float32%5c.zarray",
+    "/.zgroup%00",
+    "/%00",
+    "/%c0%ae%c0%ae/etc/passwd",
+    "http://127.0.0.1/.zgroup",
+    "http://evil.example/../../etc/passwd",
+    "*",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS)
+def test_paths_outside_the_store_are_refused(collection, target) -> None:
+    paths, fs = collection
+    server = ServerThread(make_app(fs)).start()
+    try:
+        answer = _raw(server.port, _request(target))
+    finally:
+        server.stop()
+    status = int(answer.split(b" ", 2)[1])
+    assert status == 400, (target, answer[:200])
+    assert b"root:x:0:0" not in answer and b"zarr_format" not in answer
+    assert paths[0].read_bytes()[:64] not in answer
+
+
+def test_a_variable_named_like_a_page_keeps_its_keys(tmp_path: Path, monkeypatch) -> None:
+    """Store keys win over page routes, and pages answer paths that are not keys."""
+    path = write_simple(tmp_path / "d" / "a.nc", [0.0, 1.0], var="quicklook")
+    fs = VirtualZarrFileSystem(str(path))
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="page")
+
+    def add_pages(app: web.Application) -> None:
+        app.router.add_get("/quicklook/{var}.png", page)
+        app.router.add_get("/{anything:.+}", page)  # a page route matching every path
+
+    monkeypatch.setattr(app_module, "_add_pages", add_pages)
+    with serving(fs) as url:
+        for key in ("quicklook/.zarray", "quicklook/0.0", ".zmetadata"):
+            status, _, body = _get(url + key)
+            assert (status, body) == (200, fs.cat_file(key)), key
+        assert _get(url + "quicklook/quicklook.png")[2] == b"page"
+        # a missing chunk key goes to the routes (here a page; without one, 404)
+        assert _get(url + "quicklook/9.0")[2] == b"page"
+        opened = xr.open_zarr(url, zarr_format=2, consolidated=True)
+        assert_same_dataset(opened.load(), open_truth([path]))
+
+
+def test_request_size_limits(collection) -> None:
+    _, fs = collection
+    server = ServerThread(make_app(fs)).start()
+    try:
+        long_line = _raw(server.port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        big_header = _raw(
+            server.port, b"GET /.zgroup HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+        )
+        many = b"".join(b"X-H%d: 1\r\n" % i for i in range(100))
+        many_headers = _raw(server.port, b"GET /.zgroup HTTP/1.1\r\nHost: h\r\n" + many + b"\r\n")
+    finally:
+        server.stop()
+    for answer in (long_line, big_header, many_headers):
+        status = int(answer.split(b" ", 2)[1])
+        assert status in (400, 413, 414, 431), answer[:200]
+
+
+def test_a_slow_client_is_dropped(collection) -> None:
+    _, fs = collection
+    server = ServerThread(make_app(fs), Limits(idle_timeout=1.0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"GET /.zgroup HTTP/1.1\r\n")
+            for _ in range(3):  # dribbles a header, never ends the request
+                time.sleep(0.5)
+                try:
+                    sock.sendall(b"X: y\r\n")
+                except OSError:
+                    break
+            sock.settimeout(30)
+            try:
+                rest = sock.recv(65536)
+            except ConnectionResetError:
+                rest = b""
+        assert b"zarr_format" not in rest
+        assert rest == b"" or rest.startswith(b"HTTP/1.1 4")
+    finally:
+        server.stop()
+
+
+def test_no_credentials_in_answers_or_logs(http_root, caplog) -> None:
+    """A source URL's password and the server's token appear in no answer and no log line."""
+    root, base = http_root
+    paths = write_series(root, [[0.0, 1.0], [2.0, 3.0]])
+    secret_url = base.replace("http://", "http://user:pa55word@") + "/"
+    fs = VirtualZarrFileSystem([secret_url + p.name for p in paths], concat_dim="time", cache=False)
+    caplog.set_level(logging.INFO, logger="fsspec_virtual")
+    with serving(fs, token=TOKEN) as url:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert _get(url + "v_float32/0.0", auth)[0] == 200
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(url + f".zgroup?token={TOKEN}", timeout=60) as page:
+            assert page.status == 200 and page.url == url + ".zgroup"  # redirected
+        paths[1].unlink()
+        status, headers, body = _get(url + "v_float32/1.0", auth)
+        assert status == 503 and paths[1].name.encode() in body
+        answers = [body, str(headers).encode(), _get(url + ".zmetadata", auth)[2]]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "v_float32/1.0" in logged and "/.zgroup?token=***" in logged  # the access log
+    for text in [*answers, logged.encode()]:
+        assert b"pa55word" not in text
+        assert TOKEN.encode() not in text
+
+
+def test_access_log_is_in_the_combined_format(collection, caplog) -> None:
+    _, fs = collection
+    caplog.set_level(logging.INFO, logger="fsspec_virtual.serve.access")
+    with serving(fs) as url:
+        size = len(_get(url + ".zgroup", {"User-Agent": "probe/1", "Referer": "http://r/"})[2])
+        _get(url + "nope/0.0")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fsspec_virtual.serve.access"]
+    import re
+
+    combined = re.compile(
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "
+        r'"(\S+) (\S+) HTTP/1\.1" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"'
+    )
+    parsed = [combined.fullmatch(line) for line in lines]
+    assert all(parsed), lines
+    first = parsed[0]
+    assert first is not None
+    assert first.groups() == ("GET", "/.zgroup", "200", str(size), "http://r/", "probe/1")
+    assert any(m is not None and m.group(3) == "404" for m in parsed)
+
+
+def test_make_app_refuses_other_filesystems() -> None:
+    import fsspec
+
+    with pytest.raises(TypeError, match="VirtualZarrFileSystem"):
+        make_app(fsspec.filesystem("memory"))
+
+
+def test_the_command_serves_until_interrupted(collection, tmp_path: Path) -> None:
+    """``fsspec-virtual serve`` (token from the environment, a free port): it announces
+    its URL, serves with the token only, logs requests redacted, and ends on Ctrl-C."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    paths, _ = collection
+    env = {**os.environ, "FSSPEC_VIRTUAL_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "fsspec_virtual", "serve", str(paths[0].parent)]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--concat-dim", "time"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    announced = threading.Event()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("serving "):
+                announced.set()
+        announced.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert announced.wait(120), lines
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/) ", "".join(lines))
+        assert found is not None, lines
+        url = found.group(1)
+        assert _get(url + ".zgroup")[0] == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        opened = xr.open_zarr(url, storage_options={"headers": headers})
+        assert_same_dataset(opened.load(), open_truth(paths))
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        answer = _raw(port, _request(f"/.zgroup?token={TOKEN}"))
+        assert answer.startswith(b"HTTP/1.1 303")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+        reader.join(30)
+    assert code == 0, lines
+    text = "".join(lines)
+    assert '"GET /.zmetadata HTTP/1.1" 200' in text and '"GET /.zgroup HTTP/1.1" 401' in text
+    assert "/.zgroup?token=***" in text
+    assert TOKEN not in text
+
+
+def test_the_command_refuses_a_negative_listing_ttl(collection) -> None:
+    from fsspec_virtual.cli import main
+
+    paths, _ = collection
+    assert main(["serve", str(paths[0].parent), "--listing-ttl", "-1"]) == 2
