@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 from conftest import write_groups, write_packed, write_series
 from oracle import assert_same_dataset, open_truth
-from servers import HTTPServer, serve_directory
+from servers import HTTPServer, serve_directory, serve_s3
 
 from fsspec_virtual import VirtualZarrFileSystem
 from fsspec_virtual.access import FileVersion
@@ -110,6 +110,17 @@ def test_export_reads_as_the_store_and_the_files(tmp_path: Path) -> None:
     assert recorded["snapshot"] == fs.collection().id
     assert [p for p, _ in recorded["files"]] == [str(f) for f in files]
     assert recorded["references"] == result.references
+
+
+@pytest.mark.parametrize("name", ["a b", "x%20y", "h#ash", "q?u", "é"])
+def test_local_paths_that_urls_escape(tmp_path: Path, name: str) -> None:
+    """Icechunk reads a location as a URL: a path with characters URLs escape is
+    percent-encoded, in a container whose own prefix needs no escaping."""
+    files = write_series(tmp_path / name, [[0, 1]])
+    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
+    result = _store(tmp_path / name).to_icechunk(storage)
+    assert result.containers == (f"file://{tmp_path}/",)
+    assert_same_dataset(_open(storage, result.containers), open_truth(files), name)
 
 
 def test_a_reader_must_authorize_the_containers(tmp_path: Path) -> None:
@@ -415,6 +426,41 @@ def test_http_sources_on_another_port_are_refused(
     with pytest.raises(NotImplementedError, match="drops the port of virtual chunk URLs"):
         _store(url + "/").to_icechunk(storage)
     assert not icechunk.Repository.exists(storage)  # refused before anything was written
+
+
+def test_s3_sources(tmp_path: Path) -> None:
+    """Objects in a bucket of an S3-compatible server: the container takes the endpoint
+    from the source's options, a reader gives the bucket's credentials, and a rewritten
+    object (a new ETag) is refused by Icechunk's If-Match."""
+    import fsspec
+
+    files = write_series(tmp_path / "d", [[0, 1, 2], [3, 4, 5]])
+    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
+    with serve_s3() as s3:
+        s3fs = fsspec.filesystem("s3", **s3.options())
+        s3fs.mkdir("bucket")
+        for path in files:
+            s3fs.pipe_file(f"bucket/data/{path.name}", path.read_bytes())
+        fs = _store("s3://bucket/data/", target_options=s3.options())
+        result = fs.to_icechunk(storage)
+        assert result.containers == ("s3://bucket/",)
+        key = icechunk.s3_static_credentials(
+            access_key_id="testing-key", secret_access_key="testing-secret"
+        )
+        repo = icechunk.Repository.open(
+            storage,
+            authorize_virtual_chunk_access=icechunk.containers_credentials({"s3://bucket/": key}),
+        )
+
+        def read() -> xr.Dataset:
+            store = repo.readonly_session("main").store
+            with xr.open_zarr(store, consolidated=False, zarr_format=3) as ds:
+                return ds.load()
+
+        assert_same_dataset(read(), open_truth(files), "s3")
+        s3fs.pipe_file("bucket/data/part00.nc", files[1].read_bytes())
+        with pytest.raises(Exception, match="checksum of the object owning the virtual chunk"):
+            read()
 
 
 def test_sources_icechunk_cannot_read_are_refused(tmp_path: Path) -> None:
