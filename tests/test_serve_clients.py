@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from conftest import write_groups, write_series
 from oracle import open_truth
-from serve_thread import serving
+from serve_helpers import EVIL_NAMES, serving, write_cube
 
 from fsspec_virtual import VirtualZarrFileSystem
 
@@ -247,42 +247,7 @@ def run_chromium(url: str, profile: Path) -> tuple[str, list[str]]:
 
 @pytest.fixture
 def cube_files(tmp_path: Path) -> list[Path]:
-    """Three files along time of a packed 3-D variable, plus 1-D and 2-D ones."""
-    import netCDF4
-
-    paths = []
-    for i in range(3):
-        path = tmp_path / "cube" / f"c{i}.nc"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with netCDF4.Dataset(path, "w") as nc:
-            nc.title = "a cube <of> test files"
-            nc.createDimension("time", 2)
-            nc.createDimension("lat", 6)
-            nc.createDimension("lon", 8)
-            time = nc.createVariable("time", "f8", ("time",))
-            time.units = "days since 2001-01-01"
-            time[:] = [2 * i, 2 * i + 1]
-            lat = nc.createVariable("lat", "f4", ("lat",))
-            lat.units = "degrees_north"
-            lat[:] = np.linspace(50, 40, 6)
-            lon = nc.createVariable("lon", "f4", ("lon",))
-            lon.units = "degrees_east"
-            lon[:] = np.linspace(0, 14, 8)
-            t2m = nc.createVariable("t2m", "i2", ("time", "lat", "lon"), fill_value=-9999)
-            t2m.units = "K"
-            t2m.long_name = "2 m temperature"
-            t2m.scale_factor = 0.01
-            t2m.add_offset = 273.15
-            t2m.set_auto_maskandscale(False)
-            raw = (np.arange(2 * 6 * 8).reshape(2, 6, 8) * 7 + 100 * i).astype("i2")
-            raw[0, 0, 0] = -9999
-            t2m[:] = raw
-            mask = nc.createVariable("land", "u1", ("lat", "lon"))
-            mask[:] = (np.arange(48).reshape(6, 8) % 3 == 0).astype("u1")
-            mean = nc.createVariable("mean_t2m", "f4", ("time",))
-            mean[:] = [1.0, 2.0]
-        paths.append(path)
-    return paths
+    return write_cube(tmp_path / "cube", evil=True)
 
 
 @needs_chromium
@@ -294,9 +259,10 @@ def test_chromium_shows_the_landing_page_without_console_errors(
         dom, console = run_chromium(url, tmp_path / "profile")
     assert console == [], "the page logged to the console:\n" + "\n".join(console)
     page = _parse(dom)
-    assert set(page.names) >= {"time", "lat", "lon", "t2m", "land", "mean_t2m"}
+    expected = {"time", "level", "lat", "lon", "t2m", "u", "land", "mean_t2m", *EVIL_NAMES}
+    assert expected <= set(page.names)
     sources = sorted(str(image["data-variable"]) for image in page.images)
-    assert sources == ["land", "t2m"]  # variables of 2 or more dimensions only
+    assert sources == sorted(["land", "t2m", "u", *EVIL_NAMES])  # 2 or more dimensions
 
 
 #: Run inside a copy of the landing page: every image loaded now (not lazily) and decoded,
@@ -332,7 +298,7 @@ def test_chromium_decodes_every_quicklook_image(cube_files: list[Path], tmp_path
     checked = re.search(r'<body[^>]*data-checked="(\d+)"', dom)
     assert checked is not None, "the check did not finish"
     images = _parse(dom).images
-    assert int(checked.group(1)) == len(images) == 2
+    assert int(checked.group(1)) == len(images) == 5
     for image in images:
         assert image.get("data-decoded") == "640x480", f"{image.get('src')}: {image}"
 
@@ -351,4 +317,4 @@ def test_chromium_check_sees_an_image_that_does_not_decode(
         harness.write_text(_decode_harness(page, url))
         dom, _ = run_chromium(harness.as_uri(), tmp_path / "profile")
     decoded = sorted(str(image.get("data-decoded")) for image in _parse(dom).images)
-    assert decoded == ["640x480", "failed"]
+    assert decoded == ["640x480"] * 4 + ["failed"]

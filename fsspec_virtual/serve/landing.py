@@ -144,6 +144,14 @@ def _attrs_html(attrs: Mapping[str, Any]) -> str:
     return f"<dl>{items}</dl>"
 
 
+def _shown_attrs(meta: ArrayMeta) -> Mapping[str, Any]:
+    """A variable's attributes as netCDF shows them: its declared fill value (which the
+    store serves as the array's ``fill_value``) as ``_FillValue``."""
+    if meta.fill_value is None or "_FillValue" in meta.attrs:
+        return meta.attrs
+    return {**meta.attrs, "_FillValue": meta.fill_value}
+
+
 def _table(head: Sequence[str], rows: Iterable[str]) -> str:
     cells = "".join(f"<th>{_e(h)}</th>" for h in head)
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -200,13 +208,13 @@ def _group_html(view: GroupView, served: Mapping[str, VariableReport]) -> str:
         parts.append('<p class="muted">no arrays</p>')
     parts += ["<h3>Attributes</h3>", _attrs_html(view.attrs)]
     arrays = {**view.coordinates, **view.variables}
-    with_attrs = [(p, m) for p, m in arrays.items() if m.attrs]
+    with_attrs = [(p, a) for p, a in ((p, _shown_attrs(m)) for p, m in arrays.items()) if a]
     if with_attrs:
         parts.append("<h3>Variable attributes</h3>")
         parts += [
             f'<details><summary class="name">{_e(p.rpartition("/")[2])}</summary>'
-            f"{_attrs_html(m.attrs)}</details>"
-            for p, m in with_attrs
+            f"{_attrs_html(attrs)}</details>"
+            for p, attrs in with_attrs
         ]
     figures = [
         f'<figure><img src="{_e(quicklook_url(p))}" '

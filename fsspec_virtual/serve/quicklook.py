@@ -351,7 +351,7 @@ def quicklook_png(
     long_name = array.attrs.get("long_name")
     lines = [f"{path}: {long_name}" if long_name else path]
     where = [s.describe() for s in slices]
-    where += [f"every {n}th {d}" for d, n in steps.items() if n > 1]
+    where += [f"1 in {n} points along {d}" for d, n in steps.items() if n > 1]
     if where:
         lines.append(", ".join(where))
     if not np.isfinite(values.astype("f8")).any():
