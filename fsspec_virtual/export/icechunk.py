@@ -37,7 +37,7 @@ import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
@@ -140,7 +140,8 @@ def chunk_key(path: str, index: tuple[int, ...]) -> str:
 def _location(url: str, protocol: str) -> str:
     """The URL Icechunk records for a source file (``url`` as the snapshot holds it)."""
     if protocol == "file":
-        return "file://" + os.path.abspath(url)
+        # percent-encoded: Icechunk reads a location as a URL ("#" would end the path)
+        return "file://" + quote(os.path.abspath(url))
     if protocol in ("http", "https"):
         return url
     if protocol in ("s3", "s3a"):
@@ -204,7 +205,12 @@ def _container_prefix(location: str) -> str:
     repository covers it: a local file's directory, an HTTP server, a bucket."""
     parts = urlsplit(location)
     if parts.scheme == "file":
-        return "file://" + posixpath.dirname(parts.path).rstrip("/") + "/"
+        # a directory spelled the same encoded or not: Icechunk 1.1 matches a container
+        # to an encoded location when writing and to the decoded one when reading
+        directory = posixpath.dirname(unquote(parts.path))
+        while quote(directory) != directory:
+            directory = posixpath.dirname(directory)
+        return "file://" + directory.rstrip("/") + "/"
     if parts.scheme in ("http", "https"):
         return f"{parts.scheme}://{parts.netloc}/"
     return f"{parts.scheme}://{parts.netloc}/"
