@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from .errors import (
     AmbiguousKeyError,
+    ExportError,
+    ExportExistsError,
+    ExportIncompleteWarning,
     IncompatibleSourcesError,
     NoSourceFilesError,
     RangeNotSupportedError,
@@ -41,4 +44,7 @@ __all__ = [
     "ZarrFormatNotServedError",
     "SkippedFileWarning",
     "UnversionedSourceWarning",
+    "ExportError",
+    "ExportExistsError",
+    "ExportIncompleteWarning",
 ]

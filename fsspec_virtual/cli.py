@@ -1,4 +1,4 @@
-"""The ``fsspec-virtual`` command: ``info``, ``scan`` and ``demo``.
+"""The ``fsspec-virtual`` command: ``info``, ``scan``, ``export`` and ``demo``.
 
 Everything it writes (results, warnings, log records, errors and their tracebacks) has the
 credentials of source URLs removed (:func:`~fsspec_virtual.options.redacted_text`).
@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
+from .export.kerchunk import DEFAULT_INLINE_COMPUTED
 from .options import RedactingFilter, redacted_text
 
 __all__ = ["main"]
@@ -63,6 +64,7 @@ _FLAGS = (
     (re.compile(r"\bcombine='nested'"), "--combine nested"),
     (re.compile(r"\bjoin='exact'"), "--join exact"),
     (re.compile(r"\bon_error=['\"]skip['\"]"), "--on-error skip"),
+    (re.compile(r"\boverwrite=True"), "--overwrite"),
 )
 
 
@@ -243,6 +245,23 @@ def _scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .filesystem import VirtualZarrFileSystem
+
+    fs = _store(VirtualZarrFileSystem, args.path, **_combining(args))
+    if args.inline_computed < 0:
+        raise _UsageError(f"--inline-computed must be >= 0, not {args.inline_computed}")
+    report = fs.to_kerchunk(
+        args.to,
+        format=args.format,
+        inline_computed=args.inline_computed,
+        computed_to=args.computed_to,
+        overwrite=args.overwrite,
+    )
+    _print(report)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
@@ -306,6 +325,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scan in a pool of processes (default) or on the current Dask client",
     )
     scan.set_defaults(run=_scan)
+    export = commands.add_parser(
+        "export", help="write the combined dataset as kerchunk references (JSON or Parquet)"
+    )
+    export.add_argument("path", help="directory, glob, file or URL of the source files")
+    export.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="where to write: a .json file, or a .parq directory (any fsspec URL)",
+    )
+    export.add_argument(
+        "--format",
+        choices=["json", "parquet"],
+        default=None,
+        help="default: parquet for a name ending .parq or .parquet, else json",
+    )
+    export.add_argument(
+        "--inline-computed",
+        type=int,
+        default=DEFAULT_INLINE_COMPUTED,
+        metavar="BYTES",
+        help="computed chunks of at most this many bytes (decoded) are written inline "
+        f"(default {DEFAULT_INLINE_COMPUTED})",
+    )
+    export.add_argument(
+        "--computed-to",
+        default=None,
+        metavar="URL",
+        help="a directory for larger computed chunks, one file each (without it, their "
+        "variables are left out, with a warning)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing export at --to"
+    )
+    _add_combining(export)
+    export.set_defaults(run=_export)
     demo = commands.add_parser("demo", help="write a sample collection and open it")
     demo.add_argument("dir", nargs="?", default=None, help="where to write (default: a temp dir)")
     demo.set_defaults(run=_demo)

@@ -25,10 +25,13 @@ __all__ = [
     "StaleSourceError",
     "SourceReadError",
     "RangeNotSupportedError",
+    "ExportError",
+    "ExportExistsError",
     "UnsupportedVariableWarning",
     "SkippedFileWarning",
     "UnversionedSourceWarning",
     "RedactedWarning",
+    "ExportIncompleteWarning",
 ]
 
 
@@ -139,6 +142,16 @@ class RangeNotSupportedError(SourceReadError):
         )
 
 
+class ExportError(VirtualZarrError, ValueError):
+    """An export cannot be written as asked: an unknown format, or source URLs that carry
+    credentials (an export would publish them)."""
+
+
+class ExportExistsError(ExportError, FileExistsError):
+    """The export's target (or its side store for computed chunks) exists already; pass
+    ``overwrite=True`` to replace it."""
+
+
 class RedactedWarning(_Redacting, UserWarning):
     """Base of the package's warnings: their messages never hold a credential."""
 
@@ -154,3 +167,9 @@ class UnversionedSourceWarning(RedactedWarning):
 
 class SkippedFileWarning(RedactedWarning):
     """A source file could not be scanned and was skipped (``on_error="skip"``)."""
+
+
+class ExportIncompleteWarning(RedactedWarning):
+    """A variable of the store is left out of an export (named, with why): its computed
+    chunks are too large to write inline and no side store was given, or the store
+    itself does not serve it."""

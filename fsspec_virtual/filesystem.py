@@ -19,6 +19,7 @@ from fsspec.spec import AbstractBufferedFile
 
 from .combine import CombineOptions
 from .errors import AmbiguousKeyError, ReadOnlyError, StaleSourceError
+from .export.kerchunk import DEFAULT_INLINE_COMPUTED, DEFAULT_RECORD_SIZE
 from .format_probe import FormatProbes
 from .keys import (
     ChunkSource,
@@ -59,6 +60,7 @@ from .state import (
 
 if TYPE_CHECKING:
     from .export.icechunk import IcechunkExport
+    from .export.kerchunk import KerchunkExport
 
 __all__ = ["VirtualZarrFileSystem"]
 
@@ -509,6 +511,64 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         """How each variable is served (passthrough, inline, skipped and why); scans if needed."""
         state = self.collection()
         return describe(state.manifest, len(state.files), state.scan_cost)
+
+    def to_kerchunk(
+        self,
+        url: str,
+        format: str | None = None,
+        *,
+        inline_computed: int = DEFAULT_INLINE_COMPUTED,
+        computed_to: str | None = None,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        computed_options: dict[str, Any] | None = None,
+        record_size: int = DEFAULT_RECORD_SIZE,
+    ) -> KerchunkExport:
+        """Write this store's snapshot as kerchunk references (JSON, or Parquet), which
+        ``fsspec.filesystem("reference", fo=url)`` reads as this store serves it: passthrough
+        chunks as byte ranges of the sources, inline chunks inline, computed chunks inline
+        when small, else to a side store (``computed_to``), else their variable is left out
+        (reported, with an :class:`~fsspec_virtual.ExportIncompleteWarning`). See
+        :func:`fsspec_virtual.export.kerchunk.to_kerchunk`.
+
+        Parameters
+        ----------
+        url
+            A JSON file or a Parquet directory (any fsspec URL).
+        format
+            ``"json"`` or ``"parquet"`` (default: Parquet for a URL ending ``.parq`` or
+            ``.parquet``, else JSON).
+        inline_computed
+            Computed chunks of at most this many bytes (decoded) are written inline
+            (default 64 KiB).
+        computed_to
+            A directory (any fsspec URL) for larger computed chunks, one file per chunk.
+        overwrite
+            Replace an existing export (default: :class:`~fsspec_virtual.ExportExistsError`).
+        storage_options, computed_options
+            Options of the filesystems of ``url`` and ``computed_to``.
+        record_size
+            References per Parquet file.
+
+        Returns
+        -------
+        KerchunkExport
+            What was written, what was left out and why, and the reader's options.
+        """
+        from .export.kerchunk import to_kerchunk
+
+        return to_kerchunk(
+            self.collection(),
+            url,
+            format=format,
+            inline_computed=inline_computed,
+            computed_to=computed_to,
+            overwrite=overwrite,
+            storage_options=storage_options,
+            computed_options=computed_options,
+            record_size=record_size,
+            reading=self._reading,
+        )
 
     def to_icechunk(
         self, repo_or_storage: Any, branch: str = "main", message: str | None = None
