@@ -1,5 +1,6 @@
-"""The store serves Zarr format 2: a client that asks for format 3 is told so, and every
-ordinary open (format left to zarr to find) still works."""
+"""The store serves one Zarr format: 2 by default, 3 with ``zarr_format=3``. A client that
+asks for the other one is told which format is served, and every ordinary open (format
+left to zarr to find) still works."""
 
 from __future__ import annotations
 
@@ -119,4 +120,75 @@ def test_format_3_asked_of_a_node_that_does_not_exist_is_not_found(steps: list[P
     fs = _store(steps[0].parent / "s*.nc", concat_dim="time")
     with pytest.raises(FileNotFoundError) as caught:
         zarr.open_group(fs.get_mapper("nosuch"), mode="r", zarr_format=3)
+    assert not isinstance(caught.value, ZarrFormatNotServedError)
+
+
+# -- a store made with zarr_format=3 -------------------------------------------------------
+
+
+def test_a_format_3_store_asked_for_format_2_names_the_format_served(steps: list[Path]) -> None:
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time", zarr_format=3)
+    root = fs.get_mapper("")
+    for open_v2 in (
+        lambda: zarr.open_group(root, mode="r", zarr_format=2),
+        lambda: xr.open_zarr(root, zarr_format=2),
+        lambda: xr.open_zarr(root, zarr_format=2, consolidated=False),
+        lambda: zarr.open_consolidated(root, mode="r", zarr_format=2),
+    ):
+        with pytest.raises(ZarrFormatNotServedError, match=r"Zarr format 3 only.*the root"):
+            open_v2()
+    with pytest.raises(ZarrFormatNotServedError, match=r"format 3 only.*node 'v'"):
+        zarr.open_array(fs.get_mapper("v"), mode="r", zarr_format=2)
+    # and the same store still opens as format 3 right after, asked or found
+    truth = open_truth(steps)
+    for opened in (
+        xr.open_zarr(root),
+        xr.open_zarr(root, zarr_format=3),
+        xr.open_zarr(root, consolidated=False),
+        xr.open_dataset(root, engine="zarr"),
+    ):
+        assert_same_dataset(opened.load(), truth)
+    group = zarr.open_group(root, mode="r")
+    assert group.metadata.zarr_format == 3
+    np.testing.assert_array_equal(group["v"][:], truth["v"].values)
+    np.testing.assert_array_equal(zarr.open_array(fs.get_mapper("v"), mode="r")[:], truth["v"])
+
+
+def test_a_format_3_store_of_nested_groups_opens_without_zarr_format(tmp_path: Path) -> None:
+    path = write_groups(tmp_path / "groups.nc")
+    fs = _store(path, zarr_format=3)
+    for group in ("g1", "g1/g2"):
+        opened = xr.open_zarr(fs.get_mapper(group), consolidated=False)
+        assert_same_dataset(opened.load(), open_truth([path], None, group=group), group)
+    tree = zarr.open_group(fs.get_mapper(""), mode="r")
+    assert tree.metadata.zarr_format == 3
+    assert "g1/g2/d" in sorted(name for name, _ in tree.members(max_depth=None))
+
+
+def test_arrays_named_c_are_served_in_format_3(tmp_path: Path) -> None:
+    """An array named ``c``, the first part of every v3 chunk key, at the root and in a
+    group: its chunks are ``c/c/0`` and ``g/c/c/0``."""
+    import h5py
+
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("c", data=np.array([7, 8, 9], dtype="<i4"))
+        f.create_dataset("g/c", data=np.array([1.5], dtype="<f8"))
+    fs = _store(path, zarr_format=3)
+    tree = zarr.open_group(fs.get_mapper(""), mode="r")
+    with h5py.File(path, "r") as f:
+        for name in ("c", "g/c"):
+            np.testing.assert_array_equal(tree[name][:], f[name][:])
+    assert np.frombuffer(fs.cat_file("c/c/0"), "<i4").tolist() == [7, 8, 9]
+    assert np.frombuffer(fs.cat_file("g/c/c/0"), "<f8").tolist() == [1.5]
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file("c/c")  # a 1-d array's chunk has one index
+
+
+def test_format_2_asked_of_a_format_3_node_that_does_not_exist_is_not_found(
+    steps: list[Path],
+) -> None:
+    fs = _store(steps[0].parent / "s*.nc", concat_dim="time", zarr_format=3)
+    with pytest.raises(FileNotFoundError) as caught:
+        zarr.open_group(fs.get_mapper("nosuch"), mode="r", zarr_format=2)
     assert not isinstance(caught.value, ZarrFormatNotServedError)

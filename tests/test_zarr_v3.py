@@ -28,12 +28,15 @@ import zarr
 from conftest import write_groups, write_packed, write_simple, write_sparse, write_steps
 from oracle import assert_same_dataset, open_truth
 from writers_computed import write_months
+from zarr.core.buffer import cpu as _cpu
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.storage import FsspecStore, MemoryStore
+from zarr.testing.store import StoreTests
 
 import fsspec_virtual.serving
-from fsspec_virtual import ZarrFormatNotServedError
+from fsspec_virtual import ReadOnlyError, VirtualZarrFileSystem, ZarrFormatNotServedError
 from fsspec_virtual.codecs import decoded_bytes
 from fsspec_virtual.codecs_v3 import store_decodes, v3_codecs
 from fsspec_virtual.keys import resolve_key
@@ -677,3 +680,360 @@ def test_documents_are_what_zarr_python_reads(tmp_path: Path) -> None:
     assert names == sorted(names, key=lambda p: (p.count("/"), p.casefold()))
     manifest = v3.collection().manifest
     assert set(names) == (set(manifest.groups) | set(manifest.arrays)) - {""}
+
+
+# -- zarr-python's own store tests, on the read-only store -------------------------------
+
+
+@pytest.fixture(scope="module")
+def contract_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    directory = tmp_path_factory.mktemp("contract")
+    return [
+        write_sparse(directory / f"sp{i}.nc", [2.0 * i, 2.0 * i + 1], declared_fill=True, seed=i)
+        for i in range(2)
+    ]
+
+
+def _truth_of(fs: Any, key: str) -> bytes:
+    """What ``key`` holds, read around the store: its metadata document as rendered from
+    the manifest, or its chunk's bytes read from the source file with ``open``."""
+    state = fs.collection()
+    documents = fsspec_virtual.serving.served_metadata(state, "client", fs._format)
+    source = resolve_key(state.manifest, documents, key, fs._format)
+    if source is None:
+        raise FileNotFoundError(key)
+    if isinstance(source, fsspec_virtual.keys.RangeSource):
+        with open(source.url, "rb") as f:
+            f.seek(source.offset)
+            return f.read(source.length)
+    assert isinstance(source, fsspec_virtual.keys.InlineSource), source
+    return source.data
+
+
+class TestZarrStoreContract(StoreTests[FsspecStore, _cpu.Buffer]):  # type: ignore[type-var]
+    """zarr-python's ``StoreTests`` on an ``FsspecStore`` over the v3 store.
+
+    ``StoreTests`` writes keys and reads them back; a virtual store's keys come from its
+    files, so every test that writes is overridden: the same reads are checked against
+    keys the store has (their bytes read around the store, :func:`_truth_of`), and every
+    write (``set``, ``delete``, ``clear``...) must be refused by the store itself
+    (:class:`ReadOnlyError`, a ``PermissionError``), even through an ``FsspecStore``
+    opened writable. Tests that are inherited run unchanged: equality, context manager,
+    read-only flags, ``getsize`` of a missing key.
+    """
+
+    pytestmark = pytest.mark.anyio
+    store_cls = FsspecStore
+    buffer_cls = _cpu.Buffer
+    zarr_format = 3
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.fixture
+    def store_kwargs(self, contract_files: list[Path]) -> dict[str, Any]:
+        fs = VirtualZarrFileSystem(
+            path=[str(p) for p in contract_files],
+            concat_dim="time",
+            zarr_format=self.zarr_format,
+            cache=False,
+            asynchronous=True,
+        )
+        return {"fs": fs, "path": "", "read_only": False}
+
+    @pytest.fixture
+    def store(self, open_kwargs: dict[str, Any]) -> FsspecStore:
+        """Opened without an event loop of the test's own (the inherited fixture is a
+        coroutine, which the synchronous tests cannot take without pytest-asyncio)."""
+        return zarr.core.sync.sync(self.store_cls.open(**open_kwargs))
+
+    @pytest.fixture
+    def store_not_open(self, store_kwargs: dict[str, Any]) -> FsspecStore:
+        return self.store_cls(**store_kwargs)
+
+    @pytest.fixture
+    def keys(self, store_kwargs: dict[str, Any]) -> list[str]:
+        fs = store_kwargs["fs"]
+        blocking = VirtualZarrFileSystem(**{**fs.storage_options, "asynchronous": False})
+        return sorted(blocking.find(""))
+
+    def _spell(self, key: str) -> str:
+        """A key written in format 3 as this store's format spells it."""
+        if self.zarr_format == 3:
+            return key
+        path, _, leaf = key.rpartition("/")
+        if leaf == "zarr.json":
+            return f"{path}/.zarray" if path else ".zmetadata"
+        head, _, indices = key.partition("/c")
+        if indices == "":
+            return f"{head}/0"  # a 0-d array's chunk
+        return f"{head}/" + ".".join(indices.strip("/").split("/"))
+
+    def _blocking(self, store: FsspecStore) -> Any:
+        return VirtualZarrFileSystem(**{**store.fs.storage_options, "asynchronous": False})
+
+    async def set(self, store: FsspecStore, key: str, value: Any) -> None:
+        raise NotImplementedError("a virtual store's keys come from its source files")
+
+    async def get(self, store: FsspecStore, key: str) -> Any:
+        return self.buffer_cls.from_bytes(_truth_of(self._blocking(store), key))
+
+    def test_store_repr(self, store: FsspecStore) -> None:
+        assert "VirtualZarrFileSystem" in repr(store.fs)
+
+    def test_store_supports_writes(self, store: FsspecStore) -> None:
+        """FsspecStore claims writes for any filesystem; ours refuses them (below)."""
+        assert store.supports_writes
+
+    def test_store_supports_listing(self, store: FsspecStore) -> None:
+        assert store.supports_listing
+
+    def test_store_read_only(self, store: FsspecStore) -> None:
+        """Opened writable, as the inherited test wants; the writes still fail."""
+        assert not store.read_only
+        with pytest.raises(AttributeError):
+            store.read_only = False  # type: ignore[misc]
+
+    async def _refuses(self, store: FsspecStore, key: str = "zarr.json") -> None:
+        key = self._spell(key)
+        before = await store.get(key, prototype=default_buffer_prototype())
+        for write in (
+            store.set(key, self.buffer_cls.from_bytes(b"bar")),
+            store.set("foo/c/0", self.buffer_cls.from_bytes(b"bar")),
+            store.delete(key),
+            store.delete_dir(""),
+            store.clear(),
+            store.set_if_not_exists("new/zarr.json", self.buffer_cls.from_bytes(b"bar")),
+        ):
+            with pytest.raises(ReadOnlyError):
+                await write
+        after = await store.get(key, prototype=default_buffer_prototype())
+        assert before is not None and after is not None
+        assert after.to_bytes() == before.to_bytes()
+
+    async def test_serializable_store(self, store: FsspecStore) -> None:
+        new_store = pickle.loads(pickle.dumps(store))
+        assert new_store == store
+        assert new_store.read_only == store.read_only
+        for key in map(self._spell, ("zarr.json", "part_f4/c/0/0")):
+            observed = await new_store.get(key, prototype=default_buffer_prototype())
+            assert observed.to_bytes() == _truth_of(self._blocking(store), key)
+
+    async def test_with_read_only_store(self, open_kwargs: dict[str, Any]) -> None:
+        store = await self.store_cls.open(**{**open_kwargs, "read_only": True})
+        with pytest.raises(ValueError, match="read-only mode"):
+            await store.set("foo", self.buffer_cls.from_bytes(b"bar"))
+        writer = store.with_read_only(read_only=False)
+        assert not writer.read_only
+        await self._refuses(writer)
+
+    @pytest.mark.parametrize("key", ["zarr.json", "part_f4/c/0/0", "scalar_i2/c"])
+    @pytest.mark.parametrize(
+        "byte_range",
+        [
+            None,
+            zarr.abc.store.RangeByteRequest(1, 4),
+            zarr.abc.store.OffsetByteRequest(1),
+            zarr.abc.store.SuffixByteRequest(1),
+        ],
+    )
+    async def test_get(self, store: FsspecStore, key: str, byte_range: Any) -> None:  # type: ignore[override]
+        key = self._spell(key)
+        truth = _truth_of(self._blocking(store), key)
+        observed = await store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range)
+        if byte_range is None:
+            expected = truth
+        elif isinstance(byte_range, zarr.abc.store.RangeByteRequest):
+            expected = truth[byte_range.start : byte_range.end]
+        elif isinstance(byte_range, zarr.abc.store.OffsetByteRequest):
+            expected = truth[byte_range.offset :]
+        else:
+            expected = truth[-byte_range.suffix :]
+        assert observed is not None and observed.to_bytes() == expected
+
+    async def test_get_not_open(self, store_not_open: FsspecStore) -> None:
+        assert not store_not_open._is_open
+        key = self._spell("zarr.json")
+        observed = await store_not_open.get(key, prototype=default_buffer_prototype())
+        assert observed.to_bytes() == _truth_of(self._blocking(store_not_open), key)
+
+    async def test_get_raises(self, store: FsspecStore) -> None:
+        with pytest.raises((ValueError, TypeError), match=r"Unexpected byte_range, got.*"):
+            await store.get(
+                self._spell("zarr.json"),
+                prototype=default_buffer_prototype(),
+                byte_range=(0, 2),  # type: ignore[arg-type]
+            )
+
+    async def test_get_many(self, store: FsspecStore, keys: list[str]) -> None:
+        prototype = default_buffer_prototype()
+        requests = [(k, prototype, None) for k in keys]
+        observed = {k: b.to_bytes() async for k, b in store._get_many(requests)}  # type: ignore[union-attr]
+        blocking = self._blocking(store)
+        assert observed == {k: _truth_of(blocking, k) for k in keys}
+        missing = [
+            (self._spell("part_f4/c/0/1"), prototype, None),
+            (self._spell("never_f8/c/0/0"), prototype, None),
+        ]
+        assert [b async for _, b in store._get_many(missing)] == [None, None]
+
+    @pytest.mark.parametrize("key", ["zarr.json", "part_f4/c/0/0", "part_i4/c/1/1", "scalar_i2/c"])
+    async def test_getsize(self, store: FsspecStore, key: str) -> None:  # type: ignore[override]
+        key = self._spell(key)
+        assert await store.getsize(key) == len(_truth_of(self._blocking(store), key))
+
+    async def test_getsize_prefix(self, store: FsspecStore, keys: list[str]) -> None:
+        blocking = self._blocking(store)
+        for prefix in ("part_f4", "part_i4/c") if self.zarr_format == 3 else ("part_f4",):
+            expected = sum(len(_truth_of(blocking, k)) for k in keys if k.startswith(prefix + "/"))
+            assert expected > 0
+            assert await store.getsize_prefix(prefix) == expected
+
+    @pytest.mark.parametrize("key", ["zarr.json", "c/0", "part_f4/c/0/0", "foo/0/0"])
+    async def test_set(self, store: FsspecStore, key: str) -> None:  # type: ignore[override]
+        key = self._spell(key)
+        with pytest.raises(ReadOnlyError):
+            await store.set(key, self.buffer_cls.from_bytes(b"\x01\x02"))
+
+    async def test_set_not_open(self, store_not_open: FsspecStore) -> None:
+        with pytest.raises(ReadOnlyError):
+            await store_not_open.set("c/0", self.buffer_cls.from_bytes(b"\x01\x02"))
+
+    async def test_set_many(self, store: FsspecStore) -> None:
+        with pytest.raises(ReadOnlyError):
+            await store._set_many([("zarr.json", self.buffer_cls.from_bytes(b"{}"))])
+
+    @pytest.mark.parametrize(
+        "key_ranges",
+        [
+            [],
+            [("zarr.json", zarr.abc.store.RangeByteRequest(0, 2))],
+            [("part_f4/c/0/0", zarr.abc.store.RangeByteRequest(0, 2)), ("zarr.json", None)],
+            [
+                ("part_i4/c/0/1", zarr.abc.store.RangeByteRequest(0, 2)),
+                ("part_i4/c/1/1", zarr.abc.store.SuffixByteRequest(2)),
+                ("time/c/0", zarr.abc.store.OffsetByteRequest(2)),
+            ],
+        ],
+    )
+    async def test_get_partial_values(self, store: FsspecStore, key_ranges: list[Any]) -> None:
+        key_ranges = [(self._spell(k), r) for k, r in key_ranges]
+        observed = await store.get_partial_values(default_buffer_prototype(), key_ranges)
+        for (key, byte_range), got in zip(key_ranges, observed, strict=True):
+            whole = await store.get(key, default_buffer_prototype(), byte_range=byte_range)
+            assert got is not None and whole is not None and got.to_bytes() == whole.to_bytes()
+
+    async def test_exists(self, store: FsspecStore) -> None:
+        assert not await store.exists("foo")
+        spell = self._spell
+        assert await store.exists(spell("zarr.json")) and await store.exists(spell("part_f4/c/0/0"))
+        assert not await store.exists(spell("part_f4/c/0/1"))  # a missing chunk: a missing key
+        assert not await store.exists(spell("part_f4/c/00/0"))
+
+    async def test_delete(self, store: FsspecStore) -> None:
+        await self._refuses(store)
+
+    async def test_delete_dir(self, store: FsspecStore) -> None:
+        with pytest.raises(ReadOnlyError):
+            await store.delete_dir("part_f4")
+        assert await store.exists(self._spell("part_f4/c/0/0"))
+
+    async def test_delete_nonexistent_key_does_not_raise(self, store: FsspecStore) -> None:
+        """A read-only store refuses every delete, even of a key it does not have."""
+        with pytest.raises(ReadOnlyError):
+            await store.delete("nonexistent_key")
+
+    async def test_is_empty(self, store: FsspecStore) -> None:
+        assert not await store.is_empty("")
+        assert not await store.is_empty("part_f4")
+        assert not await store.is_empty("part_f4/")
+        assert await store.is_empty("part")
+        assert await store.is_empty("spam/")
+        assert await store.is_empty(self._spell("never_f8/c/0/0"))  # no chunk ever written
+
+    async def test_clear(self, store: FsspecStore) -> None:
+        with pytest.raises(ReadOnlyError):
+            await store.clear()
+        assert not await store.is_empty("")
+
+    async def test_list(self, store: FsspecStore, keys: list[str]) -> None:
+        observed = sorted([k async for k in store.list()])
+        assert observed == keys
+        assert self._spell("part_f4/c/0/0") in observed
+        assert self._spell("part_f4/c/0/1") not in observed
+
+    async def test_list_prefix(self, store: FsspecStore, keys: list[str]) -> None:
+        prefixes = ["", "part_f4/", "scalar_i2/"]
+        if self.zarr_format == 3:
+            prefixes += ["part_i4/c/", "part_i4/c/1/"]
+        for prefix in prefixes:
+            observed = sorted([k async for k in store.list_prefix(prefix)])
+            assert observed == [k for k in keys if k.startswith(prefix)], prefix
+
+    async def test_list_empty_path(self, store: FsspecStore, keys: list[str]) -> None:
+        assert sorted([k async for k in store.list_prefix("")]) == keys
+
+    async def test_list_dir(self, store: FsspecStore, keys: list[str]) -> None:
+        roots = ["", "part_f4", "scalar_i2", "never_f8"]
+        if self.zarr_format == 3:
+            roots += ["part_f4/c", "part_i4/c/1"]
+        for root in roots:
+            below = [k.removeprefix(f"{root}/" if root else "") for k in keys]
+            expected = sorted(
+                {k.split("/")[0] for k, full in zip(below, keys) if full.startswith(root)}
+            )
+            for spelled in (root, root + "/" if root else root):
+                assert sorted([k async for k in store.list_dir(spelled)]) == expected, spelled
+        documents = ["zarr.json"] if self.zarr_format == 3 else [".zarray", ".zattrs"]
+        assert sorted([k async for k in store.list_dir("never_f8")]) == documents
+
+    async def test_set_if_not_exists(self, store: FsspecStore) -> None:
+        with pytest.raises(ReadOnlyError):
+            await store.set_if_not_exists("k2", self.buffer_cls.from_bytes(b"1111"))
+        assert not await store.exists("k2")
+
+    async def test_get_bytes(self, store: FsspecStore) -> None:
+        key = self._spell("zarr.json")
+        truth = _truth_of(self._blocking(store), key)
+        assert await store._get_bytes(key, prototype=default_buffer_prototype()) == truth
+        with pytest.raises(FileNotFoundError):
+            await store._get_bytes("nonexistent_key", prototype=default_buffer_prototype())
+
+    def test_get_bytes_sync(self, store: FsspecStore) -> None:
+        key = self._spell("part_f4/zarr.json")
+        truth = _truth_of(self._blocking(store), key)
+        assert store._get_bytes_sync(key, prototype=default_buffer_prototype()) == truth
+
+    async def test_get_json(self, store: FsspecStore) -> None:
+        key = self._spell("zarr.json")
+        truth = json.loads(_truth_of(self._blocking(store), key))
+        assert await store._get_json(key, prototype=default_buffer_prototype()) == truth
+
+    def test_get_json_sync(self, store: FsspecStore) -> None:
+        key = self._spell("zarr.json")
+        truth = json.loads(_truth_of(self._blocking(store), key))
+        assert store._get_json_sync(key, prototype=default_buffer_prototype()) == truth
+
+    # FsspecStore has no synchronous get/set/delete (zarr's SupportsSyncStore): the
+    # inherited tests would skip; these check that they do not apply instead.
+    def test_get_sync(self, store: FsspecStore) -> None:
+        assert not isinstance(store, zarr.abc.store.SupportsGetSync)
+
+    def test_get_sync_missing(self, store: FsspecStore) -> None:
+        assert not isinstance(store, zarr.abc.store.SupportsGetSync)
+
+    def test_set_sync(self, store: FsspecStore) -> None:
+        assert not isinstance(store, zarr.abc.store.SupportsSetSync)
+
+    def test_delete_sync(self, store: FsspecStore) -> None:
+        assert not isinstance(store, zarr.abc.store.SupportsDeleteSync)
+
+    def test_delete_sync_missing(self, store: FsspecStore) -> None:
+        assert not isinstance(store, zarr.abc.store.SupportsDeleteSync)
+
+
+class TestZarrStoreContractFormat2(TestZarrStoreContract):
+    """The same on the format 2 store (keys spelled ``part_f4/0.0``, ``.zmetadata``)."""
+
+    zarr_format = 2
