@@ -12,6 +12,7 @@ import html.parser
 import io
 import os
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from serve_helpers import EVIL_COMMENT, EVIL_DIM, EVIL_NAMES, EVIL_NOTE, get, se
 from fsspec_virtual import VirtualZarrFileSystem
 from fsspec_virtual.access import FileVersion
 from fsspec_virtual.report import describe
-from fsspec_virtual.serve import landing, quicklook
+from fsspec_virtual.serve import landing, pages, quicklook
 from fsspec_virtual.serve.pages import PAGE_POLICY
 from fsspec_virtual.source import SourceFile
 
@@ -443,13 +444,33 @@ def test_quicklook_of_a_rewritten_file_is_503_naming_it(tmp_path: Path) -> None:
 
 
 def test_quicklook_with_a_token_loads_through_the_cookie(cube: list[Path]) -> None:
+    """A person opens the page once with ``?token=``; the images load with the cookie
+    the server set, and the page never holds the token."""
     with serving(_store(cube[0].parent, concat_dim="time"), token="s3cret") as url:
         assert get(url).status == 401
         assert get(url + "quicklook/t2m.png").status == 401
-        bearer = {"Authorization": "Bearer s3cret"}
-        page = get(url, bearer)
-        assert page.status == 200 and "s3cret" not in page.text
-        assert get(url + "quicklook/t2m.png", bearer).status == 200
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(url + "?token=s3cret", timeout=120) as answer:
+            page = answer.read().decode()
+            assert answer.status == 200 and answer.url == url
+        assert "s3cret" not in page
+        for image in parse(page).images:
+            with browser.open(url + str(image["src"]), timeout=120) as answer:
+                assert answer.status == 200
+                assert decoded_png(answer.read()).shape[:2] == (480, 640)
+        bearer = get(url + "quicklook/u.png", {"Authorization": "Bearer s3cret"})
+        assert bearer.status == 200
+
+
+def test_without_matplotlib_the_page_says_so_and_quicklooks_are_501(
+    cube_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "available", lambda: False)
+    page = parse(get(cube_server).text)
+    assert page.images == []
+    assert quicklook.UNAVAILABLE in page.text
+    answer = get(cube_server + "quicklook/t2m.png")
+    assert answer.status == 501 and quicklook.UNAVAILABLE in answer.text
 
 
 def test_selection_parses_without_a_server() -> None:

@@ -187,7 +187,7 @@ def _array_rows(
 _ARRAY_HEAD = ("name", "dimensions", "dtype", "units", "long name", "served")
 
 
-def _group_html(view: GroupView, served: Mapping[str, VariableReport]) -> str:
+def _group_html(view: GroupView, served: Mapping[str, VariableReport], quicklooks: bool) -> str:
     title = f"/{view.path}" if view.path else "/ (root)"
     parts = [f'<section class="group" id="group-{_e(view.path)}"><h2>{_e(title)}</h2>']
     if view.dimensions:
@@ -221,7 +221,7 @@ def _group_html(view: GroupView, served: Mapping[str, VariableReport]) -> str:
         f'alt="{_e("quick-look of " + p)}" data-variable="{_e(p)}" loading="lazy" '
         f'width="640" height="480"><figcaption class="name">{_e(p)}</figcaption></figure>'
         for p, m in arrays.items()
-        if has_quicklook(m)
+        if quicklooks and has_quicklook(m)
     ]
     if figures:
         parts += ["<h3>Quick-look</h3>", f'<div class="figs">{"".join(figures)}</div>']
@@ -263,6 +263,8 @@ def landing_html(
     report: ScanReport,
     *,
     base_url: str = "",
+    quicklooks: bool = True,
+    note: str = "",
 ) -> str:
     """The landing page of a snapshot.
 
@@ -274,6 +276,10 @@ def landing_html(
         Its report (:meth:`~fsspec_virtual.VirtualZarrFileSystem.report`).
     base_url
         The store's URL as clients reach it, for the "open it" example (omitted if empty).
+    quicklooks
+        Whether to show a quick-look image of each variable of two or more dimensions.
+    note
+        A line shown under the title (why there are no quick-looks, say).
 
     Returns
     -------
@@ -296,8 +302,10 @@ def landing_html(
             "<p>Open it: <code>xr.open_zarr("
             f"{_e(json.dumps(base_url))}, consolidated=True)</code></p>"
         )
+    if note:
+        intro += f'<p class="muted">{_e(note)}</p>'
     body = [f"<h1>{_e(title)}</h1>", intro]
-    body += [_group_html(view, served) for view in views]
+    body += [_group_html(view, served, quicklooks) for view in views]
     body += [_files_html(state), _report_html(report)]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -16,7 +16,14 @@ from aiohttp import web
 from ..report import describe
 from .http import none_match
 from .landing import landing_html
-from .quicklook import DatasetCache, QuickLookError, check_variable, quicklook_png
+from .quicklook import (
+    UNAVAILABLE,
+    DatasetCache,
+    QuickLookError,
+    available,
+    check_variable,
+    quicklook_png,
+)
 from .store import PINNED, Pinned, blocking_store
 
 __all__ = ["PAGE_POLICY", "add_page_routes"]
@@ -57,14 +64,16 @@ async def landing(request: web.Request) -> web.Response:
     """The landing page of the snapshot the request reads."""
     state = request[PINNED].state
     base_url = str(request.url.origin()) + "/"
-    tag = _tag("page", state.id, base_url)
+    drawing = available()
+    tag = _tag("page", state.id, base_url, str(drawing))
     unchanged = _not_modified(request, tag)
     if unchanged is not None:
         return unchanged
 
     def page() -> str:
         report = describe(state.manifest, len(state.files), state.scan_cost)
-        return landing_html(state, report, base_url=base_url)
+        note = "" if drawing else UNAVAILABLE
+        return landing_html(state, report, base_url=base_url, quicklooks=drawing, note=note)
 
     text = await asyncio.to_thread(page)
     headers = {"ETag": tag, "Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
@@ -77,7 +86,7 @@ def _problem(status: int, message: str) -> web.Response:
 
 async def quicklook(request: web.Request) -> web.Response:
     """A quick-look PNG of one variable: 404 for a variable without one, 400 for a bad
-    selection (the body says why)."""
+    selection, 501 without matplotlib (the body says why)."""
     pinned: Pinned = request[PINNED]
     state = pinned.state
     path = request.match_info["path"]
@@ -99,6 +108,8 @@ async def quicklook(request: web.Request) -> web.Response:
     unchanged = _not_modified(request, tag)
     if unchanged is not None:
         return unchanged
+    if not available():
+        return _problem(501, UNAVAILABLE)
     fs = await blocking_store(request)
     datasets = request.app[_DATASETS]
     try:

@@ -12,6 +12,7 @@ a thread.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import threading
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_PIXELS",
     "DatasetCache",
     "QuickLookError",
+    "available",
     "Slice",
     "check_variable",
     "parse_selection",
@@ -53,6 +55,15 @@ VALUE_PREFIX = "value:"
 
 # Agg renders one figure at a time: matplotlib's text and font caches are shared
 _RENDER_LOCK = threading.Lock()
+
+
+def available() -> bool:
+    """Whether quick-looks can be drawn: matplotlib is installed (``fsspec-virtual[serve]``)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+#: What a server without matplotlib answers for a quick-look.
+UNAVAILABLE = "quick-look images need matplotlib: pip install 'fsspec-virtual[serve]'"
 
 
 class QuickLookError(Exception):
