@@ -110,12 +110,12 @@ class IcechunkExport:
     containers: tuple[str, ...]
 
     def __repr__(self) -> str:
-        how = f"full rewrite ({self.rewritten})" if self.rewritten else "differences only"
+        how = f"; everything written again: {self.rewritten}" if self.rewritten else ""
         return (
             f"<Icechunk export of snapshot {self.snapshot[:13]} to {self.branch!r} "
-            f"({self.commit if self.committed else 'nothing to commit'}): {how}; "
+            f"({self.commit if self.committed else 'nothing to commit'}): "
             f"{self.references} reference(s), {self.chunks} chunk(s), {self.documents} "
-            f"document(s) written, {self.deleted} deleted, {self.unchanged} unchanged>"
+            f"document(s) written, {self.deleted} deleted, {self.unchanged} unchanged{how}>"
         )
 
 
