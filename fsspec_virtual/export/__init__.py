@@ -3,6 +3,7 @@ package (kerchunk references: :mod:`fsspec_virtual.export.kerchunk`)."""
 
 from __future__ import annotations
 
+from .icechunk import IcechunkExport, to_icechunk
 from .kerchunk import (
     DEFAULT_INLINE_COMPUTED,
     DEFAULT_RECORD_SIZE,
@@ -14,7 +15,9 @@ from .kerchunk import (
 __all__ = [
     "DEFAULT_INLINE_COMPUTED",
     "DEFAULT_RECORD_SIZE",
+    "IcechunkExport",
     "KerchunkExport",
     "LeftOut",
+    "to_icechunk",
     "to_kerchunk",
 ]
