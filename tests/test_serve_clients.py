@@ -129,9 +129,10 @@ def _store(path: Path, **options: Any) -> VirtualZarrFileSystem:
 
 
 @needs_node
+@pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
 @pytest.mark.parametrize("consolidated", [True, False], ids=["consolidated", "by-key"])
 def test_zarrita_reads_every_variable_whole_and_sliced(
-    zarrita: Path, series_files: list[Path], consolidated: bool
+    zarrita: Path, series_files: list[Path], consolidated: bool, zarr_format: int
 ) -> None:
     truth = open_truth(series_files, decode_cf=False)
     names = sorted(str(n) for n in truth.variables if truth[n].ndim > 0)
@@ -141,7 +142,8 @@ def test_zarrita_reads_every_variable_whole_and_sliced(
     reads += [{"path": n, "selection": [[1, 4], [1, 4]]} for n in two_d]
     reads += [{"path": n, "selection": [3, None]} for n in two_d]
     reads.append({"path": "time", "selection": [[2, 5]]})
-    with serving(_store(series_files[0].parent, concat_dim="time")) as url:
+    fs = _store(series_files[0].parent, concat_dim="time", zarr_format=zarr_format)
+    with serving(fs) as url:
         answer = read_with_zarrita(zarrita, url, reads, consolidated=consolidated)
     assert len(answer["arrays"]) == len(reads)
     for read, (path, dtype_name, values) in zip(reads, answer["arrays"]):
@@ -157,7 +159,8 @@ def test_zarrita_reads_every_variable_whole_and_sliced(
 
 
 @needs_node
-def test_zarrita_reads_arrays_in_groups(zarrita: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
+def test_zarrita_reads_arrays_in_groups(zarrita: Path, tmp_path: Path, zarr_format: int) -> None:
     (tmp_path / "groups").mkdir()
     path = write_groups(tmp_path / "groups" / "g.nc")
     reads = [
@@ -167,7 +170,7 @@ def test_zarrita_reads_arrays_in_groups(zarrita: Path, tmp_path: Path) -> None:
         {"path": "g1/g2/d", "selection": [[0, 2], [1, 4]]},
         {"path": "g1/g2/c", "selection": None},
     ]
-    with serving(_store(path.parent)) as url:
+    with serving(_store(path.parent, zarr_format=zarr_format)) as url:
         answer = read_with_zarrita(zarrita, url, reads, consolidated=True)
     for read, (name, dtype_name, values) in zip(reads, answer["arrays"]):
         group, _, variable = name.rpartition("/")

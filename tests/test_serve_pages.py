@@ -485,3 +485,17 @@ def test_selection_parses_without_a_server() -> None:
     assert slices[1].describe() == "level = 850 (index 1 of 2)"
     with pytest.raises(quicklook.QuickLookError, match="'member' has no coordinate"):
         quicklook.parse_selection(("member", "y", "x"), (3, 4, 5), {"member": "r1"}, {})
+
+
+@pytest.mark.parametrize(
+    "options", [{"zarr_format": 3}, {"decode": "store"}], ids=["zarr-v3", "decode-store"]
+)
+def test_pages_of_stores_served_otherwise(
+    cube: list[Path], drawn: list[dict[str, Any]], options: dict[str, Any]
+) -> None:
+    with serving(_store(cube[0].parent, concat_dim="time", **options)) as url:
+        page = parse(get(url).text)
+        assert set(page.table("", "Variables")) == {"t2m", "u", "land", "mean_t2m", *EVIL_NAMES}
+        assert get(url + "quicklook/t2m.png?time=1").status == 200
+    expected = open_truth(cube)["t2m"].isel(time=1).values
+    np.testing.assert_array_equal(drawn[0]["values"], expected)

@@ -16,7 +16,6 @@ import importlib.util
 import io
 import math
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -312,16 +311,14 @@ def open_group(fs: VirtualZarrFileSystem, group: str) -> xr.Dataset:
     from zarr.storage import FsspecStore
 
     store = FsspecStore.from_mapper(fs.get_mapper(""), read_only=True)
-    with warnings.catch_warnings():
-        # a store without consolidated metadata is read without it, as it should be
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return xr.open_dataset(
-            store,  # type: ignore[arg-type]  # xarray's zarr backend takes zarr stores
-            engine="zarr",
-            group=group or None,
-            consolidated=None,
-            chunks=None,
-        )
+    # the store always has consolidated metadata (.zmetadata, or inline in v3's root)
+    return xr.open_dataset(
+        store,  # type: ignore[arg-type]  # xarray's zarr backend takes zarr stores
+        engine="zarr",
+        group=group or None,
+        consolidated=True,
+        chunks=None,
+    )
 
 
 def quicklook_png(
