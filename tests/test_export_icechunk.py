@@ -428,6 +428,20 @@ def test_http_sources_on_another_port_are_refused(
     assert not icechunk.Repository.exists(storage)  # refused before anything was written
 
 
+def test_http_sources_with_credentials_in_their_urls_are_refused(tmp_path: Path) -> None:
+    """A reference holds its URL: a password in it would be published with the
+    repository."""
+    www = tmp_path / "www"
+    write_series(www, [[0, 1]])
+    storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
+    with serve_directory(www) as server:
+        url = server.require_basic_auth("reader", "s3cret")
+        with pytest.raises(ValueError, match="holds credentials") as err:
+            _store(url + "/").to_icechunk(storage)
+    assert "s3cret" not in str(err.value)
+    assert not icechunk.Repository.exists(storage)
+
+
 def test_s3_sources(tmp_path: Path) -> None:
     """Objects in a bucket of an S3-compatible server: the container takes the endpoint
     from the source's options, a reader gives the bucket's credentials, and a rewritten

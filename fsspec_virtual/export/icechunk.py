@@ -45,6 +45,7 @@ from ..bridges import run_blocking
 from ..codecs_v3 import store_decodes
 from ..keys import ChunkSource, ComputedSource, InlineSource, RangeSource
 from ..manifest import COMPUTED, INLINE, MISSING, Manifest, VirtualArray
+from ..options import redacted_text
 from ..reader import ReadOptions
 from ..serving import Decode, read_source
 
@@ -143,6 +144,11 @@ def _location(url: str, protocol: str) -> str:
         # percent-encoded: Icechunk reads a location as a URL ("#" would end the path)
         return "file://" + quote(os.path.abspath(url))
     if protocol in ("http", "https"):
+        if urlsplit(url).password is not None or urlsplit(url).username is not None:
+            raise ValueError(
+                f"exporting to Icechunk: {redacted_text(url)} holds credentials, which "
+                "every reader of the repository would see in its references"
+            )
         return url
     if protocol in ("s3", "s3a"):
         return "s3://" + url.removeprefix("s3://")
@@ -211,8 +217,9 @@ def _container_prefix(location: str) -> str:
         while quote(directory) != directory:
             directory = posixpath.dirname(directory)
         return "file://" + directory.rstrip("/") + "/"
-    if parts.scheme in ("http", "https"):
-        return f"{parts.scheme}://{parts.netloc}/"
+    if parts.scheme in ("http", "https") and parts.port in (80, 443):
+        # Icechunk matches containers to locations without their default port
+        return f"{parts.scheme}://{parts.hostname}/"
     return f"{parts.scheme}://{parts.netloc}/"
 
 
