@@ -19,7 +19,7 @@ import numpy as np
 from fsspec_virtual.serve import make_app
 from fsspec_virtual.serve.app import running
 
-__all__ = ["EVIL_NAMES", "Answer", "get", "serving", "write_cube"]
+__all__ = ["EVIL_LONG_NAME", "EVIL_NAMES", "Answer", "get", "serving", "write_cube"]
 
 
 @contextmanager
@@ -89,6 +89,8 @@ EVIL_DIM = "a<b>"
 #: Attribute values that are HTML.
 EVIL_COMMENT = '</td><script>alert(3)</script> & "quotes"'
 EVIL_NOTE = "<img src=x onerror=alert(4)>"
+#: A long name that matplotlib would read as mathtext (and fail on), were it not told.
+EVIL_LONG_NAME = r"$\notacommand{x}$ & $x^2$ <b>"
 
 
 def write_cube(directory: Path, n_files: int = 3, *, evil: bool = False) -> list[Path]:
@@ -148,6 +150,7 @@ def write_cube(directory: Path, n_files: int = 3, *, evil: bool = False) -> list
                     v = nc.createVariable(name, "f4", ("time", EVIL_DIM))
                     v.comment = EVIL_COMMENT
                     v.units = "<K>"
+                    v.long_name = EVIL_LONG_NAME
                     v[:] = np.arange(6, dtype="f4").reshape(2, 3) + k
         paths.append(path)
     return paths

@@ -23,7 +23,16 @@ import xarray as xr
 from conftest import write_groups
 from matplotlib import image as mpimg
 from oracle import open_truth
-from serve_helpers import EVIL_COMMENT, EVIL_DIM, EVIL_NAMES, EVIL_NOTE, get, serving, write_cube
+from serve_helpers import (
+    EVIL_COMMENT,
+    EVIL_DIM,
+    EVIL_LONG_NAME,
+    EVIL_NAMES,
+    EVIL_NOTE,
+    get,
+    serving,
+    write_cube,
+)
 
 from fsspec_virtual import VirtualZarrFileSystem
 from fsspec_virtual.access import FileVersion
@@ -499,3 +508,37 @@ def test_pages_of_stores_served_otherwise(
         assert get(url + "quicklook/t2m.png?time=1").status == 200
     expected = open_truth(cube)["t2m"].isel(time=1).values
     np.testing.assert_array_equal(drawn[0]["values"], expected)
+
+
+def test_quicklook_title_from_the_files_is_text_not_mathtext(
+    cube_server: str, drawn: list[dict[str, Any]]
+) -> None:
+    answer = get(f"{cube_server}quicklook/{quote(EVIL_NAMES[0])}.png")
+    assert answer.status == 200, answer.text
+    assert EVIL_LONG_NAME in drawn[0]["title"]
+    assert decoded_png(answer.body).shape[:2] == (480, 640)
+
+
+def test_quicklook_of_a_variable_without_values_is_404(tmp_path: Path) -> None:
+    import netCDF4
+
+    path = tmp_path / "empty" / "e.nc"
+    path.parent.mkdir()
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("t", None)
+        nc.createDimension("x", 3)
+        nc.createVariable("empty", "f4", ("t", "x"))
+    with serving(_store(path.parent)) as url:
+        assert parse(get(url).text).images == []
+        answer = get(url + "quicklook/empty.png")
+    assert answer.status == 404
+    assert "no quick-look image of 'empty': it holds no values (shape (0, 3))" in answer.text
+
+
+def test_page_lists_at_most_so_many_files(
+    cube: list[Path], cube_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(landing, "MAX_FILES_LISTED", 2)
+    page = parse(get(cube_server).text)
+    assert list(page.table("(page)", "Files")) == [str(p) for p in cube[:2]]
+    assert "3 file(s)" in page.text and "and 1 more file(s), not listed." in page.text

@@ -23,10 +23,19 @@ if TYPE_CHECKING:
     from ..report import ScanReport, VariableReport
     from ..state import CollectionState
 
-__all__ = ["GroupView", "group_views", "has_quicklook", "landing_html", "quicklook_url"]
+__all__ = [
+    "GroupView",
+    "group_views",
+    "has_quicklook",
+    "landing_html",
+    "quicklook_url",
+    "MAX_FILES_LISTED",
+]
 
 #: numpy dtype kinds a quick-look image can show (booleans, integers, floats)
 IMAGE_KINDS = frozenset("biuf")
+#: Files listed by name (in path order); the count and total size cover all.
+MAX_FILES_LISTED = 1000
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;
@@ -104,9 +113,11 @@ def group_views(
 
 
 def has_quicklook(meta: ArrayMeta) -> bool:
-    """Whether a quick-look image is offered: two or more dimensions, numeric values."""
+    """Whether a quick-look image is offered: two or more dimensions, numeric values,
+    some of them."""
     dtype = meta.numpy_dtype
-    return len(meta.shape) >= 2 and dtype.names is None and dtype.kind in IMAGE_KINDS
+    numeric = dtype.names is None and dtype.kind in IMAGE_KINDS
+    return len(meta.shape) >= 2 and numeric and 0 not in meta.shape
 
 
 def quicklook_url(path: str) -> str:
@@ -230,15 +241,18 @@ def _group_html(view: GroupView, served: Mapping[str, VariableReport], quicklook
 
 
 def _files_html(state: CollectionState) -> str:
+    files = sorted(state.files, key=lambda f: f.path)
     rows = (
         f'<tr><td class="name">{_e(redacted_text(f.path))}</td>'
         f'<td class="num" title="{f.size} bytes">{_e(_size(f.size))}</td>'
         f"<td>{_e(f.format)}</td></tr>"
-        for f in state.files
+        for f in files[:MAX_FILES_LISTED]
     )
-    total = sum(f.size for f in state.files)
-    head = f"<h2>Files</h2><p>{len(state.files)} file(s), {_e(_size(total))} in all.</p>"
-    return head + _table(("path", "size", "format"), rows)
+    total = sum(f.size for f in files)
+    head = f"<h2>Files</h2><p>{len(files)} file(s), {_e(_size(total))} in all.</p>"
+    more = len(files) - MAX_FILES_LISTED
+    tail = f'<p class="muted">and {more} more file(s), not listed.</p>' if more > 0 else ""
+    return head + _table(("path", "size", "format"), rows) + tail
 
 
 def _report_html(report: ScanReport) -> str:

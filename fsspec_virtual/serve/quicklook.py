@@ -82,7 +82,7 @@ def check_variable(
     ------
     QuickLookError
         404: no such variable, a variable left out of the store, one of fewer than two
-        dimensions, or one whose values are not numbers.
+        dimensions, one whose values are not numbers, or one without values.
     """
     meta = arrays.get(path)
     if meta is None:
@@ -94,6 +94,8 @@ def check_variable(
     if not has_quicklook(meta):
         if len(meta.shape) < 2:
             why = f"it has {len(meta.shape)} dimension(s), an image needs 2 or more"
+        elif 0 in meta.shape:
+            why = f"it holds no values (shape {meta.shape})"
         else:
             why = f"its values ({meta.numpy_dtype}) are not numbers"
         raise QuickLookError(404, f"no quick-look image of {path!r}: {why}")
@@ -272,10 +274,12 @@ def render_png(
         figure = Figure(figsize=(width / 100, height / 100), dpi=100, layout="constrained")
         axes = figure.add_subplot()
         mesh = axes.pcolormesh(xs, ys, data, shading="nearest", cmap="viridis")
-        figure.colorbar(mesh, ax=axes, label=units)
-        axes.set_title(title, fontsize=9)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
+        bar = figure.colorbar(mesh, ax=axes)
+        # names and units come from the files: "$...$" in them is text, not mathtext
+        bar.set_label(units, parse_math=False)
+        axes.set_title(title, fontsize=9, parse_math=False)
+        axes.set_xlabel(xlabel, parse_math=False)
+        axes.set_ylabel(ylabel, parse_math=False)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
