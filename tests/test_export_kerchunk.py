@@ -597,3 +597,32 @@ def test_cli_export_names_what_is_left_out_and_writes_a_side_store(tmp_path):
     shutil.rmtree(side)
     bad = run("export", str(tmp_path / "m"), "--to", str(out), "--inline-computed", "-1")
     assert bad.returncode == 2 and "--inline-computed must be >= 0" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_inline_chunks_of_several_files(tmp_path, fmt):
+    # a compact dataset per file, concatenated: one inline chunk per file, each its own
+    paths = []
+    for i in range(3):
+        path = tmp_path / "c" / f"part{i}.h5"
+        path.parent.mkdir(exist_ok=True)
+        with h5py.File(path, "w") as f:
+            time = f.create_dataset("time", data=np.arange(4.0) + 4 * i)
+            time.make_scale("time")
+            space = h5py.h5s.create_simple((4,))
+            plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            plist.set_layout(h5py.h5d.COMPACT)
+            made = h5py.h5d.create(f.id, b"flag", h5py.h5t.NATIVE_INT16, space, plist)
+            flag = h5py.Dataset(made)
+            flag[...] = np.arange(4, dtype="i2") * (i + 1) - 7
+            flag.dims[0].attach_scale(time)
+        paths.append(path)
+    fs = virtual(tmp_path / "c")
+    grid = fs.collection().manifest.arrays["flag"].grid
+    assert sorted(grid.offset[grid.file_id == -2].tolist()) == [0, 1, 2], "the premise"
+    report, reader = export(fs, target(tmp_path, fmt))
+    assert report.inline >= 3
+    check_equals_store(reader, fs)
+    served = zarr.open_group(reader.get_mapper(""), mode="r", zarr_format=2)["flag"][...]
+    truth = np.concatenate([h5py.File(p, "r")["flag"][()] for p in paths])
+    _assert_values_equal(np.asarray(served), truth, "flag")

@@ -585,7 +585,7 @@ def _write_parquet(
     for refs in arrays:
         _write_records(mapper, refs, url_objects, record_size)
     mapper.flush()
-    fs.pipe_file(f"{path}/{PROVENANCE_FILE}", json.dumps(provenance, indent=1).encode())
+    fs.pipe_file(f"{path}/{PROVENANCE_FILE}", json.dumps(provenance).encode())
 
 
 # -- the export ---------------------------------------------------------------------------
