@@ -542,6 +542,7 @@ def to_icechunk(
     for location in locations.values():
         _check_port(location)
     checksums = {i: checksum(manifest.urls[i], state.versions[manifest.urls[i]]) for i in used}
+    documents = _documents(manifest)  # refuses what Zarr v3 cannot spell, before any write
 
     repo = _repository(ic, repo_or_storage)
     existing = list((repo.config.virtual_chunk_containers or {}).keys())
@@ -567,7 +568,6 @@ def to_icechunk(
     if full and rewritten is not None:
         run_blocking(store.clear())
 
-    documents = _documents(manifest)
     counts = run_blocking(
         _write(state, store, documents, previous, locations, checksums, reading, ic)
     )
