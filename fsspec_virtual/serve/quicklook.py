@@ -264,6 +264,7 @@ def render_png(
     coordinates (index positions when None).
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     data = np.ma.masked_invalid(np.asarray(values, dtype="f8"))
     rows, cols = data.shape
@@ -280,6 +281,9 @@ def render_png(
         axes.set_title(title, fontsize=9, parse_math=False)
         axes.set_xlabel(xlabel, parse_math=False)
         axes.set_ylabel(ylabel, parse_math=False)
+        for axis, coordinate in ((axes.xaxis, x), (axes.yaxis, y)):
+            if coordinate is None:  # index positions: whole numbers only
+                axis.set_major_locator(MaxNLocator(integer=True))
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
