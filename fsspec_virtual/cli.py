@@ -106,10 +106,18 @@ class _Parser(argparse.ArgumentParser):
         super().error(redacted_text(message))
 
 
+#: What each Zarr format serves, as ``info`` reports it
+_FORMATS = {
+    2: "2 (.zgroup/.zarray/.zattrs, consolidated .zmetadata; chunk keys t2m/0.0.0)",
+    3: "3 (zarr.json, consolidated inline in the root's; chunk keys t2m/c/0/0/0)",
+}
+
+
 def _summary(fs) -> str:
     state = fs.collection()
     manifest = state.manifest
     lines = [
+        f"zarr format:       {_FORMATS[fs.zarr_format]}",
         f"files:             {len(state.files)}",
         f"variables:         {len(manifest.arrays)}",
         f"chunks:            {manifest.n_chunks}",
@@ -205,8 +213,8 @@ def _info(args: argparse.Namespace) -> int:
 
     from .filesystem import VirtualZarrFileSystem
 
-    fs = _store(VirtualZarrFileSystem, args.path, **_combining(args))
-    ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
+    fs = _store(VirtualZarrFileSystem, args.path, **_combining(args), zarr_format=args.zarr_format)
+    ds = xr.open_zarr(fs.get_mapper(""), consolidated=True, zarr_format=args.zarr_format)
     _print(ds)
     _print()
     _print(_summary(fs))
@@ -312,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = commands.add_parser("info", help="print the combined dataset and a summary")
     info.add_argument("path", help="directory, glob, file or URL of the source files")
     _add_combining(info)
+    info.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="the Zarr format the store serves and xarray opens (default 2)",
+    )
     info.set_defaults(run=_info)
     scan = commands.add_parser("scan", help="scan a collection into the persistent scan cache")
     scan.add_argument("path", help="directory, glob, file or URL of the source files")

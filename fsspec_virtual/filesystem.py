@@ -487,6 +487,11 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         return state
 
     @property
+    def zarr_format(self) -> ZarrFormat:
+        """The Zarr format this store serves (2 or 3)."""
+        return self._format
+
+    @property
     def scan_cache(self) -> ScanCache | None:
         """The persistent scan cache this store reads and fills (None with ``cache=False``)."""
         return self._scan_cache

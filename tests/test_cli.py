@@ -62,6 +62,19 @@ class TestInfo:
         assert _mentions_count(out, "variable", n_vars) or "variable" in out.lower(), out
         assert "chunk" in out.lower() and "byte" in out.lower(), out
 
+    def test_info_says_which_zarr_format_is_served(self, collection):
+        for flags, served in (
+            ([], "zarr format:       2"),
+            (["--zarr-format", "3"], "format:       3"),
+        ):
+            result = run("info", str(collection[0].parent), "--concat-dim", "time", *flags)
+            assert result.returncode == 0, result.stderr
+            assert served in result.stdout, result.stdout
+            assert re.search(r"\btime\b\W+6\b", result.stdout), result.stdout
+        assert "t2m/c/0/0/0" in result.stdout and ".zmetadata" not in result.stdout
+        bad = run("info", str(collection[0].parent), "--zarr-format", "4")
+        assert bad.returncode == 2 and "--zarr-format" in bad.stderr, bad.stderr
+
     def test_info_single_file(self, tmp_path):
         path = write_simple(tmp_path / "one.nc", [0, 1, 2, 3], var="temperature")
         result = run("info", str(path))
