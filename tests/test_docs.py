@@ -63,7 +63,7 @@ def _built(site: Path, page: str) -> Path:
 
 def test_every_nav_page_is_built(site: Path) -> None:
     pages = _nav_pages()
-    assert len(pages) == 12
+    assert len(pages) == 13
     for page in pages:
         assert (ROOT / "docs" / page).exists(), page
         built = _built(site, page)
