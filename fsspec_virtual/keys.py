@@ -218,12 +218,12 @@ def children(
         if zarr_format == 2:
             chunks = chunk_keys(key, array, decoded)
             return entries + [(n, size, False) for n, size in chunks]
-        below = _chunk_level(array, key, (), decoded)
-        if below is None:
+        if not (array.grid.file_id != MISSING).any():
             return entries
-        if array.meta.shape:  # the chunk keys' first level, "t2m/c", is a directory
-            return [*entries, (_chunk_name(prefix, (), 3), 0, True)]
-        return entries + below
+        first = _chunk_name(prefix, (), 3)  # "t2m/c": a directory, or a 0-d array's chunk
+        if array.meta.shape:
+            return [*entries, (first, 0, True)]
+        return [*entries, (first, _Sizes(array, decoded, 3).of(()), False)]
     if key in manifest.groups:
         entries = [
             (name, len(doc), False)
@@ -238,7 +238,7 @@ def children(
         level = _chunk_directory(manifest, key)
         if level is not None:
             path, done = level
-            return _chunk_level(manifest.arrays[path], path, done, decoded)
+            return _next_level(manifest.arrays[path], path, done, decoded)
     return None
 
 
@@ -264,24 +264,13 @@ def _chunk_directory(manifest: Manifest, key: str) -> tuple[str, tuple[int, ...]
     return path, done
 
 
-def _chunk_level(
-    array: VirtualArray, path: str, done: tuple[int, ...], decoded: bool
-) -> list[tuple[str, int | None, bool]] | None:
-    """The entries of one level of an array's v3 chunk keys: the next indices with a
-    chunk below them (directories), or the chunks themselves at the last level."""
-    grid = array.grid
-    prefix = "/".join([f"{path}/{_V3_CHUNKS}" if path else _V3_CHUNKS, *map(str, done)])
-    written = grid.file_id[done] != MISSING
-    if not array.meta.shape:
-        return [(prefix, _Sizes(array, decoded, 3).of(()), False)] if written else None
-    if not written.any():
-        return None
-    return _next_level(array, prefix, done, decoded)
-
-
 def _next_level(
-    array: VirtualArray, prefix: str, done: tuple[int, ...], decoded: bool
+    array: VirtualArray, path: str, done: tuple[int, ...], decoded: bool
 ) -> list[tuple[str, int | None, bool]]:
+    """The entries of one level of an array's v3 chunk keys, below the indices ``done``:
+    the next indices with a chunk below them (directories), or the chunks themselves at
+    the last level."""
+    prefix = "/".join([_chunk_name(f"{path}/" if path else "", (), 3), *map(str, done)])
     written = array.grid.file_id[done] != MISSING
     if written.ndim == 1:
         sizes = _Sizes(array, decoded, 3)

@@ -630,6 +630,34 @@ def test_listing(tmp_path: Path) -> None:
         assert_same_dataset(opened, open_truth(paths))
 
 
+def test_listing_skips_levels_without_chunks(tmp_path: Path) -> None:
+    """A level of v3 chunk keys exists only where a chunk below it was written."""
+    path = tmp_path / "holes.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, size in (("time", 3), ("y", 2), ("x", 4)):
+            nc.createDimension(name, size)
+        w = nc.createVariable("w", "f4", ("time", "y", "x"), chunksizes=(1, 1, 4), fill_value=-1.0)
+        w[0] = np.arange(8, dtype="f4").reshape(2, 4)
+        w[2, 1] = np.arange(4, dtype="f4")
+    v3 = _fs(str(path), zarr_format=3)
+    assert v3.ls("w/c", detail=False) == ["w/c/0", "w/c/2"]
+    assert v3.ls("w/c/0", detail=False) == ["w/c/0/0", "w/c/0/1"]
+    assert v3.ls("w/c/2", detail=False) == ["w/c/2/1"]
+    assert v3.ls("w/c/2/1", detail=False) == ["w/c/2/1/0"]
+    assert v3.info("w/c/2/1/0")["type"] == "file"
+    for key in ("w/c/1", "w/c/2/0", "w/c/2/0/0", "w/c/3"):
+        with pytest.raises(FileNotFoundError):
+            v3.info(key)
+    assert sorted(v3.find("w")) == [
+        "w/c/0/0/0",
+        "w/c/0/1/0",
+        "w/c/2/1/0",
+        "w/zarr.json",
+    ]
+    for opened in _opens(v3):
+        assert_same_dataset(opened, open_truth([path], None))
+
+
 def test_the_option_travels_and_is_checked(tmp_path: Path) -> None:
     paths = [write_steps(tmp_path / f"s{i}.nc", 3 * i, float(i)) for i in range(2)]
     v3 = _fs(str(tmp_path / "s*.nc"), concat_dim="time", zarr_format=3)
