@@ -626,3 +626,73 @@ def test_inline_chunks_of_several_files(tmp_path, fmt):
     served = zarr.open_group(reader.get_mapper(""), mode="r", zarr_format=2)["flag"][...]
     truth = np.concatenate([h5py.File(p, "r")["flag"][()] for p in paths])
     _assert_values_equal(np.asarray(served), truth, "flag")
+
+
+# -- S3 sources ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3() -> Any:
+    from servers import serve_s3
+
+    with serve_s3() as server:
+        yield server
+
+
+def _s3_collection(s3: Any, tmp_path: Path) -> tuple[list[Path], str]:
+    import uuid
+
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    s3fs = fsspec.filesystem("s3", **s3.options())
+    s3fs.mkdir(bucket)
+    paths = write_months(tmp_path / "m", [31, 28], variables={"tas": {"dtype": "f4", **GZIP}})
+    for p in paths:
+        s3fs.pipe_file(f"{bucket}/data/{p.name}", p.read_bytes())
+    return paths, bucket
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_s3_sources_and_side_store(tmp_path, s3, fmt):
+    paths, bucket = _s3_collection(s3, tmp_path)
+    fs = virtual(f"s3://{bucket}/data/", target_options=s3.options())
+    side = f"s3://{bucket}/side"
+    report = fs.to_kerchunk(
+        target(tmp_path, fmt),
+        inline_computed=0,
+        computed_to=side,
+        computed_options=s3.options(),
+    )
+    assert report.complete and report.computed_files
+    assert sorted(report.withheld_options) == [
+        "computed_options.key",
+        "computed_options.secret",
+        "key",
+        "secret",
+    ]
+    options = report.reader_options["remote_options"]
+    assert report.reader_options["remote_protocol"] == "s3"
+    assert options["client_kwargs"] == {"endpoint_url": s3.endpoint}
+    credentials = {"key": "testing-key", "secret": "testing-secret", "asynchronous": True}
+    reader = fsspec.filesystem(  # asynchronous, as zarr 3 wants it (see test_http_sources)
+        "reference",
+        fo=target(tmp_path, fmt),
+        remote_protocol="s3",
+        remote_options={**options, **credentials},
+        asynchronous=True,
+    )
+    urls = [v[0] for v in _references(reader) if isinstance(v, list)]
+    assert urls and all(u.startswith(f"s3://{bucket}/") for u in urls)
+    assert any(u.startswith(f"{side}/tas/") for u in urls)
+    check_truth(reader, open_truth(paths), open_truth(paths, decode_cf=False))
+    check_equals_store(reader, fs)
+
+
+def test_a_side_store_on_another_protocol_is_refused(tmp_path, s3):
+    # ReferenceFileSystem reads one protocol's references: local paths among S3 ones
+    # would be read from S3
+    _, bucket = _s3_collection(s3, tmp_path)
+    fs = virtual(f"s3://{bucket}/data/", target_options=s3.options())
+    side = tmp_path / "side"
+    with pytest.raises(ExportError, match=r"side store is on 'file' and the sources on 's3'"):
+        fs.to_kerchunk(target(tmp_path, "json"), inline_computed=0, computed_to=str(side))
+    assert not (tmp_path / "exports").exists() and not side.exists()

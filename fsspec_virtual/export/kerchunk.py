@@ -126,8 +126,7 @@ class KerchunkExport:
         and no side store, or left out of the store itself (``fs.report()``).
     reader_options
         What a reader passes to ``fsspec.filesystem("reference", fo=url, ...)`` besides
-        credentials (``remote_protocol`` and ``remote_options``, or ``fs`` when the
-        references span two protocols).
+        credentials: ``remote_protocol`` and ``remote_options``.
     withheld_options
         Names of source (or side store) options not recorded because they are
         credentials or have no JSON form: a reader supplies their own.
@@ -591,20 +590,23 @@ def _write_parquet(
 # -- the export ---------------------------------------------------------------------------
 
 
-def _reader_options(urls: list[str], options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What ReferenceFileSystem needs to open ``urls``: one protocol's options, or a
-    filesystem per protocol."""
-    protocols: list[str] = []
-    for url in urls:
-        protocol = split_protocol(url)[0] or "file"
-        if protocol not in protocols:
-            protocols.append(protocol)
-    if not protocols:
-        return {}
-    if len(protocols) == 1:
-        protocol = protocols[0]
-        return {"remote_protocol": protocol, "remote_options": options.get(protocol, {})}
-    return {"fs": {p: options.get(p, {}) for p in protocols}}
+def _protocol(url: str) -> str:
+    return split_protocol(url)[0] or "file"
+
+
+def _check_side_protocol(side: _SideStore, urls: list[str], computed_to: str) -> None:
+    """ReferenceFileSystem reads the references of one protocol (``remote_protocol``):
+    a side store elsewhere would be unreadable (a local path among S3 references is
+    read from S3)."""
+    if not urls:
+        return
+    sources, there = _protocol(urls[0]), _protocol(_reference_url(side.fs, side.root))
+    if sources != there:
+        raise ExportError(
+            f"{computed_to}: the side store is on {there!r} and the sources on "
+            f"{sources!r}; ReferenceFileSystem reads the references of one protocol, so put "
+            f"the side store on {sources!r} too"
+        )
 
 
 def to_kerchunk(
@@ -656,7 +658,8 @@ def to_kerchunk(
     ExportExistsError
         If ``url`` exists (or ``computed_to`` holds files) and not ``overwrite``.
     ExportError
-        For an unknown format, or source URLs that carry credentials.
+        For an unknown format, source URLs that carry credentials, or a side store on
+        another protocol than the sources.
     """
     fmt = _format_of(url, format)
     if inline_computed < 0:
@@ -671,7 +674,10 @@ def to_kerchunk(
     urls = [_reference_url(state.fs, u) for u in manifest.urls]
     _check_no_credentials(urls)
     kept, left = _left_out(state, inline_computed, computed_to is not None)
-    side = _SideStore(computed_to, computed_options, overwrite) if computed_to else None
+    side = None
+    if computed_to is not None:
+        side = _SideStore(computed_to, computed_options, overwrite)
+        _check_side_protocol(side, urls, computed_to)
     same = len(kept) == len(manifest.arrays) and all(kept[p] is manifest.arrays[p] for p in kept)
     documents = state.metadata if same else render_metadata(replace(manifest, arrays=kept))
     counts = dict.fromkeys(("ranges", "inline", "computed_inline", "computed_files"), 0)
@@ -679,14 +685,11 @@ def to_kerchunk(
         _array_refs(state, p, a, urls, inline_computed, side, reading, counts)
         for p, a in kept.items()
     ]
-    source_options, withheld = _public_options(state.spec.target_options)
-    per_protocol = {split_protocol(u)[0] or "file": source_options for u in urls[:1]}
+    remote_options, withheld = _public_options(state.spec.target_options)
     if side is not None:
-        side_options, hidden = _public_options(side.options)
-        withheld += [f"computed_options.{name}" for name in hidden]
-        side_protocol = split_protocol(_reference_url(side.fs, side.root))[0] or "file"
-        per_protocol.setdefault(side_protocol, side_options)
-    reader = _reader_options(urls, per_protocol)
+        withheld += [f"computed_options.{n}" for n in _public_options(side.options)[1]]
+    protocol = _protocol(urls[0]) if urls else "file"
+    reader = {"remote_protocol": protocol, "remote_options": remote_options}
     versions = state.versions
     provenance = {
         "package_version": _package_version(),
