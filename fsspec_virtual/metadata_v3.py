@@ -15,9 +15,11 @@ What a v3 client reads equals what the v2 documents (:mod:`fsspec_virtual.metada
   spelling, or that ``decoded`` serves decoded, declares ``bytes`` (and ``transpose``
   for order F): the store serves its chunks decoded.
 
-A variable zarr-python 3 could not read as the v2 face serves it (a string array whose
-object codec has no v3 codec, a fill value xarray cannot spell in v3) is refused with
-:class:`~fsspec_virtual.errors.ZarrFormatNotServedError` naming it: never served wrong.
+A variable zarr-python 3 or xarray could not read as the v2 face serves it is refused
+with :class:`~fsspec_virtual.errors.ZarrFormatNotServedError` naming it, never served
+wrong: a string array whose object codec has no v3 codec, a data type format 3 cannot
+describe, and a text array (strings, chars) with a fill value, whose ``_FillValue``
+xarray's v3 reader cannot decode (it would not mask what it masks from format 2).
 """
 
 from __future__ import annotations
@@ -76,8 +78,6 @@ def _xarray_fill(value: Any, dtype: np.dtype) -> Any:
     """``value`` as xarray's ``FillValueCoder`` spells a v3 array's ``_FillValue``
     attribute (the inverse of what it decodes), or raise ``ValueError``."""
     kind = dtype.kind
-    if kind == "S":
-        return base64.standard_b64encode(bytes(value)).decode()
     if kind == "b":
         return bool(value)
     if kind in "iu":
@@ -87,9 +87,10 @@ def _xarray_fill(value: Any, dtype: np.dtype) -> Any:
     if kind == "c":
         parts = (complex(value).real, complex(value).imag)
         return [base64.standard_b64encode(struct.pack("<d", p)).decode() for p in parts]
-    if kind in "UO" and isinstance(value, str):
-        return value
-    raise ValueError(f"xarray spells no _FillValue of {dtype} in Zarr format 3")
+    raise ValueError(
+        f"xarray reads no _FillValue of a text array ({dtype}) from Zarr format 3 (its "
+        f"reader decodes numbers only), so it would not mask what it masks from format 2"
+    )
 
 
 def _attributes(path: str, meta: ArrayMeta, zdtype: Any) -> dict[str, Any]:
