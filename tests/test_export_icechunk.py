@@ -398,11 +398,15 @@ def _served_on_port_80(root: Path) -> Iterator[HTTPServer]:
     raise RuntimeError("no free loopback address on port 80")
 
 
-def test_http_sources(tmp_path: Path) -> None:
+@pytest.mark.parametrize("etags", [True, False], ids=["etag", "last-modified"])
+def test_http_sources(tmp_path: Path, etags: bool) -> None:
+    """Files on an HTTP server, checked by their ETag (Icechunk's If-Match) or, from a
+    server that sends none, their Last-Modified (If-Unmodified-Since)."""
     www = tmp_path / "www"
     files = write_series(www, [[0, 1, 2], [3, 4, 5]])
     storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
     with _served_on_port_80(www) as server:
+        server.etags = etags
         fs = _store(server.url + "/")
         result = fs.to_icechunk(storage)
         assert result.containers == (server.url + "/",)
@@ -410,7 +414,10 @@ def test_http_sources(tmp_path: Path) -> None:
         assert_same_dataset(exported, open_truth(files), "http")
         assert_same_dataset(exported, _served(fs), "http vs store")
         server.reset()
-        # a rewrite: the server's ETag changes, and Icechunk's If-Match is refused
+        recorded = icechunk.Repository.open(storage).lookup_snapshot(result.commit)
+        versions = [v for _, v in recorded.metadata[COMMIT_KEY]["files"]]
+        assert all((FileVersion.from_list(v).etag is not None) == etags for v in versions)
+        # a rewrite: the server's ETag or Last-Modified changes, and Icechunk is refused
         _rewrite(files[0], seed=3)
         with pytest.raises(Exception, match="checksum of the object owning the virtual chunk"):
             _open(storage, result.containers)
