@@ -27,9 +27,13 @@ import pytest
 import xarray as xr
 import zarr
 from oracle import (
+    array_dims,
     assert_attrs_equal,
+    assert_same_chunk_bytes,
     assert_same_variable,
     assert_store_matches,
+    declared_fill,
+    faces,
     open_truth,
 )
 from writers_computed import (
@@ -92,37 +96,38 @@ def _assert_nan_fill(value: Any, where: str) -> None:
 
 
 def assert_served_unpacked(fs: Any, expected: xr.Dataset, names: Sequence[str]) -> None:
-    """Each of ``names`` is served unpacked: the raw zarr array and ``xr.open_zarr(...,
-    decode_cf=False)`` hold the decoded floating-point values of ``expected`` (the decoded
-    truth, NaN where masked, same dtype), without packing attributes."""
-    mapper = fs.get_mapper("")
-    group = zarr.open_group(mapper, mode="r")
-    with xr.open_zarr(mapper, consolidated=True, decode_cf=False) as raw:
-        raw = raw.load()
-    for name in names:
-        truth = expected[name].variable
-        assert truth.dtype.kind == "f", f"{name}: the truth is not unpacked ({truth.dtype})"
-        array = group[name]
-        assert isinstance(array, zarr.Array)
-        attrs = array.attrs.asdict()
-        where = f"zarr.open_group:{name} (unpacked)"
-        for key in PACKING_ATTRS[:2] + PACKING_ATTRS[3:]:
-            assert key not in attrs, f"{where}: packing attribute {key!r} still served"
-        if "_FillValue" in attrs:
-            _assert_nan_fill(attrs["_FillValue"], where)
-        _assert_nan_fill(array.fill_value, where)
-        dims = tuple(attrs.get("_ARRAY_DIMENSIONS", ()))
-        served = xr.Variable(dims, np.asarray(array[...]), _plain(attrs))
-        assert_same_variable(served, truth, where)
+    """Each of ``names`` is served unpacked, as Zarr format 2 and 3: the raw zarr array and
+    ``xr.open_zarr(..., decode_cf=False)`` hold the decoded floating-point values of
+    ``expected`` (the decoded truth, NaN where masked, same dtype), without packing
+    attributes."""
+    for face in faces(fs):
+        group = face.open_group()
+        with face.open_dataset(consolidated=True, decode_cf=False) as raw:
+            raw = raw.load()
+        for name in names:
+            truth = expected[name].variable
+            assert truth.dtype.kind == "f", f"{name}: the truth is not unpacked ({truth.dtype})"
+            array = group[name]
+            assert isinstance(array, zarr.Array)
+            attrs = array.attrs.asdict()
+            where = f"zarr.open_group({face.label}):{name} (unpacked)"
+            for key in PACKING_ATTRS[:2] + PACKING_ATTRS[3:]:
+                assert key not in attrs, f"{where}: packing attribute {key!r} still served"
+            if "_FillValue" in attrs:
+                _assert_nan_fill(declared_fill(array), where)
+            _assert_nan_fill(array.fill_value, where)
+            dims = array_dims(array) or ()
+            served = xr.Variable(dims, np.asarray(array[...]), _plain(attrs))
+            assert_same_variable(served, truth, where)
 
-        where = f"xr.open_zarr(decode_cf=False):{name} (unpacked)"
-        variable = raw[name].variable
-        for key in PACKING_ATTRS[:2] + PACKING_ATTRS[3:]:
-            assert key not in variable.attrs, f"{where}: packing attribute {key!r} still served"
-        if "_FillValue" in variable.attrs:
-            _assert_nan_fill(variable.attrs["_FillValue"], where)
-        served = xr.Variable(variable.dims, variable.values, _plain(variable.attrs))
-        assert_same_variable(served, truth, where)
+            where = f"xr.open_zarr({face.label}, decode_cf=False):{name} (unpacked)"
+            variable = raw[name].variable
+            for key in PACKING_ATTRS[:2] + PACKING_ATTRS[3:]:
+                assert key not in variable.attrs, f"{where}: packing attribute {key!r} still served"
+            if "_FillValue" in variable.attrs:
+                _assert_nan_fill(variable.attrs["_FillValue"], where)
+            served = xr.Variable(variable.dims, variable.values, _plain(variable.attrs))
+            assert_same_variable(served, truth, where)
 
 
 def _zarr_group(fs: Any) -> zarr.Group:
@@ -228,28 +233,35 @@ def assert_equals_h5py(actual: Any, expected: np.ndarray, where: str) -> None:
 def assert_store_matches_h5py(
     fs: Any, path: Path, *, xarray: bool = True, attr_ignore: Sequence[str] = ()
 ) -> None:
-    """Every dataset of the plain HDF5 file at ``path`` is served equal to h5py's read:
-    through raw ``zarr.open_group`` (values and attributes) and, with ``xarray``, through
-    ``xr.open_zarr`` (values: no masking of zeros or HDF5 fill values)."""
+    """Every dataset of the plain HDF5 file at ``path`` is served equal to h5py's read, as
+    Zarr format 2 and 3: through raw ``zarr.open_group`` (values and attributes) and, with
+    ``xarray``, through ``xr.open_zarr`` (values: no masking of zeros or HDF5 fill
+    values); both formats serve the same chunk bytes."""
     expected = _h5_datasets(path)
-    group = _zarr_group(fs)
-    arrays = _zarr_arrays(group)
-    assert set(arrays) == set(expected), (
-        f"arrays {sorted(arrays)}, expected the datasets {sorted(expected)}"
-    )
-    for name, (values, attrs) in expected.items():
-        assert_equals_h5py(arrays[name][...], values, f"zarr.open_group:{name}")
-        ignore = {"_ARRAY_DIMENSIONS", *attr_ignore}
-        assert_attrs_equal(arrays[name].attrs.asdict(), attrs, f"zarr:{name}", ignore=ignore)
     with h5py.File(path, "r") as f:
-        assert_attrs_equal(group.attrs.asdict(), dict(f.attrs), "root attributes")
-    if xarray:
-        for consolidated in (True, False):
-            with xr.open_zarr(fs.get_mapper(""), consolidated=consolidated) as ds:
-                assert set(map(str, ds.variables)) == set(expected)
-                for name, (values, _) in expected.items():
-                    where = f"xr.open_zarr(consolidated={consolidated}):{name}"
-                    assert_equals_h5py(ds[name].values, values, where)
+        root_attrs = dict(f.attrs)
+    both = faces(fs)
+    for face in both:
+        group = face.open_group()
+        arrays = _zarr_arrays(group)
+        assert set(arrays) == set(expected), (
+            f"{face.label}: arrays {sorted(arrays)}, expected the datasets {sorted(expected)}"
+        )
+        for name, (values, attrs) in expected.items():
+            where = f"zarr.open_group({face.label}):{name}"
+            assert_equals_h5py(arrays[name][...], values, where)
+            ignore = {"_ARRAY_DIMENSIONS", *attr_ignore}
+            assert_attrs_equal(arrays[name].attrs.asdict(), attrs, where, ignore=ignore)
+        assert_attrs_equal(group.attrs.asdict(), root_attrs, f"{face.label}: root attributes")
+        if xarray:
+            for consolidated in (True, False):
+                with face.open_dataset(consolidated=consolidated) as ds:
+                    assert set(map(str, ds.variables)) == set(expected)
+                    for name, (values, _) in expected.items():
+                        where = f"xr.open_zarr({face.label}, consolidated={consolidated}):{name}"
+                        assert_equals_h5py(ds[name].values, values, where)
+    if len(both) == 2:
+        assert_same_chunk_bytes(*sorted(both, key=lambda f: f.zarr_format))
 
 
 # -- the collections -----------------------------------------------------------------------------
@@ -335,21 +347,22 @@ class TestUnequalLengths:
         expected = open_truth(paths)
         expected_raw = open_truth(paths, decode_cf=False)
         fs = virtual(tmp_path / "m")
-        group = _zarr_group(fs)
-        with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-            for window in (slice(25, 45), slice(29, 32), slice(58, 60), slice(57, 91)):
-                for name in STRADDLING_VARIABLES:
-                    assert_same_variable(
-                        ds[name].isel(time=window).variable,
-                        expected[name].isel(time=window).variable,
-                        f"xr.open_zarr:{name}[{window}]",
-                    )
-                    np.testing.assert_array_equal(
-                        group[name][window, 1:, ::2],
-                        expected_raw[name].values[window, 1:, ::2],
-                        f"zarr:{name}[{window}]",
-                        strict=True,
-                    )
+        for face in faces(fs):
+            group = face.open_group()
+            with face.open_dataset(consolidated=True) as ds:
+                for window in (slice(25, 45), slice(29, 32), slice(58, 60), slice(57, 91)):
+                    for name in STRADDLING_VARIABLES:
+                        assert_same_variable(
+                            ds[name].isel(time=window).variable,
+                            expected[name].isel(time=window).variable,
+                            f"xr.open_zarr({face.label}):{name}[{window}]",
+                        )
+                        np.testing.assert_array_equal(
+                            group[name][window, 1:, ::2],
+                            expected_raw[name].values[window, 1:, ::2],
+                            f"zarr({face.label}):{name}[{window}]",
+                            strict=True,
+                        )
 
 
 # -- 2. differences between files ----------------------------------------------------------------
@@ -570,16 +583,22 @@ class TestHDF5Features:
             "x": truth["x"][0],
         }
         fs = virtual(tmp_path / "s")
-        arrays = _zarr_arrays(_zarr_group(fs))
-        assert set(arrays) == set(expected)
-        for name, values in expected.items():
-            assert_equals_h5py(arrays[name][...], values, f"zarr.open_group:{name}")
-        assert arrays["v"].chunks[0] == 3
-        assert arrays["v"].attrs["feature"] == feature
-        with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-            assert ds["v"].dims == ("time", "x")
+        both = faces(fs)
+        for face in both:
+            arrays = _zarr_arrays(face.open_group())
+            assert set(arrays) == set(expected)
             for name, values in expected.items():
-                assert_equals_h5py(ds[name].values, values, f"xr.open_zarr:{name}")
+                assert_equals_h5py(arrays[name][...], values, f"zarr({face.label}):{name}")
+            assert arrays["v"].chunks[0] == 3
+            assert arrays["v"].attrs["feature"] == feature
+            with face.open_dataset(consolidated=True) as ds:
+                assert ds["v"].dims == ("time", "x")
+                for name, values in expected.items():
+                    assert_equals_h5py(
+                        ds[name].values, values, f"xr.open_zarr({face.label}):{name}"
+                    )
+        if len(both) == 2:
+            assert_same_chunk_bytes(*both)
         assert_reported(fs, "v", "computed")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import scanned_store
-from oracle import assert_same_dataset, open_truth
+from oracle import assert_same_dataset, open_each_format, open_truth
 
 #: Each odd ``_FillValue``: the variable's dtype, the value, and how the warning shows it.
 ODD = {
@@ -80,8 +80,7 @@ def _served(path: Path, decode: str) -> xr.Dataset:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-            return ds.load()
+        return open_each_format(fs, consolidated=True)
 
 
 def _truth(path: Path) -> xr.Dataset:

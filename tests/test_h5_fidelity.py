@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import tables
 import xarray as xr
-import zarr
 from conftest import scanned_store
-from oracle import assert_same_dataset
+from oracle import assert_same_dataset, checked_group, open_each_format
 
 from fsspec_virtual.codecs import decode_chunk
 from fsspec_virtual.manifest import ChunkGrid, Manifest, VirtualArray
@@ -34,8 +33,9 @@ from fsspec_virtual.scan.hdf5 import scan_hdf5
 virtual = scanned_store
 
 
-def zarr_group(fs: Any) -> zarr.Group:
-    return zarr.open_group(fs.get_mapper(""), mode="r")
+def zarr_group(fs: Any) -> Any:
+    """The raw group; every array read is read as Zarr format 2 and 3, which must agree."""
+    return checked_group(fs)
 
 
 def h5py_truth(dataset: h5py.Dataset) -> np.ndarray:
@@ -74,8 +74,7 @@ def _assert_same_native(actual: np.ndarray, expected: np.ndarray, where: str) ->
 
 def assert_equals_xarray(fs: Any, path: Path, engines: tuple[str, ...]) -> None:
     """xr.open_zarr over the store equals xr.open_dataset of the file (decoded)."""
-    with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-        actual = ds.load()
+    actual = open_each_format(fs, consolidated=True)
     for engine in engines:
         with xr.open_dataset(path, engine=engine) as ds:
             assert_same_dataset(actual, ds.load(), f"{path.name} ({engine})")
@@ -336,8 +335,7 @@ def test_padded_fixed_strings_equal_h5py(tmp_path: Path) -> None:
     names = _fixed_strings(path)
     fs = virtual(path)
     assert_equals_h5py(fs, path, names)
-    with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-        actual = ds.load()
+    actual = open_each_format(fs, consolidated=True)
     with xr.open_dataset(path, engine="h5netcdf", phony_dims="sort") as ds:
         assert_same_dataset(actual, ds.load(), "h5netcdf")
 

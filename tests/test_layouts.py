@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import write_simple
-from oracle import assert_same_dataset, assert_store_matches
+from oracle import assert_same_dataset, assert_store_matches, faces, open_each_format
 from servers import serve_directory
 
 import fsspec_virtual.state as state_module
@@ -303,8 +303,8 @@ def virtual(path: Any, **kwargs: Any) -> Any:
 
 
 def opened(fs: Any) -> xr.Dataset:
-    with xr.open_zarr(fs.get_mapper("")) as ds:
-        return ds.load()
+    """The store through ``xr.open_zarr``, the same as Zarr format 2 and 3."""
+    return open_each_format(fs)
 
 
 @pytest.fixture(autouse=True)
@@ -553,8 +553,11 @@ def test_groups_each_a_time_series(tmp_path):
     assert expected_g.sizes["time"] == 144
     assert_store_matches(fs, by_coords(paths))
     assert_store_matches(fs, expected_g, group="g")
-    with xr.open_zarr(fs.get_mapper("g"), consolidated=False) as ds:
-        assert_same_dataset(ds.load(), expected_g, "fs.get_mapper('g')")
+    for face in faces(fs):
+        with xr.open_zarr(
+            face.fs.get_mapper("g"), consolidated=False, zarr_format=face.zarr_format
+        ) as ds:
+            assert_same_dataset(ds.load(), expected_g, f"fs.get_mapper('g') ({face.label})")
 
 
 # -- 8. mixed formats, HTTP ---------------------------------------------------------------------
@@ -710,7 +713,7 @@ def test_packed_concat_coordinate_is_ordered_and_served_by_value(tmp_path):
         )
     expected = by_coords(sorted(tmp_path.glob("*.nc")))
     np.testing.assert_allclose(expected.depth.values, [5, 6, 10, 11])
-    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+    with open_each_format(virtual(tmp_path)) as ours:
         np.testing.assert_allclose(ours.depth.values, expected.depth.values)
         np.testing.assert_array_equal(ours.T.values, expected.T.values)
 
@@ -786,7 +789,7 @@ def test_nested_files_with_different_variables_keep_their_places(tmp_path, dim):
     with xr.open_mfdataset(paths, combine="nested", concat_dim=dim) as truth:
         expected = truth.load()
     fs = virtual(tmp_path, combine="nested", concat_dim=dim)
-    with xr.open_zarr(fs.get_mapper("")) as ours:
+    with open_each_format(fs) as ours:
         for name in ("n", "tas"):
             np.testing.assert_array_equal(ours[name].values, expected[name].values)
 
@@ -825,7 +828,7 @@ def test_time_bounds_follow_the_joined_time_units(tmp_path, files):
             )
             nc.createVariable("tas", "f4", ("time",))[:] = np.arange(len(t))
     expected = by_coords(sorted(tmp_path.glob("*.nc")))
-    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+    with open_each_format(virtual(tmp_path)) as ours:
         np.testing.assert_array_equal(ours.time_bnds.values, expected.time_bnds.values)
         np.testing.assert_array_equal(ours.time.values, expected.time.values)
 
@@ -932,7 +935,7 @@ def test_a_text_concat_coordinate_is_served_as_text(tmp_path):
             coords={"station": np.array(names, dtype=object)},
         ).to_netcdf(tmp_path / f"f{i}.nc")
     expected = by_coords(sorted(tmp_path.glob("*.nc")))
-    with xr.open_zarr(virtual(tmp_path).get_mapper("")) as ours:
+    with open_each_format(virtual(tmp_path)) as ours:
         assert list(ours.station.values) == list(expected.station.values) == ["a", "b", "c", "d"]
         np.testing.assert_array_equal(ours.tas.values, expected.tas.values)
 
@@ -943,7 +946,7 @@ def test_coords_from_path_labels_a_dimension_the_files_have_without_coordinate(t
             tmp_path / f"tas_{day}.nc"
         )
     fs = virtual(tmp_path, concat_dim="time", coords_from_path={"time": r"_(\d{4}-\d\d-\d\d)"})
-    with xr.open_zarr(fs.get_mapper("")) as ours:
+    with open_each_format(fs) as ours:
         assert ours.tas.dims == ("time", "x")
         np.testing.assert_array_equal(ours.tas.values, [[1, 1], [2, 2], [3, 3]])
         assert [str(t)[:10] for t in ours.time.values] == ["2000-01-01", "2000-01-02", "2000-01-03"]

@@ -11,6 +11,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from oracle import open_each_format
 
 from fsspec_virtual import VirtualZarrFileSystem
 
@@ -30,7 +31,7 @@ def test_single_unpadded_record_variable(tmp_path, fmt, dtype):
         paths.append(path)
     fs = VirtualZarrFileSystem(str(tmp_path), concat_dim="time", cache=False, max_workers=1)
     with (
-        xr.open_zarr(fs.get_mapper("")) as ours,
+        open_each_format(fs) as ours,
         xr.open_mfdataset(paths, combine="nested", concat_dim="time") as truth,
     ):
         assert ours.sizes["time"] == truth.sizes["time"] == 8

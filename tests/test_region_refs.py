@@ -14,10 +14,9 @@ from typing import Any
 import fsspec
 import h5py
 import numpy as np
-import xarray as xr
-import zarr
 from conftest import scanned_store
 from h5py import h5r, h5s
+from oracle import open_each_format, read_each_format
 from test_h5_types import xarray_values, zarr_values
 
 from fsspec_virtual.state import clear_states
@@ -209,9 +208,8 @@ def test_a_collection_concatenates_each_files_texts(tmp_path: Path) -> None:
     fs = fsspec.filesystem(
         "virtualzarr", path=str(tmp_path / "series"), concat_dim="time", skip_instance_cache=True
     )
-    group = zarr.open_group(fs.get_mapper(""), mode="r")
-    served = np.asarray(group["regions"][...])
-    with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
+    served = read_each_format(fs, "regions")
+    with open_each_format(fs, consolidated=True) as ds:
         assert ds["regions"].dims == ("time",)
         np.testing.assert_array_equal(np.asarray(ds["regions"].values), served)
         np.testing.assert_array_equal(

@@ -23,7 +23,7 @@ import pytest
 import xarray as xr
 import zarr
 from conftest import local_dask_cluster, write_series, write_simple, write_truncated
-from oracle import assert_store_matches, open_truth
+from oracle import ZARR_FORMATS, assert_store_matches, open_truth
 from servers import HTTPServer, S3Server, serve_directory, serve_s3
 
 import fsspec_virtual.state as state_module
@@ -114,9 +114,16 @@ class TestHTTP:
     def test_chained_url(self, served):
         server, paths = served
         url = f"virtualzarr::{server.url}/*.nc"
-        with xr.open_zarr(url, storage_options={"virtualzarr": {"concat_dim": "time"}}) as ds:
-            served_values = ds["v_float64"].values
-        np.testing.assert_array_equal(served_values, open_truth(paths)["v_float64"].values)
+        for zarr_format in ZARR_FORMATS:
+            options = {"virtualzarr": {"concat_dim": "time", "zarr_format": zarr_format}}
+            with xr.open_zarr(url, storage_options=options, zarr_format=zarr_format) as ds:
+                served_values = ds["v_float64"].values
+            np.testing.assert_array_equal(
+                served_values,
+                open_truth(paths)["v_float64"].values,
+                f"zarr_format={zarr_format}",
+                strict=True,
+            )
 
     def test_scan_requests_are_few_and_reported(self, served):
         server, paths = served

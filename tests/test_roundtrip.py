@@ -7,6 +7,7 @@ not) and raw ``zarr.open_group`` (against the undecoded netCDF values).
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import uuid
@@ -36,14 +37,18 @@ from conftest import (
     write_sparse,
 )
 from oracle import (
+    ZARR_FORMATS,
     assert_attrs_equal,
     assert_same_dataset,
     assert_same_variable,
     assert_store_matches,
     assert_zarr_matches_raw,
+    checked_group,
+    faces,
+    open_each_format,
     open_truth,
+    read_each_format,
 )
-from zarr.storage import FsspecStore
 
 from fsspec_virtual import UnsupportedVariableWarning
 
@@ -132,14 +137,17 @@ class TestUnwrittenChunks:
         path = write_sparse(tmp_path / "sparse.nc", [0, 1, 2, 3], declared_fill=True)
         fs = virtual(path, concat_dim=None)
         # part_f4: chunks (2, 4) over (4, 8); only chunk (0, 0) was written
-        assert fs.exists("part_f4/0.0")
-        assert not fs.exists("part_f4/1.1")
-        with pytest.raises(FileNotFoundError):
-            fs.cat_file("part_f4/1.1")
-        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        for face, (written, unwritten) in zip(
+            faces(fs), [("part_f4/0.0", "part_f4/1.1"), ("part_f4/c/0/0", "part_f4/c/1/1")]
+        ):
+            assert face.fs.exists(written), face.label
+            assert not face.fs.exists(unwritten), face.label
+            with pytest.raises(FileNotFoundError):
+                face.fs.cat_file(unwritten)
         with netCDF4.Dataset(path) as nc:
             nc.set_auto_maskandscale(False)
-            np.testing.assert_array_equal(group["part_f4"][...], nc["part_f4"][...], strict=True)
+            served = read_each_format(fs, "part_f4")
+            np.testing.assert_array_equal(served, nc["part_f4"][...], strict=True)
 
 
 class TestPacking:
@@ -161,11 +169,12 @@ class TestPacking:
         # to float64): the variable is served unpacked, as open_mfdataset decodes it
         check(fs, paths, raw_skip=("t2m",))
         truth = open_truth(paths)["t2m"]
-        served = zarr.open_group(fs.get_mapper(""), mode="r")["t2m"][...]
+        served = read_each_format(fs, "t2m")
         assert served.dtype == truth.dtype == np.float32
         np.testing.assert_array_equal(served, truth.values)
-        attrs = zarr.open_group(fs.get_mapper(""), mode="r")["t2m"].attrs.asdict()
-        assert not {"scale_factor", "add_offset", "missing_value"} & set(attrs), attrs
+        for face in faces(fs):
+            attrs = face.open_group()["t2m"].attrs.asdict()
+            assert not {"scale_factor", "add_offset", "missing_value"} & set(attrs), attrs
 
 
 class TestTime:
@@ -178,8 +187,9 @@ class TestTime:
         fs = virtual(paths[0].parent)
         # raw time values legitimately differ from either file's: compare time decoded only
         check(fs, paths, raw_skip=("time",))
-        group = zarr.open_group(fs.get_mapper(""), mode="r")
-        assert group["time"].attrs["units"] == DAYS, "time must be re-encoded in file 1's units"
+        for face in faces(fs):
+            units = face.open_group()["time"].attrs["units"]
+            assert units == DAYS, f"{face.label}: time must be re-encoded in file 1's units"
 
     def test_files_ordered_by_time_not_by_name(self, series):
         paths = series(TWO_FILES, names=["z_first.nc", "a_second.nc"])
@@ -279,15 +289,17 @@ class TestGroups:
 
     def test_group_tree(self, tmp_path):
         path = write_groups(tmp_path / "groups.nc")
-        root = zarr.open_group(virtual(path, concat_dim=None).get_mapper(""), mode="r")
-        groups = {name for name, _ in root.groups()}
-        assert groups == {"g1", "g3"}
-        assert {name for name, _ in root["g1"].groups()} == {"g2"}
-        with netCDF4.Dataset(path) as nc:
-            for name in ("g1", "g1/g2", "g3"):
-                nc_group = nc[name]
-                expected = {k: nc_group.getncattr(k) for k in nc_group.ncattrs()}
-                assert_attrs_equal(root[name].attrs.asdict(), expected, f"group {name}")
+        for face in faces(virtual(path, concat_dim=None)):
+            root = face.open_group()
+            groups = {name for name, _ in root.groups()}
+            assert groups == {"g1", "g3"}, face.label
+            assert {name for name, _ in root["g1"].groups()} == {"g2"}, face.label
+            with netCDF4.Dataset(path) as nc:
+                for name in ("g1", "g1/g2", "g3"):
+                    nc_group = nc[name]
+                    expected = {k: nc_group.getncattr(k) for k in nc_group.ncattrs()}
+                    where = f"{face.label}: group {name}"
+                    assert_attrs_equal(root[name].attrs.asdict(), expected, where)
 
 
 def _h5_datasets(path: Path) -> dict[str, Any]:
@@ -313,18 +325,22 @@ class TestPlainHDF5:
 
     def test_raw_zarr_equals_h5py(self, tmp_path):
         path = write_plain_hdf5(tmp_path / "plain.h5")
-        group = zarr.open_group(virtual(path, concat_dim=None).get_mapper(""), mode="r")
         expected = _h5_datasets(path)
-        arrays = _zarr_arrays(group)
-        assert set(arrays) == set(expected)
-        for name, (values, attrs) in expected.items():
-            actual = np.asarray(arrays[name][...])
-            np.testing.assert_array_equal(actual, np.asarray(values), err_msg=name, strict=True)
-            assert_attrs_equal(
-                arrays[name].attrs.asdict(), attrs, name, ignore={"_ARRAY_DIMENSIONS"}
-            )
-        with h5py.File(path, "r") as f:
-            assert_attrs_equal(group.attrs.asdict(), dict(f.attrs), "root")
+        for face in faces(virtual(path, concat_dim=None)):
+            group = face.open_group()
+            arrays = _zarr_arrays(group)
+            assert set(arrays) == set(expected), face.label
+            for name, (values, attrs) in expected.items():
+                where = f"{face.label}: {name}"
+                actual = np.asarray(arrays[name][...])
+                np.testing.assert_array_equal(
+                    actual, np.asarray(values), err_msg=where, strict=True
+                )
+                assert_attrs_equal(
+                    arrays[name].attrs.asdict(), attrs, where, ignore={"_ARRAY_DIMENSIONS"}
+                )
+            with h5py.File(path, "r") as f:
+                assert_attrs_equal(group.attrs.asdict(), dict(f.attrs), f"{face.label}: root")
 
     @pytest.mark.parametrize("consolidated", [True, False])
     def test_xarray_does_not_mask_zeros_or_hdf5_fill(self, tmp_path, consolidated):
@@ -332,22 +348,21 @@ class TestPlainHDF5:
         # 7.5 are data
         path = write_plain_hdf5_uniform(tmp_path / "plain.h5")
         expected = _h5_datasets(path)
-        mapper = virtual(path, concat_dim=None).get_mapper("")
-        with xr.open_zarr(mapper, consolidated=consolidated) as ds:
-            assert set(map(str, ds.variables)) == set(expected)
-            for name, (values, _) in expected.items():
-                np.testing.assert_array_equal(
-                    ds[name].values, np.asarray(values), err_msg=name, strict=True
-                )
+        for face in faces(virtual(path, concat_dim=None)):
+            with face.open_dataset(consolidated=consolidated) as ds:
+                assert set(map(str, ds.variables)) == set(expected)
+                for name, (values, _) in expected.items():
+                    np.testing.assert_array_equal(
+                        ds[name].values, np.asarray(values), err_msg=name, strict=True
+                    )
 
     def test_xarray_opens_datasets_of_different_shapes(self, tmp_path):
         # h5py datasets without dimension scales, of different lengths, in one group
         path = write_plain_hdf5(tmp_path / "plain.h5")
         expected = _h5_datasets(path)
-        mapper = virtual(path, concat_dim=None).get_mapper("")
-        for group in (None, "grp"):
-            store = mapper if group is None else FsspecStore.from_mapper(mapper, read_only=True)
-            with xr.open_zarr(store, consolidated=True, group=group) as ds:
+        fs = virtual(path, concat_dim=None)
+        for face, group in itertools.product(faces(fs), (None, "grp")):
+            with face.open_dataset(consolidated=True, group=group) as ds:
                 prefix = f"{group}/" if group else ""
                 names = {k[len(prefix) :] for k in expected if k.startswith(prefix)}
                 names = {n for n in names if "/" not in n}
@@ -480,9 +495,7 @@ class TestOddFeatures:
         _odd_netcdf(path, feature)
         expected = open_truth([path])
         fs = virtual(path, concat_dim=None)
-        ds, caught = _record_first_access(
-            lambda: xr.open_zarr(fs.get_mapper(""), consolidated=True).load()
-        )
+        ds, caught = _record_first_access(lambda: open_each_format(fs, consolidated=True))
         assert_same_variable(ds["ok"].variable, expected["ok"].variable, "ok")
         if feature == "enum":
             # served as the base integers, with the enum's names as CF flag attributes
@@ -505,12 +518,14 @@ class TestOddFeatures:
             name = "odd"
         expected = _h5_datasets(path)
         fs = virtual(path, concat_dim=None)
-        group, caught = _record_first_access(lambda: zarr.open_group(fs.get_mapper(""), mode="r"))
-        arrays = _zarr_arrays(group)
+        group, caught = _record_first_access(lambda: checked_group(fs))
+        served = [set(_zarr_arrays(face.open_group())) for face in faces(fs)]
+        assert all(names == served[0] for names in served), served
+        arrays = served[0]
         if "ok" in expected:
-            np.testing.assert_array_equal(arrays["ok"][...], expected["ok"][0], strict=True)
+            np.testing.assert_array_equal(group["ok"][...], expected["ok"][0], strict=True)
         if name in arrays:
-            actual = np.asarray(arrays[name][...])
+            actual = np.asarray(group[name][...])
             truth = np.asarray(expected[name][0])
             if truth.dtype.kind in "OS" or actual.dtype.kind in "OUT":
                 as_text = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v))
@@ -539,9 +554,7 @@ class TestConcurrency:
         ]
 
         def open_one(paths: list[Path]) -> xr.Dataset:
-            fs = virtual(paths[0].parent)
-            with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-                return ds.load()
+            return open_each_format(virtual(paths[0].parent), consolidated=True)
 
         with ThreadPoolExecutor(4) as pool:
             opened = list(pool.map(open_one, collections))
@@ -602,20 +615,25 @@ class TestSourceSpellings:
     def test_url_chaining_with_xarray(self, series, consolidated):
         paths = series(TWO_FILES, dtypes=["float32", "int16"])
         url = "virtualzarr::" + str(paths[0].parent) + "/*.nc"
-        with xr.open_zarr(
-            url,
-            storage_options={"virtualzarr": {"concat_dim": "time"}},
-            consolidated=consolidated,
-        ) as ds:
-            assert_same_dataset(ds.load(), open_truth(paths))
+        for zarr_format in ZARR_FORMATS:
+            with xr.open_zarr(
+                url,
+                storage_options={"virtualzarr": {"concat_dim": "time", "zarr_format": zarr_format}},
+                consolidated=consolidated,
+                zarr_format=zarr_format,
+            ) as ds:
+                assert_same_dataset(ds.load(), open_truth(paths), f"zarr_format={zarr_format}")
 
     def test_url_chaining_with_zarr(self, series):
         paths = series(TWO_FILES, dtypes=["float32", "int16"])
-        mapper = fsspec.get_mapper(
-            "virtualzarr::" + str(paths[0].parent), virtualzarr={"concat_dim": "time"}
-        )
-        group = zarr.open_group(mapper, mode="r")
-        assert_zarr_matches_raw(group, open_truth(paths, decode_cf=False))
+        for zarr_format in ZARR_FORMATS:
+            mapper = fsspec.get_mapper(
+                "virtualzarr::" + str(paths[0].parent),
+                virtualzarr={"concat_dim": "time", "zarr_format": zarr_format},
+            )
+            group = zarr.open_group(mapper, mode="r", zarr_format=zarr_format)
+            where = f"zarr_format={zarr_format}"
+            assert_zarr_matches_raw(group, open_truth(paths, decode_cf=False), where)
 
     def test_memory_filesystem(self, series):
         paths = series(TWO_FILES, dtypes=["float32", "uint16"])
