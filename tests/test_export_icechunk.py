@@ -398,16 +398,21 @@ def _served_on_port_80(root: Path) -> Iterator[HTTPServer]:
     raise RuntimeError("no free loopback address on port 80")
 
 
-@pytest.mark.parametrize("etags", [True, False], ids=["etag", "last-modified"])
-def test_http_sources(tmp_path: Path, etags: bool) -> None:
+@pytest.mark.parametrize(
+    ("etags", "port"),
+    [(True, ""), (False, ""), (True, ":80")],
+    ids=["etag", "last-modified", "port-80-spelled"],
+)
+def test_http_sources(tmp_path: Path, etags: bool, port: str) -> None:
     """Files on an HTTP server, checked by their ETag (Icechunk's If-Match) or, from a
-    server that sends none, their Last-Modified (If-Unmodified-Since)."""
+    server that sends none, their Last-Modified (If-Unmodified-Since); a URL that spells
+    the default port out is referenced without it, as Icechunk reads it."""
     www = tmp_path / "www"
     files = write_series(www, [[0, 1, 2], [3, 4, 5]])
     storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
     with _served_on_port_80(www) as server:
         server.etags = etags
-        fs = _store(server.url + "/")
+        fs = _store(server.url + port + "/")
         result = fs.to_icechunk(storage)
         assert result.containers == (server.url + "/",)
         exported = _open(storage, result.containers)
