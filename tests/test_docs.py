@@ -63,7 +63,7 @@ def _built(site: Path, page: str) -> Path:
 
 def test_every_nav_page_is_built(site: Path) -> None:
     pages = _nav_pages()
-    assert len(pages) == 13
+    assert len(pages) == 14
     for page in pages:
         assert (ROOT / "docs" / page).exists(), page
         built = _built(site, page)
@@ -134,7 +134,7 @@ def test_design_map_names_no_module_that_does_not_exist() -> None:
 
 def test_cli_page_names_every_flag() -> None:
     doc = (ROOT / "docs" / "cli.md").read_text()
-    for command in ([], ["info"], ["scan"], ["demo"]):
+    for command in ([], ["info"], ["scan"], ["demo"], ["serve"]):
         out = subprocess.run(
             [sys.executable, "-m", "fsspec_virtual", *command, "--help"],
             capture_output=True,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..bridges import run_blocking
 from ..errors import SourceReadError, StaleSourceError, ZarrFormatNotServedError
 from ..options import RedactingFilter, redacted_text
 from .accesslog import AccessLog, access_logger
@@ -186,7 +187,7 @@ def run(
             await asyncio.Event().wait()
 
     try:
-        asyncio.run(forever())
+        run_blocking(forever())
     except KeyboardInterrupt:
         pass
 
