@@ -22,6 +22,7 @@ codec zarr-python does not register, a filter that changes the dtype) gets None 
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -128,6 +129,31 @@ def _array_to_array(config: dict[str, Any]) -> dict[str, Any] | None:
 def v3_codecs(meta: ArrayMeta) -> list[dict[str, Any]] | None:
     """``meta``'s codec pipeline as v3 codecs (JSON, as in ``zarr.json``), or None if it has
     no faithful v3 spelling."""
+    spelled = _spelled(meta)
+    return None if spelled is None else json.loads(spelled)
+
+
+#: The v3 spelling (JSON, or None) of each pipeline seen, by what it depends on: the store
+#: asks for every chunk it serves, and spelling asks zarr's registry and numcodecs
+_SPELLED: dict[str, str | None] = {}
+_SPELLED_MAX = 4096
+
+
+def _spelled(meta: ArrayMeta) -> str | None:
+    # repr, not JSON: cheap, and equal reprs are equal pipelines (unequal ones: a miss)
+    key = repr((meta.dtype, meta.order, len(meta.shape), meta.filters, meta.compressor))
+    try:
+        return _SPELLED[key]
+    except KeyError:
+        pass
+    codecs = _translated(meta)
+    if len(_SPELLED) >= _SPELLED_MAX:
+        _SPELLED.clear()
+    spelled = _SPELLED[key] = None if codecs is None else json.dumps(codecs)
+    return spelled
+
+
+def _translated(meta: ArrayMeta) -> list[dict[str, Any]] | None:
     dtype = meta.numpy_dtype
     steps = [dict(c) for c in meta.filters or ()]
     if meta.compressor is not None:

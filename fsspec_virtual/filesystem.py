@@ -27,6 +27,7 @@ from .keys import (
     ZarrFormat,
     children,
     choose_reading,
+    files_below,
     resolve_key,
 )
 from .options import from_json_safe, redacted, redacted_text, to_json_safe
@@ -641,6 +642,25 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
         else:
             entries = [{**e, "name": self._named(path, e["name"])} for e in entries]
         return entries if detail else [e["name"] for e in entries]
+
+    async def _find(
+        self, path: str, maxdepth: int | None = None, withdirs: bool = False, **kwargs: Any
+    ) -> Any:
+        """fsspec's ``find``; every file below a directory in one pass where fsspec's walk
+        would list each level of the v3 chunk keys (``t2m/c/0/...``) on its own."""
+        if self._format == 3 and maxdepth is None and not withdirs:
+            state = await self._state()
+            key = self._key(path, state)
+            if self._children(state, key) is not None:
+                decoded = self._decode == "store"
+                files = files_below(
+                    state.manifest, self._metadata(state), key, decoded, self._format
+                )
+                sizes = {self._named(path, name): size for name, size in files}
+                if kwargs.get("detail"):
+                    return {n: {"name": n, "size": sizes[n], "type": "file"} for n in sorted(sizes)}
+                return sorted(sizes)
+        return await super()._find(path, maxdepth=maxdepth, withdirs=withdirs, **kwargs)
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         state = await self._state()

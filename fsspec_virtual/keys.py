@@ -23,6 +23,7 @@ __all__ = [
     "chunk_keys",
     "split_chunk_key",
     "children",
+    "files_below",
     "ZarrFormat",
     "names_key",
     "StoreKey",
@@ -240,6 +241,28 @@ def children(
             path, done = level
             return _next_level(manifest.arrays[path], path, done, decoded)
     return None
+
+
+def files_below(
+    manifest: Manifest,
+    metadata: dict[str, bytes],
+    key: str,
+    decoded: bool = False,
+    zarr_format: ZarrFormat = 2,
+) -> list[tuple[str, int | None]]:
+    """Every file key below the directory ``key`` and its size (as :func:`children` lists
+    them, level by level), in one pass: metadata documents and the chunks that exist."""
+    prefix = f"{key}/" if key else ""
+    found: list[tuple[str, int | None]] = [
+        (name, len(doc)) for name, doc in metadata.items() if name.startswith(prefix)
+    ]
+    for path, array in manifest.arrays.items():
+        if prefix and not (f"{path}/".startswith(prefix) or prefix.startswith(f"{path}/")):
+            continue
+        for name, size in chunk_keys(path, array, decoded, zarr_format):
+            if name.startswith(prefix):
+                found.append((name, size))
+    return found
 
 
 def _chunk_directory(manifest: Manifest, key: str) -> tuple[str, tuple[int, ...]] | None:

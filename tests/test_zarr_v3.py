@@ -688,6 +688,34 @@ def test_listing_skips_levels_without_chunks(tmp_path: Path) -> None:
         assert_same_dataset(opened, open_truth([path], None))
 
 
+@pytest.mark.parametrize("decode", ["client", "store"])
+def test_find_in_one_pass_equals_fsspecs_walk(tmp_path: Path, decode: str) -> None:
+    """``find`` lists every file below a directory at once in format 3: the same names,
+    sizes and order as fsspec's own walk, level by level, through ``ls``."""
+    from fsspec.asyn import AsyncFileSystem, sync
+
+    paths = [
+        write_sparse(tmp_path / f"sp{i}.nc", [2.0 * i, 2.0 * i + 1], declared_fill=True, seed=i)
+        for i in range(2)
+    ]
+    groups = write_groups(tmp_path / "groups.nc")
+    for fs in (
+        _fs([str(p) for p in paths], concat_dim="time", zarr_format=3, decode=decode),
+        _fs(str(groups), zarr_format=3, decode=decode),
+    ):
+        manifest = fs.collection().manifest
+        chunked = [n for n, a in manifest.arrays.items() if (a.grid.file_id != -1).any()]
+        directories = ["", *manifest.groups, *chunked, *(f"{n}/c" for n in chunked)]
+        for path in directories:
+            for detail in (False, True):
+                walked = sync(fs.loop, AsyncFileSystem._find, fs, path, detail=detail)
+                assert fs.find(path, detail=detail) == walked, (path, detail)
+                if detail:
+                    assert all(e["type"] == "file" for e in walked.values())
+        assert fs.find("", maxdepth=1) == sync(fs.loop, AsyncFileSystem._find, fs, "", maxdepth=1)
+        assert len(fs.find("")) > len(manifest.arrays)
+
+
 def test_the_option_travels_and_is_checked(tmp_path: Path) -> None:
     paths = [write_steps(tmp_path / f"s{i}.nc", 3 * i, float(i)) for i in range(2)]
     v3 = _fs(str(tmp_path / "s*.nc"), concat_dim="time", zarr_format=3)
