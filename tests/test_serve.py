@@ -676,3 +676,46 @@ def test_the_command_refuses_a_negative_listing_ttl(collection) -> None:
 
     paths, _ = collection
     assert main(["serve", str(paths[0].parent), "--listing-ttl", "-1"]) == 2
+
+
+def test_snapshot_urls_keep_a_dataset_on_its_snapshot(tmp_path: Path) -> None:
+    """A client that keeps a dataset open while the server moves on reads it from
+    ``/snapshot/ID/``: a file inserted before the others changes what a key holds in the
+    new snapshot, not there."""
+    directory = tmp_path / "d"
+    paths = write_series(directory, [[2.0, 3.0], [4.0, 5.0]], names=["b.nc", "c.nc"])
+    fs = VirtualZarrFileSystem(str(directory), concat_dim="time")
+    with serving(fs, listing_ttl=0) as url:
+        status, headers, _ = _get(url + ".zmetadata")
+        ident = headers["X-Snapshot"]
+        assert status == 200 and ident
+        assert "X-Snapshot" in headers["Access-Control-Expose-Headers"]
+        pinned = f"{url}snapshot/{ident}/"
+        before = _get(pinned + "time/0")[2]
+        assert before == fs.cat_file("time/0")
+        earlier = write_series(tmp_path / "more", [[0.0, 1.0]], names=["a.nc"])
+        shutil.move(earlier[0], directory / "a.nc")
+        now = [directory / "a.nc", *paths]
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(now))
+        assert _get(url + ".zmetadata")[1]["X-Snapshot"] != ident
+        assert _get(url + "time/0")[2] != before  # a.nc's times come first now
+        # the pinned URL still serves the first snapshot, whole
+        assert _get(pinned + "time/0")[2] == before
+        assert_same_dataset(xr.open_zarr(pinned).load(), open_truth(paths))
+        assert _get(pinned + "v_float64/9.0")[0] == 404
+        for unknown in ("s" + "0" * 40, "not$an-id", "x" * 200):
+            status, _, body = _get(f"{url}snapshot/{unknown}/.zgroup")
+            assert status == 410, unknown
+            assert b"open the dataset again" in body
+
+
+def test_zarr_format_3_over_http(collection) -> None:
+    paths, fs = collection
+    v3 = VirtualZarrFileSystem(str(paths[0].parent), concat_dim="time", zarr_format=3)
+    with serving(v3) as url, serving(fs) as url2:
+        opened = xr.open_zarr(url, zarr_format=3)
+        assert_same_dataset(opened.load(), open_truth(paths))
+        assert _get(url + "zarr.json")[1]["Content-Type"] == "application/json"
+        assert _get(url + "v_float64/c/1/0")[2] == v3.cat_file("v_float64/c/1/0")
+        # the same snapshot served in two formats: different bytes, different tags
+        assert _get(url + "zarr.json")[1]["ETag"] != _get(url2 + ".zgroup")[1]["ETag"]

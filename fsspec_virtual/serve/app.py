@@ -57,12 +57,16 @@ __all__ = ["Limits", "make_app", "running", "run"]
 
 log = logging.getLogger("fsspec_virtual.serve")
 
+#: Keys below it are read from one snapshot: ``/snapshot/ID/KEY`` (store keys come first).
+SNAPSHOT_PREFIX = "snapshot/"
 #: The request item holding the key a request names.
 KEY = web.RequestKey("fsspec_virtual.key", str)
 _METHODS = "GET, HEAD, OPTIONS"
 _CORS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Range, Content-Length, ETag, Accept-Ranges",
+    "Access-Control-Expose-Headers": (
+        "Content-Range, Content-Length, ETag, Accept-Ranges, X-Snapshot"
+    ),
 }
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": _METHODS,
@@ -269,7 +273,27 @@ async def _store_first(request: web.Request, handler: Handler) -> web.StreamResp
         answer = await _serve_key(request, pinned, key)
         if answer is not None:
             return answer
+    if key.startswith(SNAPSHOT_PREFIX):
+        return await _serve_pinned(request, key[len(SNAPSHOT_PREFIX) :])
     return await handler(request)
+
+
+async def _serve_pinned(request: web.Request, rest: str) -> web.StreamResponse:
+    """``/snapshot/ID/KEY``: ``KEY`` read from snapshot ``ID``, for clients that keep a
+    dataset open while the server moves on (``listing_ttl``)."""
+    ident, _, key = rest.partition("/")
+    pinned = await request.app[SNAPSHOTS].at(ident)
+    if pinned is None:
+        raise web.HTTPGone(
+            text=f"410: snapshot {ident[:40]!r} can no longer be had (its files changed); "
+            "open the dataset again at the server's root\n"
+        )
+    request[PINNED] = pinned
+    request[STORE] = pinned.fs
+    answer = await _serve_key(request, pinned, key) if key else None
+    if answer is None:
+        raise web.HTTPNotFound(text=f"404: no key {key!r} in snapshot {ident}\n")
+    return answer
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -299,6 +323,7 @@ async def _serve_key(request: web.Request, pinned: Pinned, key: str) -> web.Stre
         "Accept-Ranges": "bytes",
         "Cache-Control": "no-cache",
         "Content-Type": content_type(key),
+        "X-Snapshot": pinned.state.id,
     }
     if none_match(request.headers.get("If-None-Match"), tag):
         return web.Response(status=304, headers=headers)

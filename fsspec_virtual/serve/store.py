@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..errors import StaleSourceError
 from ..options import redacted_text
 
 if TYPE_CHECKING:
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["Pinned", "Snapshots", "blocking_store", "SNAPSHOTS", "PINNED", "STORE"]
 
 log = logging.getLogger("fsspec_virtual.serve")
+
+#: Snapshots kept for ``/snapshot/ID/`` URLs besides the current one.
+KEPT = 8
+#: What a snapshot identity looks like (anything else is not looked up).
+_IDENTITY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 #: Options a served store is made without: the server sets them itself.
 _SERVER_SET = ("asynchronous", "loop", "listing_ttl")
@@ -64,6 +72,7 @@ class Snapshots:
         self._current: Pinned | None = None
         self._checked = -float("inf")
         self._refreshing: asyncio.Future[Pinned] | None = None
+        self._kept: OrderedDict[str, Pinned] = OrderedDict()
 
     def store(self, **options: Any) -> VirtualZarrFileSystem:
         """A new store with this collection's arguments, overridden by ``options``."""
@@ -85,6 +94,33 @@ class Snapshots:
             self._refreshing = asyncio.ensure_future(self._refresh())
             self._refreshing.add_done_callback(self._refreshed)
         return await asyncio.shield(self._refreshing)
+
+    async def at(self, ident: str) -> Pinned | None:
+        """The store pinned to snapshot ``ident`` (a ``/snapshot/ID/`` URL): the current
+        one, one of the last :data:`KEPT` served, or one the collection can still have (kept
+        in this process, or whole in the scan cache); None if it cannot be had."""
+        if not _IDENTITY.fullmatch(ident):
+            return None
+        current = self._current
+        if current is not None and current.state.id == ident:
+            return current
+        if ident in self._kept:
+            self._kept.move_to_end(ident)
+            return self._kept[ident]
+        fs = self.store(asynchronous=True, snapshot=ident)
+        try:
+            state = await fs._state()
+        except StaleSourceError:
+            return None
+        pinned = Pinned(fs, state)
+        self._keep(pinned)
+        return pinned
+
+    def _keep(self, pinned: Pinned) -> None:
+        self._kept[pinned.state.id] = pinned
+        self._kept.move_to_end(pinned.state.id)
+        while len(self._kept) > KEPT:
+            self._kept.popitem(last=False)
 
     def _refreshed(self, done: asyncio.Future[Pinned]) -> None:
         self._refreshing = None
@@ -116,6 +152,7 @@ class Snapshots:
         if previous is None or state is not previous.state:
             self._current = Pinned(fs, state)
             if previous is not None:
+                self._keep(previous)  # for clients that pinned it in their URLs
                 log.info("serving snapshot %s: %d file(s)", state.id[:13], len(state.files))
         self._checked = started
         assert self._current is not None
