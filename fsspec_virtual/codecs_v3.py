@@ -22,7 +22,6 @@ codec zarr-python does not register, a filter that changes the dtype) gets None 
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -128,28 +127,39 @@ def _array_to_array(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def v3_codecs(meta: ArrayMeta) -> list[dict[str, Any]] | None:
     """``meta``'s codec pipeline as v3 codecs (JSON, as in ``zarr.json``), or None if it has
-    no faithful v3 spelling."""
-    spelled = _spelled(meta)
-    return None if spelled is None else json.loads(spelled)
+    no faithful v3 spelling. The list is shared by every caller (spelled once per
+    pipeline): copy it before changing it."""
+    return _spelled(meta)
 
 
-#: The v3 spelling (JSON, or None) of each pipeline seen, by what it depends on: the store
-#: asks for every chunk it serves, and spelling asks zarr's registry and numcodecs
-_SPELLED: dict[str, str | None] = {}
-_SPELLED_MAX = 4096
+#: The v3 spelling (or None) of each pipeline seen, by what it depends on: the store asks
+#: for every chunk it serves, and spelling asks zarr's registry and numcodecs
+_SPELLED: dict[str, list[dict[str, Any]] | None] = {}
+#: The same by the identity of a manifest's codec objects (kept alive here, so that their
+#: ids are not reused while they key an entry): no repr per chunk served
+_BY_IDENTITY: dict[tuple[int, int, str, str, int], tuple[Any, Any, Any]] = {}
+_MAX_ENTRIES = 4096
 
 
-def _spelled(meta: ArrayMeta) -> str | None:
+def _spelled(meta: ArrayMeta) -> list[dict[str, Any]] | None:
+    filters, compressor = meta.filters, meta.compressor
+    fast = (id(filters), id(compressor), meta.dtype, meta.order, len(meta.shape))
+    held = _BY_IDENTITY.get(fast)
+    if held is not None and held[0] is filters and held[1] is compressor:
+        spelled: list[dict[str, Any]] | None = held[2]
+        return spelled
     # repr, not JSON: cheap, and equal reprs are equal pipelines (unequal ones: a miss)
-    key = repr((meta.dtype, meta.order, len(meta.shape), meta.filters, meta.compressor))
-    try:
-        return _SPELLED[key]
-    except KeyError:
-        pass
-    codecs = _translated(meta)
-    if len(_SPELLED) >= _SPELLED_MAX:
-        _SPELLED.clear()
-    spelled = _SPELLED[key] = None if codecs is None else json.dumps(codecs)
+    key = repr((meta.dtype, meta.order, len(meta.shape), filters, compressor))
+    if key in _SPELLED:
+        spelled = _SPELLED[key]
+    else:
+        spelled = _translated(meta)
+        if len(_SPELLED) >= _MAX_ENTRIES:
+            _SPELLED.clear()
+        _SPELLED[key] = spelled
+    if len(_BY_IDENTITY) >= _MAX_ENTRIES:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[fast] = (filters, compressor, spelled)
     return spelled
 
 
