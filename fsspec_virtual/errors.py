@@ -147,9 +147,10 @@ class ExportError(VirtualZarrError, ValueError):
     credentials (an export would publish them)."""
 
 
-class ExportExistsError(ExportError, FileExistsError):
+class ExportExistsError(VirtualZarrError, FileExistsError):
     """The export's target (or its side store for computed chunks) exists already; pass
-    ``overwrite=True`` to replace it."""
+    ``overwrite=True`` to replace it. (Not an :class:`ExportError`: an exception cannot be
+    both a ``ValueError`` and an ``OSError`` and still pickle.)"""
 
 
 class RedactedWarning(_Redacting, UserWarning):
