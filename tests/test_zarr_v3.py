@@ -1123,3 +1123,56 @@ class TestZarrStoreContractFormat2(TestZarrStoreContract):
     """The same on the format 2 store (keys spelled ``part_f4/0.0``, ``.zmetadata``)."""
 
     zarr_format = 2
+
+
+def test_remote_reads_are_read_ahead_through_v3_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead follows v3 chunk keys (``v/c/3/0``) as it follows v2 ones: zarr's
+    whole read of a remote array finds most chunks read ahead, with the same values."""
+    from servers import serve_directory
+
+    import fsspec_virtual.readahead as readahead
+    import fsspec_virtual.state as state_module
+
+    root = tmp_path / "www"
+    root.mkdir()
+    paths = []
+    for i in range(3):
+        path = root / f"f{i}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", None)
+            nc.createDimension("x", 50)
+            t = nc.createVariable("time", "f8", ("time",))
+            t.units = "days since 2000-01-01"
+            t[:] = np.arange(10 * i, 10 * i + 10, dtype="f8")
+            v = nc.createVariable("v", "f4", ("time", "x"), chunksizes=(1, 50), zlib=True)
+            v[:] = np.random.default_rng(i).normal(size=(10, 50)).astype("f4")
+        paths.append(path)
+    seen: list[bool] = []
+    take = readahead.ReadAhead.take
+
+    def spy(self: Any, state: Any, request: Any) -> Any:
+        entry = take(self, state, request)
+        seen.append(entry is not None)
+        return entry
+
+    monkeypatch.setattr(readahead.ReadAhead, "take", spy)
+    state_module.clear_states()
+    try:
+        with serve_directory(root) as server:
+            fs = fsspec.filesystem(
+                "virtualzarr",
+                path=f"{server.url}/",
+                concat_dim="time",
+                zarr_format=3,
+                cache=False,
+                skip_instance_cache=True,
+            )
+            array = zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=3)["v"]
+            values = array[...]
+    finally:
+        state_module.clear_states()
+    with xr.open_mfdataset(paths, engine="netcdf4", combine="by_coords") as truth:
+        np.testing.assert_array_equal(values, truth["v"].values, strict=True)
+    assert len(seen) >= 30 and sum(seen) >= 15, seen
