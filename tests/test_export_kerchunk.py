@@ -696,3 +696,16 @@ def test_a_side_store_on_another_protocol_is_refused(tmp_path, s3):
     with pytest.raises(ExportError, match=r"side store is on 'file' and the sources on 's3'"):
         fs.to_kerchunk(target(tmp_path, "json"), inline_computed=0, computed_to=str(side))
     assert not (tmp_path / "exports").exists() and not side.exists()
+
+
+def test_a_format_3_store_exports_format_2_references(tmp_path):
+    # kerchunk references are Zarr format 2: the documents of decode="client", format 2
+    paths = write_series(tmp_path / "s", [[0, 1, 2], [3, 4, 5]])
+    fs = virtual(tmp_path / "s", zarr_format=3)
+    url = target(tmp_path, "json")
+    _, reader = export(fs, url)
+    assert ".zmetadata" in reader.references and "zarr.json" not in reader.references
+    refs = json_refs(url)["refs"]
+    documents = fs.collection().metadata
+    assert {k: refs[k] for k in documents} == {k: v.decode() for k, v in documents.items()}
+    check_truth(reader, open_truth(paths), open_truth(paths, decode_cf=False))
