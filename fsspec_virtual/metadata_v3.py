@@ -17,9 +17,10 @@ What a v3 client reads equals what the v2 documents (:mod:`fsspec_virtual.metada
 
 A variable zarr-python 3 or xarray could not read as the v2 face serves it is refused
 with :class:`~fsspec_virtual.errors.ZarrFormatNotServedError` naming it, never served
-wrong: a string array whose object codec has no v3 codec, a data type format 3 cannot
-describe, and a text array (strings, chars) with a fill value, whose ``_FillValue``
-xarray's v3 reader cannot decode (it would not mask what it masks from format 2).
+wrong: a node named ``zarr.json``, a string array whose object codec has no v3 codec, a
+data type format 3 cannot describe, and a text array (strings, chars) with a fill value,
+whose ``_FillValue`` xarray's v3 reader cannot decode (it would not mask what it masks
+from format 2).
 """
 
 from __future__ import annotations
@@ -208,6 +209,10 @@ def render_metadata_v3(manifest: Manifest, *, decoded: bool = False) -> dict[str
     ZarrFormatNotServedError
         If a variable cannot be served as Zarr format 3 (the message names it).
     """
+    for path in [*manifest.groups, *manifest.arrays]:
+        if path.rpartition("/")[2] == ZARR_JSON:
+            # a listing would take the node for its parent's metadata document
+            raise _refused(path, f"a Zarr format 3 node cannot be named {ZARR_JSON!r}")
     documents: dict[str, dict[str, Any]] = {}
     for path, attrs in manifest.groups.items():
         documents[path] = _group_document(attrs)

@@ -185,6 +185,22 @@ def test_arrays_named_c_are_served_in_format_3(tmp_path: Path) -> None:
         fs.cat_file("c/c")  # a 1-d array's chunk has one index
 
 
+def test_a_variable_named_zarr_json_is_refused_in_format_3(tmp_path: Path) -> None:
+    """A v3 listing takes a node named ``zarr.json`` for its parent's document (zarr's
+    ``consolidated=False`` open then leaves the variable out): refused by name."""
+    path = tmp_path / "odd.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("zarr.json", "i4", ("x",))[:] = [4, 5, 6]
+    fs = _store(path, zarr_format=3)
+    for open_v3 in (
+        lambda: xr.open_zarr(fs.get_mapper("")),
+        lambda: xr.open_zarr(fs.get_mapper(""), zarr_format=3, consolidated=False),
+    ):
+        with pytest.raises(ZarrFormatNotServedError, match=r"variable 'zarr.json'"):
+            open_v3()
+
+
 def test_format_2_asked_of_a_format_3_node_that_does_not_exist_is_not_found(
     steps: list[Path],
 ) -> None:
