@@ -191,8 +191,9 @@ class VirtualZarrFileSystem(AsyncFileSystem, ChainedFileSystem):
     decode
         Who decodes compressed chunks: ``"client"`` (default: chunks are passed through
         as the files hold them, and zarr decodes them) or ``"store"`` (the store decodes
-        them, batched on every core, and the arrays' ``.zarray`` declare no codecs): for
-        readers in this process; string arrays are passed through either way.
+        them, batched on every core, and the arrays' ``.zarray`` declare no codecs, their
+        ``zarr.json`` only ``bytes``): for readers in this process; string arrays are
+        passed through either way.
     zarr_format
         The Zarr format served: ``2`` (default: ``.zgroup``/``.zarray``/``.zattrs`` and
         consolidated ``.zmetadata``, chunk keys ``t2m/17.0.0``) or ``3`` (``zarr.json``
