@@ -709,3 +709,25 @@ def test_a_format_3_store_exports_format_2_references(tmp_path):
     documents = fs.collection().metadata
     assert {k: refs[k] for k in documents} == {k: v.decode() for k, v in documents.items()}
     check_truth(reader, open_truth(paths), open_truth(paths, decode_cf=False))
+
+
+@pytest.mark.parametrize("dtype", ["f4", "i2"])
+def test_one_file_served_unpacked_is_exported_unpacked(tmp_path, dtype):
+    # float32 packing attributes: the store unpacks the one file's variable (computed from a
+    # single part covering it); its source chunks hold the packed values, never exported
+    # as they are. (float32 data with a NaN fill: the same dtype and fill as served.)
+    attrs = {"scale_factor": np.float32(0.5), "add_offset": np.float32(10.0)}
+    fill = {"fill_value": np.float32(np.nan)} if dtype == "f4" else {}
+    paths = write_months(
+        tmp_path / "p",
+        [6],
+        chunk_time=3,
+        variables={"t2m": {"dtype": dtype, "attrs": attrs, **fill, **GZIP}},
+    )
+    fs = virtual(paths[0], None)
+    plan = fs.collection().manifest.arrays["t2m"].plan
+    assert plan is not None and len(plan.parts) == 1 and plan.parts[0].unpack, "the premise"
+    report, reader = export(fs, target(tmp_path, "json"))
+    assert report.computed_inline and report.ranges < 10
+    check_truth(reader, open_truth(paths, None))
+    check_equals_store(reader, fs)
