@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import h5py
 import netCDF4
 import numpy as np
@@ -615,3 +616,41 @@ def json_of(fs: Any, key: str) -> Any:
     import json
 
     return json.loads(fs.cat_file(key))
+
+
+# -- variables netCDF-C stores under another HDF5 name -----------------------------------------
+
+
+def test_variable_named_like_a_dimension_it_is_not_the_coordinate_of(tmp_path: Path) -> None:
+    """netCDF-C stores a 2-D ``c`` on dimensions ``(time, c)`` as ``_nc4_non_coord_c`` and
+    shows it as ``c``: so must the store, in a group too, and in a series of files."""
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"noncoord{i}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", None)
+            nc.createDimension("c", 3)
+            nc.createVariable("time", "f8", ("time",))[:] = [2 * i, 2 * i + 1]
+            c = nc.createVariable("c", "f4", ("time", "c"))
+            c[:] = np.arange(6, dtype="f4").reshape(2, 3) + 10 * i
+            c.units = "K"
+            g = nc.createGroup("g")
+            g.createDimension("d", 2)
+            g.createVariable("d", "i2", ("c", "d"))[:] = np.arange(6).reshape(3, 2)
+        paths.append(path)
+    with h5py.File(paths[0], "r") as f:  # the file holds what this test is about
+        assert "_nc4_non_coord_c" in f and "_nc4_non_coord_d" in f["g"]
+    assert_equals_xarray(virtual(paths[0]), paths[0], ("netcdf4",))
+    fs = virtual(paths[0])
+    with xr.open_dataset(paths[0], group="g", engine="netcdf4") as truth:
+        actual = open_each_format(fs, consolidated=True, group="g")
+        assert_same_dataset(actual, truth.load(), "group g")
+    keys = fs.find("")
+    assert not any("_nc4_non_coord_" in key for key in keys), keys
+    both = fsspec.filesystem(
+        "virtualzarr", path=str(tmp_path / "noncoord*.nc"), concat_dim="time", cache=False
+    )
+    # 'c' is a coordinate without an index: xarray orders such files only when told to
+    nested = {"combine": "nested", "concat_dim": "time", "data_vars": "minimal"}
+    with xr.open_mfdataset(paths, engine="netcdf4", **nested) as truth:
+        assert_same_dataset(open_each_format(both, consolidated=True), truth.load(), "series")

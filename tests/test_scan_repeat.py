@@ -138,6 +138,10 @@ def _write(path: Path, day: int = 0, **change: Any) -> Path:
         if change.get("extra_variable"):
             z = nc.createVariable("z", "i4", ("lat",))
             z[:] = np.arange(LAT)
+        if change.get("non_coord"):  # stored as _nc4_non_coord_c, shown as c
+            nc.createDimension("c", 3)
+            c = nc.createVariable("c", "f4", ("time", "c"), chunksizes=(1, 3))
+            c[:] = rng.standard_normal((steps, 3)).astype("f4")
         if change.get("group"):
             g = nc.createGroup("extra")
             g.createVariable("w", "f4", ("lat",))[:] = np.ones(LAT)
@@ -175,6 +179,12 @@ def test_many_chunks_and_several_records(tmp_path: Path) -> None:
     change = dict(chunks=(1, 2, 3), steps=3)
     base = _write(tmp_path / "a.nc", 0, **change)
     _check(base, _write(tmp_path / "b.nc", 1, **change), fast_expected=True)
+
+
+def test_a_variable_netcdf_stores_under_another_name_repeats(tmp_path: Path) -> None:
+    base = _write(tmp_path / "a.nc", 0, non_coord=True, steps=2)
+    _check(base, _write(tmp_path / "b.nc", 1, non_coord=True, steps=2), fast_expected=True)
+    assert "c" in _full(base)[0].arrays
 
 
 def test_dense_attributes_and_variable_length_strings_repeat(tmp_path: Path) -> None:

@@ -894,6 +894,26 @@ def _without_invalid_names(
     return kept_groups, kept, skipped
 
 
+#: netCDF-C stores a variable named like a dimension whose coordinate it is not (a 2-D
+#: ``c`` on dimensions ``(time, c)``) under this prefix, and takes it off when it reads.
+NON_COORDINATE_PREFIX = "_nc4_non_coord_"
+
+
+def _with_netcdf_names(arrays: dict[str, VirtualArray]) -> dict[str, VirtualArray]:
+    """``arrays`` with each variable netCDF-C stored under :data:`NON_COORDINATE_PREFIX`
+    at the name netCDF shows (unless that name is taken), in the same order."""
+    out: dict[str, VirtualArray] = {}
+    for path, array in arrays.items():
+        parent, _, name = path.rpartition("/")
+        plain = name.removeprefix(NON_COORDINATE_PREFIX)
+        if plain and plain != name:
+            shown = f"{parent}/{plain}" if parent else plain
+            if shown not in arrays:
+                path = shown
+        out[path] = array
+    return out
+
+
 def _stored_prefix(dset: h5py.Dataset, index: tuple[int, ...], n: int) -> bytes | None:
     """The first ``n`` stored bytes of chunk ``index`` as HDF5 itself reads them, or None
     where that cannot be told without decoding."""
@@ -1412,6 +1432,8 @@ def scan_hdf5(
         arrays.update(followed.arrays)
         skipped.update(followed.reasons)
         urls, linked, targets = followed.urls, followed.linked, followed.targets
+    if netcdf:
+        arrays = _with_netcdf_names(arrays)
     groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
     skipped.update(invalid)
     arrays = _with_phony_dimensions(arrays)

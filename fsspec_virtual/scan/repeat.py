@@ -635,7 +635,7 @@ def _rebuilt(template: Manifest, url: str, chunks: dict[str, _Chunks]) -> Manife
     template has written takes this file's byte range, none other."""
     arrays = {}
     for path, array in template.arrays.items():
-        found = chunks.get(path)
+        found = chunks.get(_stored_name(path, template, chunks))
         if found is None:
             raise _Differs(f"no chunks for {path}")
         grid = array.grid
@@ -656,6 +656,19 @@ def _rebuilt(template: Manifest, url: str, chunks: dict[str, _Chunks]) -> Manife
             array.meta, ChunkGrid(grid.file_id, offset, length, grid.inline), array.plan
         )
     return replace(template, urls=(url,), arrays=arrays)
+
+
+def _stored_name(path: str, template: Manifest, chunks: dict[str, _Chunks]) -> str:
+    """The HDF5 path of the template's array ``path``: the one netCDF-C stored under
+    ``_nc4_non_coord_`` where the full scan took that prefix off (see
+    :func:`~fsspec_virtual.scan.hdf5.scan_hdf5`), else ``path`` itself."""
+    from .hdf5 import NON_COORDINATE_PREFIX
+
+    parent, _, name = path.rpartition("/")
+    stored = f"{parent}/{NON_COORDINATE_PREFIX}{name}" if parent else NON_COORDINATE_PREFIX + name
+    if stored in chunks and stored not in template.arrays:
+        return stored
+    return path
 
 
 def _plain(manifest: Manifest, messages: list[str], url: str) -> bool:
