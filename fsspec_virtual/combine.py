@@ -50,7 +50,7 @@ from .hypercube import (
     sortable,
     value_from_path,
 )
-from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, VirtualArray
+from .manifest import ArrayMeta, ChunkGrid, ComputePlan, Manifest, VirtualArray, dtype_spelling
 from .packing import PACKING_ATTRS, is_packed, unpack
 
 __all__ = [
@@ -266,7 +266,7 @@ def _combined_coordinate(
         first,
         shape=values.shape,
         chunks=values.shape if values.size else (1,),
-        dtype=values.dtype.str,
+        dtype=dtype_spelling(values.dtype),
         compressor=None,
         filters=None,
         attrs=attrs,
@@ -492,7 +492,7 @@ def _rebased_bounds(
     values = flat.reshape(dates.shape)
     values = _little_endian(values)
     rebased = replace(
-        meta, dtype=values.dtype.str, chunks=values.shape, compressor=None, filters=None
+        meta, dtype=dtype_spelling(values.dtype), chunks=values.shape, compressor=None, filters=None
     )
     arrays[bounds] = VirtualArray(rebased, ChunkGrid.single_inline(values.tobytes(), values.ndim))
     coords[bounds] = values
@@ -687,7 +687,9 @@ def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> S
         )
     if value is not None:
         values = _little_endian(value)
-        meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
+        meta = ArrayMeta(
+            (1,), (1,), dtype_spelling(values.dtype), None, None, None, (dim,), {}, "C", {}
+        )
         arrays[dim] = VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1))
         coords[dim] = values
     return ScannedFile(f.path, replace(manifest, arrays=arrays), coords)
@@ -696,7 +698,9 @@ def _with_new_dimension(f: ScannedFile, dim: str, value: np.ndarray | None) -> S
 def _with_coordinate(f: ScannedFile, dim: str, value: np.ndarray) -> ScannedFile:
     """A file with a coordinate for its length-1 dimension ``dim``, held in memory."""
     values = _little_endian(value)
-    meta = ArrayMeta((1,), (1,), values.dtype.str, None, None, None, (dim,), {}, "C", {})
+    meta = ArrayMeta(
+        (1,), (1,), dtype_spelling(values.dtype), None, None, None, (dim,), {}, "C", {}
+    )
     arrays = {
         **f.manifest.arrays,
         dim: VirtualArray(meta, ChunkGrid.single_inline(values.tobytes(), 1)),
@@ -764,7 +768,7 @@ def _with_decoded_labels(f: ScannedFile) -> ScannedFile:
         types = {k: v for k, v in meta.attr_dtypes.items() if k not in PACKING_ATTRS}
         decoded = replace(
             meta,
-            dtype=values.dtype.str,
+            dtype=dtype_spelling(values.dtype),
             chunks=values.shape or (1,),
             compressor=None,
             filters=None,

@@ -28,6 +28,7 @@ from .manifest import (
     Manifest,
     SourcePart,
     VirtualArray,
+    dtype_spelling,
 )
 from .packing import PACKING_ATTRS, unpacked_dtype
 
@@ -200,7 +201,7 @@ def _unpacked(
         first,
         shape=shape,
         chunks=chunks,
-        dtype=dtype.str,
+        dtype=dtype_spelling(dtype),
         compressor=None,
         filters=None,
         fill_value="NaN" if dtype.kind == "f" else None,
@@ -291,9 +292,9 @@ def _declared(metas: list[ArrayMeta], plain: list[bool]) -> ArrayMeta:
     if all(m.dtype == first.dtype for m in metas):
         dtype = first.numpy_dtype  # exactly, byte order included (NetCDF3 is big-endian)
     eligible = [m for m, ok in zip(metas, plain) if ok and m.numpy_dtype == dtype]
-    eligible = [m for m in eligible if m.dtype == dtype.str] or eligible
+    eligible = [m for m in eligible if m.dtype == dtype_spelling(dtype)] or eligible
     if not eligible:
-        return replace(first, dtype=dtype.str, compressor=None, filters=None)
+        return replace(first, dtype=dtype_spelling(dtype), compressor=None, filters=None)
     layouts = [repr(_codec(m)) for m in eligible]
     tally = collections.Counter(layouts)
     # the most common layout; among equals, the earliest file's

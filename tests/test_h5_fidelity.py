@@ -654,3 +654,28 @@ def test_variable_named_like_a_dimension_it_is_not_the_coordinate_of(tmp_path: P
     nested = {"combine": "nested", "concat_dim": "time", "data_vars": "minimal"}
     with xr.open_mfdataset(paths, engine="netcdf4", **nested) as truth:
         assert_same_dataset(open_each_format(both, consolidated=True), truth.load(), "series")
+
+
+def test_compound_variable_joined_over_files_keeps_its_fields(tmp_path: Path) -> None:
+    """A netCDF4 compound read through h5py in each file (so its chunks are computed when
+    the files are joined) keeps its field names, types and values."""
+    pair = np.dtype([("a", "i4"), ("b", "f8")])
+    for i in range(2):
+        with netCDF4.Dataset(tmp_path / f"c{i}.nc", "w") as nc:
+            nc.createDimension("time", None)
+            nc.createVariable("time", "i4", ("time",))[:] = [2 * i, 2 * i + 1]
+            kind = nc.createCompoundType(pair, "pair")
+            values = np.array([(1 + 2 * i, 0.5 * i), (2 + 2 * i, -1.5)], dtype=pair)
+            nc.createVariable("cmp", kind, ("time",))[:] = values
+    fs = fsspec.filesystem(
+        "virtualzarr", path=str(tmp_path / "c*.nc"), concat_dim="time", cache=False
+    )
+    actual = np.asarray(zarr_group(fs)["cmp"][...])
+    expected = []
+    for i in range(2):
+        with h5py.File(tmp_path / f"c{i}.nc", "r") as f:
+            expected.append(f["cmp"][...])
+    truth = np.concatenate(expected)
+    assert actual.dtype.names == truth.dtype.names == ("a", "b")
+    for field in ("a", "b"):
+        _assert_same_native(actual[field], truth[field], f"cmp.{field}")
