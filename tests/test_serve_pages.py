@@ -542,3 +542,34 @@ def test_page_lists_at_most_so_many_files(
     page = parse(get(cube_server).text)
     assert list(page.table("(page)", "Files")) == [str(p) for p in cube[:2]]
     assert "3 file(s)" in page.text and "and 1 more file(s), not listed." in page.text
+
+
+def test_page_and_quicklooks_follow_a_new_snapshot(
+    tmp_path: Path, drawn: list[dict[str, Any]]
+) -> None:
+    """With listing_ttl, a new file joins the page and the quick-looks (the datasets a
+    quick-look reads are per snapshot: an old one would refuse the new step)."""
+    paths = write_cube(tmp_path / "cube", n_files=2)
+    with serving(_store(paths[0].parent, concat_dim="time"), listing_ttl=0) as url:
+        page = parse(get(url).text)
+        assert page.table("", "Dimensions")["time"][1] == "4"
+        assert get(url + "quicklook/t2m.png?time=5").status == 400
+        more = write_cube(tmp_path / "more", n_files=3)[2]
+        more.replace(paths[0].parent / more.name)
+        page = parse(get(url).text)
+        assert page.table("", "Dimensions")["time"][1] == "6"
+        assert len(page.table("(page)", "Files")) == 3
+        assert get(url + "quicklook/t2m.png?time=5").status == 200
+    expected = open_truth([*paths, paths[0].parent / more.name])["t2m"].isel(time=5).values
+    np.testing.assert_array_equal(drawn[-1]["values"], expected)
+
+
+def test_concurrent_quicklooks_are_each_their_own_slice(cube_server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [f"?time={t}&level={lv}" for t in range(6) for lv in (0, 1)]
+    one_by_one = [get(f"{cube_server}quicklook/u.png{q}").body for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: get(f"{cube_server}quicklook/u.png{q}").body, queries))
+    assert together == one_by_one
+    assert len(set(one_by_one)) == len(queries)
