@@ -3,7 +3,7 @@ reading arrays whole and in slices, and the landing page in headless Chromium.
 
 The truth is the files read directly (``open_mfdataset``'s raw values, dtype-exact). These
 tests skip only where the program they drive is absent (``node``, ``chromium``); CI
-installs both (``.ci/run``).
+installs both (``tests/js/install-clients.sh``, the first step of the test command).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_node = pytest.mark.skipif(
     NODE is None,
     reason="node is not installed: the zarrita.js client test runs Node.js "
-    "(apt-get install nodejs npm; .ci/run installs it)",
+    "(bash tests/js/install-clients.sh installs it)",
 )
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed: the browser test runs Debian's headless chromium "
-    "(apt-get install chromium; .ci/run installs it)",
+    "(bash tests/js/install-clients.sh installs it)",
 )
 
 
