@@ -719,3 +719,41 @@ def test_zarr_format_3_over_http(collection) -> None:
         assert _get(url + "v_float64/c/1/0")[2] == v3.cat_file("v_float64/c/1/0")
         # the same snapshot served in two formats: different bytes, different tags
         assert _get(url + "zarr.json")[1]["ETag"] != _get(url2 + ".zgroup")[1]["ETag"]
+
+
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, caplog) -> None:
+    """An answer larger than the socket buffers, to a client that never reads it: dropped
+    after ``send_timeout``, and the server goes on serving others."""
+    import netCDF4
+
+    path = tmp_path / "d" / "big.nc"
+    path.parent.mkdir()
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", 1)
+        nc.createDimension("x", 1_500_000)
+        nc.createVariable("time", "f8", ("time",))[:] = [0.0]
+        big = nc.createVariable("big", "f8", ("time", "x"), chunksizes=(1, 1_500_000))
+        big[:] = np.arange(1_500_000, dtype="f8")[None, :]
+    fs = VirtualZarrFileSystem(str(path.parent))
+    assert fs.info("big/0.0")["size"] == 12_000_000
+    caplog.set_level(logging.INFO, logger="fsspec_virtual")
+    server = ServerThread(make_app(fs, send_timeout=1.0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(_request("/big/0.0"))
+            deadline = time.monotonic() + 60
+            while not any("client too slow" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the slow client was never dropped"
+                time.sleep(0.1)
+            received = b""
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+            assert len(received) < 12_000_000  # cut short, not finished
+        status, _, body = _get(server.url + ".zgroup")
+        assert status == 200 and b"zarr_format" in body
+    finally:
+        server.stop()

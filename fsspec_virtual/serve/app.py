@@ -22,7 +22,10 @@ or ask for keys by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +37,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..bridges import run_blocking
-from ..errors import SourceReadError, StaleSourceError, ZarrFormatNotServedError
+from ..errors import SourceReadError, VirtualZarrError, ZarrFormatNotServedError
 from ..options import RedactingFilter, redacted_text
 from .accesslog import AccessLog, access_logger
 from .auth import token_middleware
@@ -128,6 +131,18 @@ def make_app(
 
 
 _SEND_TIMEOUT = web.AppKey("fsspec_virtual.send_timeout", float)
+
+
+def _drop(transport: asyncio.Transport | None) -> None:
+    """Close a connection at once: a reset (SO_LINGER 0), so the kernel does not keep
+    sending what the client would not read."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _add_pages(app: web.Application) -> None:
@@ -244,12 +259,13 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
-    except (StaleSourceError, SourceReadError) as error:
-        # never fill values for a read error: the client is told, naming the file
-        log.warning("%s %s: %s", request.method, request.raw_path, error)
-        return web.Response(status=503, text=f"503: {error}\n", headers={"Retry-After": "5"})
     except ZarrFormatNotServedError as error:
         return web.Response(status=404, text=f"404: {error}\n")
+    except VirtualZarrError as error:
+        # a stale or unreadable source (never fill values for a read error: the client is
+        # told, naming the file), or a collection that cannot be listed or combined
+        log.warning("%s %s: %s", request.method, request.raw_path, error)
+        return web.Response(status=503, text=f"503: {error}\n", headers={"Retry-After": "5"})
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -365,6 +381,5 @@ async def _send(
             await response.write_eof()
     except TimeoutError:
         log.warning("%s %s: client too slow, connection dropped", request.method, request.raw_path)
-        if request.transport is not None:
-            request.transport.abort()
+        _drop(request.transport)
     return response
