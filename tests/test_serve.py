@@ -757,3 +757,16 @@ def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, caplog) -> None:
         assert status == 200 and b"zarr_format" in body
     finally:
         server.stop()
+
+
+def test_a_collection_that_cannot_be_combined_is_503_naming_it(tmp_path: Path) -> None:
+    """Served through make_app (serve() would fail before listening): every request is
+    503 with the reason, never a 500 or an empty store."""
+    directory = tmp_path / "d"
+    write_simple(directory / "a.nc", [0.0, 1.0], nx=4)
+    write_simple(directory / "b.nc", [2.0, 3.0], nx=5)  # another x: cannot be combined
+    fs = VirtualZarrFileSystem(str(directory), concat_dim="time")
+    with serving(fs) as url:
+        status, _, body = _get(url + ".zmetadata")
+    assert status == 503
+    assert b"a.nc" in body or b"b.nc" in body
