@@ -114,22 +114,25 @@ class DecodedChunkCache:
             return value
         pending_key = (id(asyncio.get_running_loop()), key)
         pending = self._pending.get(pending_key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending[pending_key] = future
-        try:
-            value = await load()
-            self.loads += 1
-            self.put(key, value)
-            future.set_result(value)
-            return value
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
-            raise
-        finally:
+        if pending is None:
+            # the load runs in a task of its own, not in the first caller's: a caller that is
+            # cancelled (a client that went away) stops waiting, and the others still get it
+            pending = asyncio.ensure_future(self._load(key, load))
+            self._pending[pending_key] = pending
+            pending.add_done_callback(lambda done: self._loaded(pending_key, done))
+        return await asyncio.shield(pending)
+
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[np.ndarray]]) -> np.ndarray:
+        value = await load()
+        self.loads += 1
+        self.put(key, value)
+        return value
+
+    def _loaded(self, pending_key: tuple[int, Hashable], done: asyncio.Future[np.ndarray]) -> None:
+        if self._pending.get(pending_key) is done:
             del self._pending[pending_key]
+        if not done.cancelled():
+            done.exception()  # retrieved: no "never retrieved" warning if nobody waits
 
 
 # -- reading parts ------------------------------------------------------------------------
