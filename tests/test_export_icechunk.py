@@ -26,7 +26,7 @@ from servers import HTTPServer, serve_directory, serve_s3
 
 from fsspec_virtual import VirtualZarrFileSystem
 from fsspec_virtual.access import FileVersion
-from fsspec_virtual.export.icechunk import COMMIT_KEY, checksum
+from fsspec_virtual.export.icechunk import COMMIT_KEY, _location, checksum
 from fsspec_virtual.manifest import COMPUTED, INLINE
 from fsspec_virtual.state import clear_states
 
@@ -35,9 +35,10 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _store(path: Path | str, **kwargs: Any) -> VirtualZarrFileSystem:
+def _store(path: Path | str | list[str], **kwargs: Any) -> VirtualZarrFileSystem:
     kwargs.setdefault("concat_dim", "time")
-    return VirtualZarrFileSystem(str(path), cache=False, max_workers=1, **kwargs)
+    source = path if isinstance(path, list) else str(path)
+    return VirtualZarrFileSystem(source, cache=False, max_workers=1, **kwargs)
 
 
 def _open(storage: Any, prefixes: tuple[str, ...], **kwargs: Any) -> xr.Dataset:
@@ -441,8 +442,8 @@ def test_http_sources_on_another_port_are_refused(
 
 
 def test_http_sources_with_credentials_in_their_urls_are_refused(tmp_path: Path) -> None:
-    """A reference holds its URL: a password in it would be published with the
-    repository."""
+    """A reference holds its URL: a password or a signature in it would be published
+    with the repository."""
     www = tmp_path / "www"
     write_series(www, [[0, 1]])
     storage = icechunk.local_filesystem_storage(str(tmp_path / "repo"))
@@ -452,6 +453,10 @@ def test_http_sources_with_credentials_in_their_urls_are_refused(tmp_path: Path)
             _store(url + "/").to_icechunk(storage)
     assert "s3cret" not in str(err.value)
     assert not icechunk.Repository.exists(storage)
+    signed = "https://example.org/f.nc?X-Amz-Signature=s3cret"
+    with pytest.raises(ValueError, match="holds credentials") as err:
+        _location(signed, "https")
+    assert "s3cret" not in str(err.value)
 
 
 def test_s3_sources(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def _location(url: str, protocol: str) -> str:
         # percent-encoded: Icechunk reads a location as a URL ("#" would end the path)
         return "file://" + quote(os.path.abspath(url))
     if protocol in ("http", "https"):
-        if urlsplit(url).password is not None or urlsplit(url).username is not None:
+        if urlsplit(url).username is not None or redacted_text(url) != url:
             raise ValueError(
                 f"exporting to Icechunk: {redacted_text(url)} holds credentials, which "
                 "every reader of the repository would see in its references"
