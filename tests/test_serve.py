@@ -696,9 +696,15 @@ def test_snapshot_urls_keep_a_dataset_on_its_snapshot(tmp_path: Path) -> None:
         earlier = write_series(tmp_path / "more", [[0.0, 1.0]], names=["a.nc"])
         shutil.move(earlier[0], directory / "a.nc")
         now = [directory / "a.nc", *paths]
-        assert_same_dataset(xr.open_zarr(url).load(), open_truth(now))
-        assert _get(url + ".zmetadata")[1]["X-Snapshot"] != ident
-        assert _get(url + "time/0")[2] != before  # a.nc's times come first now
+        # a file inserted before the others moves every key's meaning: the root keeps
+        # serving the first snapshot, and the new one is served at its own URL
+        assert _get(url + ".zmetadata")[1]["X-Snapshot"] == ident
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
+        newer = VirtualZarrFileSystem(str(directory), concat_dim="time").collection().id
+        assert newer != ident
+        moved = f"{url}snapshot/{newer}/"
+        assert_same_dataset(xr.open_zarr(moved).load(), open_truth(now))
+        assert _get(moved + "time/0")[2] != before  # a.nc's times come first there
         # the pinned URL still serves the first snapshot, whole
         assert _get(pinned + "time/0")[2] == before
         assert_same_dataset(xr.open_zarr(pinned).load(), open_truth(paths))

@@ -6,7 +6,11 @@ here are asynchronous (``asynchronous=True``): their coroutines run on the serve
 and such a store never moves to another snapshot on its own; after ``listing_ttl`` seconds
 the next request lists the sources again through a new store (the collection's shared
 refresh), and requests from then on read the new snapshot while those in flight finish
-on theirs.
+on theirs. A new snapshot that would change what keys of the one served mean (a variable
+re-encoded, a file removed, rewritten or inserted before the end: see
+:mod:`fsspec_virtual.continuity`) is not adopted: clients holding the served metadata
+would decode its chunks into other values. It is logged, and served at its
+``/snapshot/ID/`` URL only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..continuity import meaning_changes
 from ..errors import StaleSourceError
 from ..options import redacted_text
 
@@ -73,6 +78,9 @@ class Snapshots:
         self._checked = -float("inf")
         self._refreshing: asyncio.Future[Pinned] | None = None
         self._kept: OrderedDict[str, Pinned] = OrderedDict()
+        #: Snapshots a refresh found and the server did not adopt, with the reasons
+        #: (:func:`~fsspec_virtual.continuity.meaning_changes`)
+        self.refused: dict[str, list[str]] = {}
 
     def store(self, **options: Any) -> VirtualZarrFileSystem:
         """A new store with this collection's arguments, overridden by ``options``."""
@@ -149,6 +157,12 @@ class Snapshots:
             )
             self._checked = started
             return previous
+        if previous is not None and state is not previous.state:
+            reasons = meaning_changes(previous.state, state)
+            if reasons:
+                self._refuse(state, reasons)
+                self._checked = started
+                return previous
         if previous is None or state is not previous.state:
             self._current = Pinned(fs, state)
             if previous is not None:
@@ -157,6 +171,21 @@ class Snapshots:
         self._checked = started
         assert self._current is not None
         return self._current
+
+    def _refuse(self, state: CollectionState, reasons: list[str]) -> None:
+        """Keep serving the current snapshot instead of ``state``, which would change what
+        keys clients already read mean (logged once per snapshot)."""
+        if state.id in self.refused:
+            return
+        self.refused[state.id] = reasons
+        log.warning(
+            "not serving snapshot %s at the root: it changes what keys of snapshot %s mean "
+            "(%s); clients may open it at /snapshot/%s/, or restart the server to serve it",
+            state.id[:13],
+            self._current.state.id[:13] if self._current else "?",
+            redacted_text("; ".join(reasons[:5]) + (", ..." if len(reasons) > 5 else "")),
+            state.id,
+        )
 
 
 async def blocking_store(request: web.Request) -> VirtualZarrFileSystem:

@@ -1,0 +1,174 @@
+"""Whether a newer snapshot keeps what an older one's keys mean.
+
+A client that opened a dataset holds its metadata (dtype, codecs, fill value, shape) and
+its coordinates, and keeps reading chunk keys by them. In this process that is safe: an
+opened store stays on its snapshot. A client of another process (the HTTP server's) reads
+whatever snapshot answers each request: if a refresh re-encoded an array (a new file's
+packing unpacks the whole variable to float64), or moved values to other positions (a file
+removed, or inserted before the end), the client's metadata would decode the new
+snapshot's chunks into wrong values, or label them with the wrong coordinates, silently.
+
+:func:`meaning_changes` tells such a refresh from one that keeps every key's meaning:
+files appended at the end of the concat dimension, new variables and groups, and files
+rewritten in place (same positions, same encoding: their chunks read the new values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .manifest import COMPUTED, INLINE, MISSING, ArrayMeta, ComputePlan, SourcePart, VirtualArray
+
+if TYPE_CHECKING:
+    from .access import FileVersion
+    from .manifest import Manifest
+    from .state import CollectionState
+
+__all__ = ["meaning_changes"]
+
+
+def meaning_changes(old: CollectionState, new: CollectionState) -> list[str]:
+    """Why keys of snapshot ``old`` would be decoded or placed otherwise in snapshot
+    ``new``: one reason per file or array, none if ``new`` keeps their meaning."""
+    reasons = _removed_files(old.versions, new.versions)
+    reasons += _group_changes(old.manifest, new.manifest)
+    for path, array in old.manifest.arrays.items():
+        after = new.manifest.arrays.get(path)
+        if after is None:
+            reasons.append(f"variable {path!r} is gone")
+            continue
+        why = _array_change(array, after, old.manifest.urls, new.manifest.urls)
+        if why is not None:
+            reasons.append(f"variable {path!r}: {why}")
+    return reasons
+
+
+def _removed_files(old: dict[str, FileVersion], new: dict[str, FileVersion]) -> list[str]:
+    return [f"file {url} is gone" for url in old if url not in new]
+
+
+def _group_changes(old: Manifest, new: Manifest) -> list[str]:
+    return [f"group {path!r} is gone" for path in old.groups if path not in new.groups]
+
+
+def _array_change(
+    old: VirtualArray, new: VirtualArray, old_urls: tuple[str, ...], new_urls: tuple[str, ...]
+) -> str | None:
+    """Why ``new`` would read other values than ``old`` where ``old`` has values, or None."""
+    before, after = old.meta, new.meta
+    if len(after.shape) != len(before.shape) or any(
+        n < o for n, o in zip(after.shape, before.shape)
+    ):
+        return f"its shape went from {before.shape} to {after.shape}"
+    if _single_chunk(before) and _single_chunk(after):
+        return _single_chunk_change(old, new)
+    if replace(after, shape=before.shape) != before:
+        return "its encoding or attributes changed (dtype, chunks, codecs, fill value)"
+    region = tuple(slice(0, n) for n in old.grid.shape)
+    grid_before, grid_after = old.grid, new.grid
+    ids_before, ids_after = grid_before.file_id, grid_after.file_id[region]
+    edge = _grown_edges(before, after)
+    if ((ids_before != MISSING) & (ids_after == MISSING) & edge).any():
+        return "chunks it served are now missing"
+    kinds_before = np.where(ids_before >= 0, 0, ids_before)
+    kinds_after = np.where(ids_after >= 0, 0, ids_after)
+    if not np.array_equal(kinds_before[~edge], kinds_after[~edge]):
+        return "chunks it served are now served otherwise (written, missing or computed)"
+    # a partial chunk at the end of an axis that grew takes the new values after the old
+    # extent: it may pass through before and be computed after (the files' positions, and
+    # so its values within the old extent, are checked by the dimension coordinates)
+    ids_before = np.where(edge, MISSING - 10, ids_before)
+    ids_after = np.where(edge, MISSING - 10, ids_after)
+    # a file rewritten in place moves its chunks within itself: the file must stay
+    real = ids_before >= 0
+    if real.any():
+        urls_before = np.asarray(old_urls, dtype=object)[ids_before[real]]
+        urls_after = np.asarray(new_urls, dtype=object)[ids_after[real]]
+        if not np.array_equal(urls_before, urls_after):
+            return "chunks it served are now read from other files"
+    if (ids_before == COMPUTED).any() and not _plan_extends(old.plan, new.plan, old_urls, new_urls):
+        return "chunks it computes are now computed from other sources"
+    return None
+
+
+def _grown_edges(before: ArrayMeta, after: ArrayMeta) -> np.ndarray:
+    """Where ``before``'s chunk grid has a partial chunk at the end of an axis along which
+    ``after`` is longer."""
+    edge = np.zeros(before.grid_shape, dtype=bool)
+    for axis, (old, new, chunk) in enumerate(zip(before.shape, after.shape, before.chunks)):
+        if new > old and chunk and old % chunk:
+            index = [slice(None)] * len(before.shape)
+            index[axis] = -1  # type: ignore[call-overload]
+            edge[tuple(index)] = True
+    return edge
+
+
+def _single_chunk(meta: ArrayMeta) -> bool:
+    return tuple(meta.chunks) == tuple(meta.shape)
+
+
+def _single_chunk_change(old: VirtualArray, new: VirtualArray) -> str | None:
+    """An array held whole in one chunk (a joined coordinate) may grow, as long as its
+    values are the same where the older one had values (a client holding the older
+    metadata reads the new chunk as a size error, never as other values)."""
+    before, after = old.meta, new.meta
+    same = replace(after, shape=before.shape, chunks=before.chunks) == before
+    if not same or before.compressor or before.filters or after.compressor or after.filters:
+        return "its encoding or attributes changed (dtype, codecs, fill value)"
+    if old.grid.file_id.flat[0] == MISSING and new.grid.file_id.flat[0] == MISSING:
+        return None
+    if old.grid.file_id.flat[0] != INLINE or new.grid.file_id.flat[0] != INLINE:
+        return None if _same_single_source(old, new) else "its one chunk changed"
+    dtype = before.numpy_dtype
+    held = np.frombuffer(old.grid.inline[int(old.grid.offset.flat[0])], dtype=dtype)
+    now = np.frombuffer(new.grid.inline[int(new.grid.offset.flat[0])], dtype=dtype)
+    held = held.reshape(before.shape, order=before.order)  # type: ignore[call-overload]
+    now = now.reshape(after.shape, order=after.order)  # type: ignore[call-overload]
+    if held.tobytes() != now[tuple(slice(0, n) for n in before.shape)].tobytes():
+        return "its values changed"
+    return None
+
+
+def _same_single_source(old: VirtualArray, new: VirtualArray) -> bool:
+    return (
+        old.meta.shape == new.meta.shape
+        and old.grid.file_id.flat[0] == new.grid.file_id.flat[0] != COMPUTED
+        and old.grid.offset.flat[0] == new.grid.offset.flat[0]
+        and old.grid.length.flat[0] == new.grid.length.flat[0]
+    )
+
+
+def _plan_extends(
+    old: ComputePlan | None,
+    new: ComputePlan | None,
+    old_urls: tuple[str, ...],
+    new_urls: tuple[str, ...],
+) -> bool:
+    """Whether ``new`` assembles the parts ``old`` did, in the same places (and perhaps
+    more after them)."""
+    if old is None or new is None or old.axis != new.axis or len(new.parts) < len(old.parts):
+        return False
+    return all(_same_part(a, b, old_urls, new_urls) for a, b in zip(old.parts, new.parts))
+
+
+def _same_part(
+    a: SourcePart, b: SourcePart, a_urls: tuple[str, ...], b_urls: tuple[str, ...]
+) -> bool:
+    if (a.start, a.meta, a.h5path, a.unpack) != (b.start, b.meta, b.h5path, b.unpack):
+        return False
+    if (a.grid is None) != (b.grid is None):
+        return False
+    if a.grid is None or b.grid is None:
+        return a_urls[a.file_id] == b_urls[b.file_id]
+    if a.grid.file_id.shape != b.grid.file_id.shape:
+        return False
+    ids_a, ids_b = a.grid.file_id, b.grid.file_id
+    if not np.array_equal(np.where(ids_a >= 0, 0, ids_a), np.where(ids_b >= 0, 0, ids_b)):
+        return False
+    real = ids_a >= 0
+    urls_a = np.asarray(a_urls, dtype=object)[ids_a[real]]
+    urls_b = np.asarray(b_urls, dtype=object)[ids_b[real]]
+    return bool(np.array_equal(urls_a, urls_b))
