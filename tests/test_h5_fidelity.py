@@ -679,3 +679,20 @@ def test_compound_variable_joined_over_files_keeps_its_fields(tmp_path: Path) ->
     assert actual.dtype.names == truth.dtype.names == ("a", "b")
     for field in ("a", "b"):
         _assert_same_native(actual[field], truth[field], f"cmp.{field}")
+
+
+def test_raw_data_stored_outside_the_file_is_left_out_loudly(tmp_path: Path) -> None:
+    """A dataset whose raw data HDF5 keeps in another file (``external=``) has no address
+    in its own file: never served as unwritten (fill values), always named as left out."""
+    raw = tmp_path / "raw.bin"
+    np.array([1, 2, 3], dtype="<i4").tofile(raw)
+    path = tmp_path / "external.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", shape=(3,), dtype="<i4", external=[(str(raw), 0, 12)])
+        f.create_dataset("ok", data=np.arange(4))
+    with h5py.File(path, "r") as f:  # HDF5 itself reads the values from raw.bin
+        np.testing.assert_array_equal(f["x"][()], [1, 2, 3])
+    fs = virtual(path)
+    left_out(fs, path, "x")
+    assert any("outside the HDF5 file" in m and "raw.bin" in m for m in fs.caught)
+    assert_equals_h5py(fs, path, ["ok"])

@@ -766,6 +766,12 @@ def _serve_dataset(
         return reason
     if dset.shape is None:  # h5py.Empty: a null dataspace holds no value at all
         return "null dataspace (no value: h5py reads it as h5py.Empty)"
+    external = _external_storage(dset)
+    if external:
+        return (
+            f"its raw data is stored outside the HDF5 file (external storage in "
+            f"{', '.join(external)}), which is not supported"
+        )
     if dset.is_virtual:
         outside = sorted({s.file_name for s in dset.virtual_sources() if s.file_name != "."})
         if outside:
@@ -815,6 +821,15 @@ def _serve_dataset(
         return _with_enum(dset, apply_fill_semantics(dset, base, shape, netcdf))
     except UnservableError as e:
         return _read_through_h5py(translator, dset, path, str(e))
+
+
+def _external_storage(dset: h5py.Dataset) -> list[str]:
+    """The files holding a dataset's raw data when HDF5 stores it outside the file
+    (``H5Pset_external``: the dataset has no address of its own, which kerchunk reads as
+    never written)."""
+    plist = dset.id.get_create_plist()
+    names = [plist.get_external(i)[0] for i in range(plist.get_external_count())]
+    return sorted({n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names})
 
 
 def _pipeline_problem(translator: Any, dset: h5py.Dataset, base: VirtualArray) -> str:
