@@ -36,3 +36,23 @@ def test_single_unpadded_record_variable(tmp_path, fmt, dtype):
     ):
         assert ours.sizes["time"] == truth.sizes["time"] == 8
         np.testing.assert_array_equal(ours["v"].values, truth["v"].values)
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET"])
+def test_text_attributes_that_are_not_utf8_read_as_netcdf_reads_them(tmp_path, fmt):
+    """netCDF-C stores any bytes in a text attribute (latin-1 from older software): the
+    file is served, its attributes as xarray's netCDF4 engine shows them."""
+    path = tmp_path / "latin.nc"
+    with netCDF4.Dataset(path, "w", format=fmt) as nc:
+        nc.createDimension("n", 2)
+        v = nc.createVariable("v", "f4", ("n",))
+        v[:] = [1, 2]
+        v.setncattr("note", b"\xff\xfeok")
+        nc.setncattr("title", b"caf\xe9")
+        nc.setncattr("plain", "ascii")
+    fs = VirtualZarrFileSystem(str(path), cache=False, skip_instance_cache=True)
+    actual = open_each_format(fs, consolidated=True)
+    with xr.open_dataset(path, engine="netcdf4") as truth:
+        assert actual.attrs == truth.attrs
+        assert actual["v"].attrs == truth["v"].attrs
+        np.testing.assert_array_equal(actual["v"].values, truth["v"].values)

@@ -75,13 +75,24 @@ def _header_keeping_translator() -> type:
             self.__dict__["source_attributes"] = dict(self._attributes)
             kept = {name: dict(var._attributes) for name, var in self.variables.items()}
             self.__dict__["variable_attributes"] = kept
+            # kerchunk decodes text attributes as strict UTF-8 (netCDF-C reads any bytes):
+            # it sees them decoded leniently; ours are rebuilt from the kept ones
+            _leniently_decoded(self._attributes)
             for var in self.variables.values():
+                _leniently_decoded(var._attributes)
                 # kerchunk makes its fill value of these (int() of an array of two raises);
                 # ours is rebuilt from the kept attributes
                 var._attributes.pop("_FillValue", None)
                 var._attributes.pop("missing_value", None)
 
     return HeaderKeepingTranslator
+
+
+def _leniently_decoded(attributes: dict[str, Any]) -> None:
+    """Text attributes as ``str``, bytes that are no UTF-8 replaced by U+FFFD."""
+    for name, value in attributes.items():
+        if isinstance(value, bytes):
+            attributes[name] = value.decode("utf-8", errors="replace")
 
 
 def _with_record_count(manifest: Manifest, header: Any) -> Manifest:
