@@ -24,7 +24,13 @@ from conftest import (
     write_simple,
     write_truncated,
 )
-from oracle import assert_same_dataset, assert_store_matches, open_truth
+from oracle import (
+    assert_same_dataset,
+    assert_store_matches,
+    faces,
+    open_each_format,
+    open_truth,
+)
 
 from fsspec_virtual import (
     IncompatibleSourcesError,
@@ -231,13 +237,14 @@ class TestScanError:
         # The header may survive: then scanning may succeed, but reading must not invent data.
         path = _truncated(tmp_path / "data", fraction=fraction)
         fs = virtual(path)
-        try:
-            ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
+        try:  # as Zarr format 2 and 3
+            opened = [face.open_dataset(consolidated=True) for face in faces(fs)]
         except ScanError as e:
             assert path.name in str(e)
             return
-        with pytest.raises(Exception):  # noqa: B017 - any error, but an error
-            ds.load()
+        for ds in opened:
+            with pytest.raises(Exception):  # noqa: B017 - any error, but an error
+                ds.load()
 
     @pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET"])
     def test_truncated_netcdf3_never_serves_an_array(self, tmp_path, fmt):
@@ -245,13 +252,14 @@ class TestScanError:
         (tmp_path / "data").mkdir()
         path = write_truncated(tmp_path / "data" / "cut.nc", donor)
         fs = virtual(path)
-        try:
-            ds = xr.open_zarr(fs.get_mapper(""), consolidated=True)
+        try:  # as Zarr format 2 and 3
+            opened = [face.open_dataset(consolidated=True) for face in faces(fs)]
         except ScanError as e:
             assert path.name in str(e)
             return
-        with pytest.raises(Exception):  # noqa: B017 - any error, but an error
-            ds.load()
+        for ds in opened:
+            with pytest.raises(Exception):  # noqa: B017 - any error, but an error
+                ds.load()
 
 
 class TestSkip:
@@ -271,8 +279,7 @@ class TestSkip:
         fs = virtual(directory, concat_dim="time", on_error="skip")
         with pytest.warns(UserWarning, match=re.escape(bad.name)):
             fs.ls("")
-        with xr.open_zarr(fs.get_mapper(""), consolidated=True) as ds:
-            assert_same_dataset(ds.load(), open_truth(paths))
+        assert_same_dataset(open_each_format(fs, consolidated=True), open_truth(paths))
 
     def test_skip_through_xarray_first(self, tmp_path):
         directory = tmp_path / "data"
