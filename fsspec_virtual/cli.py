@@ -306,7 +306,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise _UsageError(f"--listing-ttl must be >= 0 seconds, not {args.listing_ttl}")
     fs = _store(VirtualZarrFileSystem, args.path, **_combining(args), **options)
     token = args.token or os.environ.get("FSSPEC_VIRTUAL_TOKEN") or None
-    run(fs, args.host, args.port, token=token, listing_ttl=args.listing_ttl, limits=Limits())
+    run(
+        fs,
+        args.host,
+        args.port,
+        token=token,
+        listing_ttl=args.listing_ttl,
+        limits=Limits(),
+        cors_origins=args.cors_origin,
+        allowed_hosts=args.allow_host,
+    )
     return 0
 
 
@@ -409,6 +418,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=[2, 3],
         default=None,
         help="the Zarr format served (default 2)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="without a token, let web pages of this origin read the server "
+        "(https://example.org, or '*': any); repeatable (default: none; with a token: any)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without a token, answer requests for this Host name too (a reverse proxy's), "
+        "besides this machine's and IP addresses; repeatable",
     )
     _add_combining(serve)
     serve.set_defaults(run=_serve)

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 __all__ = [
     "to_json_safe",
@@ -162,7 +163,9 @@ def redacted(options: Any, include_password: bool = False) -> Any:
 
 
 def _parameter(match: re.Match[str]) -> str:
-    return match.group(1) + REDACTED if is_secret_name(match.group(2)) else match.group(0)
+    # a name spelled with %-escapes (``?%74oken=``) is the name a server decodes
+    name = unquote_plus(match.group(2))
+    return match.group(1) + REDACTED if is_secret_name(name) else match.group(0)
 
 
 def _header_line(match: re.Match[str]) -> str:

@@ -160,9 +160,8 @@ def test_missing_chunks_are_404_and_read_as_fill(tmp_path: Path) -> None:
     missing = "never_f8/0.0"
     assert not fs.exists(missing)
     with serving(fs) as url:
-        status, headers, body = _get(url + missing)
+        status, _headers, body = _get(url + missing)
         assert status == 404 and b"never_f8/0.0" in body
-        assert headers["Access-Control-Allow-Origin"] == "*"
         assert_same_dataset(xr.open_zarr(url).load(), open_truth(paths))
 
 
@@ -198,6 +197,10 @@ def test_ranges(collection) -> None:
             "bytes=-7": (size - 7, size),
             f"bytes=-{size + 100}": (0, size),
             f"bytes=100-{size + 100}": (100, size),
+            # more digits than Python's int() reads (4300): past every end, not a 500
+            f"bytes=10-{'9' * 5000}": (10, size),
+            f"bytes=-{'9' * 5000}": (0, size),
+            f"bytes={'0' * 5000}5-9": (5, 10),
         }
         for header, (start, stop) in cases.items():
             status, headers, body = _get(url + key, {"Range": header})
@@ -214,11 +217,17 @@ def test_ranges(collection) -> None:
             "items=0-1",
             "bytes=a-b",
             "bytes=-",
+            f"bytes={'9' * 5000}-",
         ]:
             status, headers, body = _get(url + key, {"Range": header})
             assert status == 416, header
             assert headers["Content-Range"] == f"bytes */{size}", header
             assert whole[:50] not in body
+        # Arabic-Indic digits (sent as UTF-8) are not digits of HTTP
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        request = f"GET /{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=\u0661-\u0663\r\n"
+        answer = _raw(port, (request + "Connection: close\r\n\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 416")
 
 
 def test_ranges_of_a_chunk(collection) -> None:
@@ -266,25 +275,103 @@ def test_etags_and_304(collection) -> None:
         assert _get(url + "v_float32/99.0", {"If-None-Match": "*"})[0] == 404
 
 
-def test_cors(collection) -> None:
+def test_if_match_and_if_range(collection) -> None:
+    """A client resuming a download (``If-Range``) or pinning what it read (``If-Match``)
+    never gets bytes of another version spliced in (RFC 9110 13.1.1, 13.1.5)."""
     _, fs = collection
+    key = "v_float32/0.0"
+    whole = fs.cat_file(key)
+    with serving(fs) as url:
+        tag = _get(url + key)[1]["ETag"]
+        other = _get(url + "v_float32/1.0")[1]["ETag"]
+        for header in (tag, f'"x", {tag}', "*"):
+            status, _, body = _get(url + key, {"If-Match": header, "Range": "bytes=2-"})
+            assert (status, body) == (206, whole[2:]), header
+        for header in (other, f"W/{tag}", '"bogus"'):
+            for method in ("GET", "HEAD"):
+                status, headers, body = _get(url + key, {"If-Match": header}, method=method)
+                assert status == 412 and whole not in body, header
+                assert headers["ETag"] == tag
+        assert _get(url + "v_float32/99.0", {"If-Match": "*"})[0] == 404
+        # If-Range: the range if the tag is the key's (strong), else the whole key
+        status, headers, body = _get(url + key, {"If-Range": tag, "Range": "bytes=2-"})
+        assert (status, body) == (206, whole[2:])
+        for header in (other, f"W/{tag}", "Wed, 21 Oct 2015 07:28:00 GMT"):
+            status, headers, body = _get(url + key, {"If-Range": header, "Range": "bytes=2-"})
+            assert (status, body) == (200, whole), header
+            assert "Content-Range" not in headers
+        # without a Range, If-Range changes nothing
+        assert _get(url + key, {"If-Range": other})[:3:2] == (200, whole)
+
+
+def test_cors(collection) -> None:
+    """Without a token, no page of another origin may read the server (a page the user
+    visits would read every chunk), unless the server was given that origin; with a token
+    (which a page must know) any origin may."""
+    _, fs = collection
+    evil = {"Origin": "https://evil.example"}
     with serving(fs) as url:
         for path, status in ((".zgroup", 200), ("nope/.zarray", 404)):
-            answer = _get(url + path)
+            answer = _get(url + path, evil)
             assert answer[0] == status
-            assert answer[1]["Access-Control-Allow-Origin"] == "*"
+            assert "Access-Control-Allow-Origin" not in answer[1]
             exposed = answer[1]["Access-Control-Expose-Headers"]
             assert {"Content-Range", "ETag", "Content-Length"} <= set(exposed.split(", "))
-        status, headers, _ = _get(
-            url + "v_float32/0.0",
-            {"Origin": "http://example.org", "Access-Control-Request-Method": "GET"},
-            method="OPTIONS",
-        )
-        assert status == 204
-        assert "GET" in headers["Access-Control-Allow-Methods"]
-        assert {"Range", "If-None-Match", "Authorization"} <= set(
-            headers["Access-Control-Allow-Headers"].split(", ")
-        )
+    with serving(fs, cors_origins=["https://maps.example/"]) as url:
+        assert "Access-Control-Allow-Origin" not in _get(url + ".zgroup", evil)[1]
+        allowed = _get(url + ".zgroup", {"Origin": "https://maps.example"})[1]
+        assert allowed["Access-Control-Allow-Origin"] == "https://maps.example"
+        assert allowed["Vary"] == "Origin"
+    for options in ({"cors_origins": ["*"]}, {"token": TOKEN}):
+        with serving(fs, **options) as url:
+            headers = {**evil, "Authorization": f"Bearer {TOKEN}"}
+            for path, status in ((".zgroup", 200), ("nope/.zarray", 404)):
+                answer = _get(url + path, headers)
+                assert answer[0] == status
+                assert answer[1]["Access-Control-Allow-Origin"] == "*"
+            status, headers, _ = _get(
+                url + "v_float32/0.0",
+                {"Origin": "http://example.org", "Access-Control-Request-Method": "GET"},
+                method="OPTIONS",
+            )
+            assert status == 204
+            assert "GET" in headers["Access-Control-Allow-Methods"]
+            assert {"Range", "If-None-Match", "If-Match", "If-Range", "Authorization"} <= set(
+                headers["Access-Control-Allow-Headers"].split(", ")
+            )
+
+
+def test_without_a_token_only_this_machine_s_names_are_served(collection) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 is
+    same-origin with the server; a Host naming neither this machine nor an address is
+    refused (421). With a token, any Host is served (the page has no token)."""
+    _, fs = collection
+    with serving(fs) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", "[::1]:1", "10.1.2.3"):
+            assert _raw_status(port, "/.zgroup", host) == 200, host
+        for host in (f"rebind.evil.example:{port}", "evil", "", "localhost.evil.example"):
+            assert _raw_status(port, "/.zgroup", host) == 421, host
+        assert _raw_status(port, "/", "x:99999") == 421
+    with serving(fs, allowed_hosts=["data.example.org"]) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert _raw_status(port, "/.zgroup", "Data.Example.org:443") == 200
+        assert _raw_status(port, "/.zgroup", "evil.example") == 421
+    with serving(fs, token=TOKEN) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        for host in ("rebind.evil.example", "x:99999", ""):
+            # no token: refused for that, never 421 nor a 500 (the landing page too)
+            assert _raw_status(port, "/", host) == 401, host
+            assert _raw_status(port, "/", host, TOKEN) == 200, host
+
+
+def _raw_status(port: int, target: str, host: str, token: str | None = None) -> int:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    answer = _raw(
+        port,
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n".encode(),
+    )
+    return int(answer.split(b" ", 2)[1])
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
@@ -331,10 +418,9 @@ def test_a_rewritten_file_is_503_naming_it(collection) -> None:
         before = _get(url + "v_float64/1.0")
         assert before[0] == 200
         _rewrite(paths[1], 1)
-        status, headers, body = _get(url + "v_float64/1.0")
+        status, _headers, body = _get(url + "v_float64/1.0")
         assert status == 503
         assert paths[1].name in body.decode()
-        assert headers["Access-Control-Allow-Origin"] == "*"
         # a client is told, never given fill values
         with pytest.raises(Exception) as raised:
             xr.open_zarr(url)["v_float64"].load()
@@ -463,6 +549,30 @@ def test_token_in_a_url_becomes_a_cookie(collection) -> None:
         status, _, body = _get(url + ".zgroup", {"Cookie": f"fsspec_virtual_token={TOKEN}"})
         assert status == 200 and b"zarr_format" in body
         assert _get(url + ".zgroup", {"Cookie": "fsspec_virtual_token=nope"})[0] == 401
+
+
+def test_the_token_parameter_is_spelled_token(collection, caplog) -> None:
+    """``?%74oken=`` is refused (a log or a proxy would not know it for the token) and never
+    written to the access log; the redirect keeps the path as the client spelled it."""
+    _, fs = collection
+    caplog.set_level(logging.INFO, logger="fsspec_virtual.serve.access")
+    with serving(fs, token=TOKEN) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        for target in (f"/.zgroup?%74oken={TOKEN}", f"/.zgroup?x=1&t%6Fken={TOKEN}"):
+            answer = _raw(
+                port, f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert answer.startswith(b"HTTP/1.1 400"), target
+            assert b"Set-Cookie" not in answer
+        target = f"/a%3Fb%23c?token={TOKEN}&y=%3F"
+        answer = _raw(
+            port, f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = answer.split(b"\r\n\r\n")[0].decode()
+        assert head.startswith("HTTP/1.1 303")
+        assert "\r\nLocation: /a%3Fb%23c?y=" in head  # the path as sent, not /a?b#c
+    lines = [r.getMessage() for r in caplog.records if r.name == "fsspec_virtual.serve.access"]
+    assert len(lines) == 3 and not any(TOKEN in line for line in lines), lines
 
 
 TRAVERSALS = [
@@ -776,3 +886,137 @@ def test_a_collection_that_cannot_be_combined_is_503_naming_it(tmp_path: Path) -
         status, _, body = _get(url + ".zmetadata")
     assert status == 503
     assert b"a.nc" in body or b"b.nc" in body
+
+
+# -- mounted under a prefix, names clients cannot ask for -------------------------------------
+
+
+def _write_root_and_group(path: Path, group: str) -> Path:
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("x", 3)
+        ds.createVariable("a", "f4", ("x",))[:] = np.zeros(3, "f4")
+        sub = ds.createGroup(group)
+        sub.createVariable("a", "f4", ("x",))[:] = np.ones(3, "f4")
+    return path
+
+
+def test_mounted_under_a_prefix_keys_are_relative_to_it(tmp_path: Path) -> None:
+    """``parent.add_subapp("/sub/", make_app(fs))``: ``/sub/a`` is the store's ``a``, never
+    the ``a`` of the store's group named ``sub``."""
+    (tmp_path / "d").mkdir()
+    path = _write_root_and_group(tmp_path / "d" / "k.nc", "sub")
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"))
+    parent = web.Application()
+    parent.add_subapp("/sub/", make_app(fs))
+    server = ServerThread(parent).start()
+    try:
+        url = server.url + "sub/"
+        assert _get(url + ".zmetadata")[2] == fs.cat_file(".zmetadata")
+        assert _get(url + "a/0")[2] == fs.cat_file("a/0")
+        assert _get(url + "sub/a/0")[2] == fs.cat_file("sub/a/0")
+        assert _get(server.url + "a/0")[0] == 404  # outside the mount: the parent's
+        root = zarr.open_array(url + "a", mode="r", zarr_format=2)
+        np.testing.assert_array_equal(root[:], np.zeros(3, "f4"))
+        assert_same_dataset(xr.open_zarr(url).load(), open_truth([path]))
+        group = xr.open_zarr(url, group="sub").load()
+        np.testing.assert_array_equal(group["a"].values, np.ones(3, "f4"))
+        status, _, page = _get(url)
+        assert status == 200 and f"{server.url}sub/".encode() in page
+        assert _get(url + "quicklook/a.png")[0] in (404, 200)  # the pages are mounted too
+    finally:
+        server.stop()
+
+
+def _write_names(path: Path, names: list[str], group: str | None = None) -> Path:
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("x", 3)
+        for i, name in enumerate(names):
+            ds.createVariable(name, "f4", ("x",))[:] = np.full(3, i + 1, "f4")
+        if group is not None:
+            ds.createGroup(group).createVariable("v", "f4", ("x",))[:] = np.zeros(3, "f4")
+    return path
+
+
+BAD_NAMES = ["a%41", "a?b", "a#b"]
+
+
+def test_names_clients_cannot_ask_for_are_refused(tmp_path: Path) -> None:
+    """A variable named ``a%41`` is fetched by HTTP clients as ``aA`` (another variable's
+    values), ``a?b`` as ``a`` (fill values): the server refuses to serve such a store,
+    naming each, at start and on every request."""
+    from fsspec_virtual import VirtualZarrError
+    from fsspec_virtual.serve.http import UnservableNameError
+
+    (tmp_path / "d").mkdir()
+    _write_names(tmp_path / "d" / "n.nc", ["aA", *BAD_NAMES, "fine é+;&="], group="g#1")
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"))
+    with pytest.raises(UnservableNameError) as raised:
+        app_module.run(fs, "127.0.0.1", 0, announce=lambda text: None)
+    assert isinstance(raised.value, VirtualZarrError) and isinstance(raised.value, ValueError)
+    for name in [*BAD_NAMES, "g#1"]:
+        assert repr(name) in str(raised.value)
+    assert "'aA'" not in str(raised.value) and "fine" not in str(raised.value)
+    with serving(fs) as url:
+        for key in (".zmetadata", "aA/0", "", "quicklook/aA.png"):
+            status, _, body = _get(url + key)
+            assert status == 503 and b"'a%41'" in body, key
+        with pytest.raises(Exception, match="503"):
+            xr.open_zarr(url)
+
+
+def test_a_refresh_that_brings_such_a_name_is_not_served(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir()
+    _write_names(directory / "n.nc", ["aA"])
+    fs = VirtualZarrFileSystem(str(directory))
+    with serving(fs, listing_ttl=0) as url:
+        status, headers, _ = _get(url + ".zmetadata")
+        assert status == 200
+        old = headers["X-Snapshot"]
+        _write_names(directory / "n.nc.tmp", ["aA", "a%41"])
+        os.replace(directory / "n.nc.tmp", directory / "n.nc")
+        status, _, body = _get(url + ".zmetadata")
+        assert status == 503 and b"'a%41'" in body
+        assert _get(url + "aA/0")[0] == 503
+        # a client of the old snapshot still reads it there
+        assert _get(url + f"snapshot/{old}/.zmetadata")[0] == 200
+
+
+def test_a_computed_chunk_is_computed_once_per_get(tmp_path: Path, monkeypatch) -> None:
+    """A chunk that straddles two files is assembled and encoded once per ``GET`` (its
+    size is the length of its bytes), not once for the size and again for the body."""
+    import netCDF4
+
+    from fsspec_virtual import filesystem
+
+    (tmp_path / "d").mkdir()
+    for i in range(2):
+        with netCDF4.Dataset(tmp_path / "d" / f"f{i}.nc", "w") as ds:
+            ds.createDimension("time", None)
+            ds.createDimension("y", 4)
+            ds.createVariable("time", "f8", ("time",))[:] = np.arange(3) + 3 * i
+            v = ds.createVariable("v", "f4", ("time", "y"), chunksizes=(2, 4), zlib=True)
+            v[:] = np.arange(12, dtype="f4").reshape(3, 4) + 100 * i
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"), concat_dim="time")
+    key = "v/1.0"  # steps 2-3: the last of f0.nc, the first of f1.nc
+    expected = fs.cat_file(key)
+    reads: list[object] = []
+    original = filesystem.read_source
+
+    async def counting(state: Any, source: Any, *args: Any) -> bytes:
+        reads.append(source)
+        return await original(state, source, *args)
+
+    monkeypatch.setattr(filesystem, "read_source", counting)
+    with serving(fs) as url:
+        assert _get(url + ".zmetadata")[0] == 200
+        reads.clear()
+        status, headers, body = _get(url + key)
+        assert (status, body) == (200, expected)
+        assert headers["Content-Length"] == str(len(expected))
+        assert type(reads[0]).__name__ == "ComputedSource"
+        assert len(reads) == 1

@@ -573,3 +573,67 @@ def test_concurrent_quicklooks_are_each_their_own_slice(cube_server: str) -> Non
         together = list(pool.map(lambda q: get(f"{cube_server}quicklook/u.png{q}").body, queries))
     assert together == one_by_one
     assert len(set(one_by_one)) == len(queries)
+
+
+@pytest.mark.parametrize("cx", [[0.0, 1e308, 1.7e308], [-1.7e308, 0.0, 1.7e308]])
+def test_quicklook_of_a_coordinate_near_the_float64_limit_takes_an_index(
+    tmp_path: Path, drawn: list[dict[str, Any]], cx: list[float]
+) -> None:
+    """Cell edges past the float64 limit cannot be drawn: the axis is drawn by index
+    rather than answering 500."""
+    import netCDF4
+
+    (tmp_path / "d").mkdir()
+    with netCDF4.Dataset(tmp_path / "d" / "h.nc", "w") as ds:
+        ds.createDimension("y", 2)
+        ds.createDimension("cx", 3)
+        ds.createVariable("cx", "f8", ("cx",))[:] = cx
+        ds.createVariable("huge", "f4", ("y", "cx"))[:] = np.arange(6, dtype="f4").reshape(2, 3)
+    with serving(_store(tmp_path / "d")) as url:
+        answer = get(url + "quicklook/huge.png")
+    assert answer.status == 200, answer.text
+    assert answer.body.startswith(b"\x89PNG")
+    (call,) = drawn
+    assert call["x"] is None and call["xlabel"] == "cx"
+
+
+def test_quicklooks_never_hold_up_reads_of_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick-looks are drawn in the pages' own threads: however many are being drawn (here
+    more than the loop's default pool has threads, all stuck), keys are still read (a chunk
+    of 1 MiB, which the store reads in a thread)."""
+    import concurrent.futures
+    import threading
+
+    import netCDF4
+
+    (tmp_path / "d").mkdir()
+    with netCDF4.Dataset(tmp_path / "d" / "b.nc", "w") as ds:
+        ds.createDimension("y", 512)
+        ds.createDimension("x", 512)
+        blob = ds.createVariable("blob", "f4", ("y", "x"), chunksizes=(512, 512))
+        blob[:] = np.arange(512 * 512, dtype="f4").reshape(512, 512)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def stuck(*args: Any, **kwargs: Any) -> bytes:
+        entered.release()
+        release.wait(120)
+        return b"\x89PNG"
+
+    monkeypatch.setattr(pages, "quicklook_png", stuck)
+    fs = _store(tmp_path / "d")
+    n = (os.cpu_count() or 1) + 8  # more than asyncio's default pool: min(32, cpus + 4)
+    with serving(fs) as url, concurrent.futures.ThreadPoolExecutor(n) as pool:
+        try:
+            looks = [pool.submit(get, f"{url}quicklook/blob.png?y={i}") for i in range(n)]
+            assert entered.acquire(timeout=60)  # quick-looks are being drawn
+            for key in (".zmetadata", "blob/0.0"):
+                answer = get(url + key)
+                assert answer.status == 200 and answer.body == fs.cat_file(key), key
+            # the first quick-looks are stuck, the others wait for a thread of the pages
+            assert not any(look.done() for look in looks)
+        finally:
+            release.set()
+        assert all(look.result().status == 200 for look in looks)

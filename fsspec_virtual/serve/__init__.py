@@ -8,6 +8,7 @@ zarr-python through fsspec's HTTP filesystem, zarrita.js in a browser. See
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def serve(
     *,
     token: str | None = None,
     listing_ttl: float | None = None,
+    cors_origins: Iterable[str] = (),
+    allowed_hosts: Iterable[str] = (),
     **limits: Any,
 ) -> None:
     """Serve ``fs``'s keys over HTTP until interrupted (Ctrl-C): a Zarr endpoint that
@@ -46,13 +49,32 @@ def serve(
         Seconds after which a request lists the sources again, so that new, changed and
         deleted files are served (default: the store's own ``listing_ttl``; None: never).
         Each answer is read from one snapshot.
+    cors_origins
+        Without a token, the origins (``"https://maps.example.org"``, or ``"*"``: any)
+        whose web pages may read the server (CORS); by default none: a page the user visits
+        cannot read a server on this machine. With a token, pages of any origin may (they
+        must send the token).
+    allowed_hosts
+        Without a token, the ``Host`` names answered besides this machine's
+        (``localhost``, the ``host`` listened on) and IP addresses: the name a reverse proxy
+        forwards. Others are refused (421), so that a web page cannot reach the server
+        through DNS rebinding.
     **limits
         Fields of :class:`fsspec_virtual.serve.app.Limits`: request line and header
         sizes, ``idle_timeout``, ``send_timeout``.
     """
     from .app import Limits, run
 
-    run(fs, host, port, token=token, listing_ttl=listing_ttl, limits=Limits(**limits))
+    run(
+        fs,
+        host,
+        port,
+        token=token,
+        listing_ttl=listing_ttl,
+        limits=Limits(**limits),
+        cors_origins=cors_origins,
+        allowed_hosts=allowed_hosts,
+    )
 
 
 def make_app(
@@ -61,9 +83,12 @@ def make_app(
     token: str | None = None,
     listing_ttl: float | None = None,
     send_timeout: float = 120.0,
+    cors_origins: Iterable[str] = (),
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """The :class:`aiohttp.web.Application` :func:`serve` runs, for tests and for
-    embedding in another aiohttp server (as a sub-application: ``app.add_subapp``).
+    embedding in another aiohttp server (as a sub-application:
+    ``parent.add_subapp("/era5/", make_app(fs))`` serves the keys under ``/era5/``).
 
     Parameters are :func:`serve`'s; run it with
     :func:`fsspec_virtual.serve.app.running` (which applies the request limits) or any
@@ -71,4 +96,11 @@ def make_app(
     """
     from .app import make_app as build
 
-    return build(fs, token=token, listing_ttl=listing_ttl, send_timeout=send_timeout)
+    return build(
+        fs,
+        token=token,
+        listing_ttl=listing_ttl,
+        send_timeout=send_timeout,
+        cors_origins=cors_origins,
+        allowed_hosts=allowed_hosts,
+    )

@@ -3,14 +3,15 @@
 Clients send ``Authorization: Bearer TOKEN``. A browser cannot add a header to a page
 load, so ``?token=TOKEN`` on any URL, when right, answers ``303 See Other`` to the same URL
 without it and sets an ``HttpOnly``, ``SameSite=Strict`` cookie that later requests carry
-(the token leaves the address bar, the history and ``Referer`` headers). CORS preflight
+(the token leaves the address bar, the history and ``Referer`` headers). The parameter
+must be spelled ``token``: a spelling with ``%``-escapes (``?%74oken=``), which log
+readers and proxies may not recognise as the token, is refused (400). CORS preflight
 requests (``OPTIONS``) carry no credentials and are answered without one.
 """
 
 from __future__ import annotations
 
 import hmac
-from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -44,10 +45,18 @@ def token_middleware(token: str) -> Middleware:
         if request.method == "OPTIONS":
             return await handler(request)
         if "token" in request.query:
+            # the target as the client sent it (aiohttp's URL decodes escapes)
+            path, _, query = request.raw_path.partition("?")
+            raw = query.partition("#")[0].split("&")
+            literal = [p for p in raw if p.partition("=")[0] == "token"]
+            if len(literal) != len(request.query.getall("token")):
+                raise web.HTTPBadRequest(
+                    text="400: spell the query parameter 'token' as it is, without %-escapes\n"
+                )
             if not _same(request.query.get("token"), expected):
                 raise _refused("wrong token")
-            rest = [(k, v) for k, v in request.query.items() if k != "token"]
-            location = request.path + (f"?{urlencode(rest)}" if rest else "")
+            rest = [p for p in raw if p and p.partition("=")[0] != "token"]
+            location = path + (f"?{'&'.join(rest)}" if rest else "")
             answer = web.HTTPSeeOther(location)
             answer.set_cookie(
                 COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=None

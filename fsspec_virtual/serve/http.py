@@ -7,8 +7,12 @@ Nothing here touches a store or a socket; :mod:`fsspec_virtual.serve.app` applie
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote
+
+from ..errors import VirtualZarrError
 
 __all__ = [
     "BadTarget",
@@ -18,13 +22,26 @@ __all__ = [
     "content_range",
     "entity_tag",
     "none_match",
+    "strong_match",
+    "range_applies",
+    "UnservableNameError",
+    "unservable_names",
+    "host_name",
+    "is_ip_literal",
     "content_type",
 ]
 
 #: Characters never allowed in a request target, raw or decoded: backslashes (a Windows
 #: path separator), NUL and the other control characters.
 _FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+#: Digits past which a byte position is past the end of any key (and Python's int() of a
+#: very long string of digits is refused).
+_MAX_DIGITS = 18
+#: Characters of a node name that HTTP clients do not send as they are: ``%`` starts an
+#: escape that URL libraries decode or normalise (``a%41`` is fetched as ``aA``), ``?`` and
+#: ``#`` end the path (``a?b`` is fetched as ``a``).
+_NOT_IN_URLS = re.compile(r"[%?#]")
 #: The documents of Zarr formats 2 and 3, served as JSON.
 _JSON_DOCUMENTS = frozenset({".zgroup", ".zarray", ".zattrs", ".zmetadata", "zarr.json"})
 
@@ -33,6 +50,12 @@ class BadTarget(ValueError):
     """A request target that cannot name a store key (400): it is not a path from the
     root, or it has an empty, ``.`` or ``..`` segment, a backslash or a control character,
     raw or percent-encoded."""
+
+
+class UnservableNameError(VirtualZarrError, ValueError):
+    """The store has variables or groups whose names HTTP clients cannot ask for: a
+    ``%``, ``?`` or ``#`` in a name (the server refuses to serve such a store: a client would
+    read another variable's values, or fill values)."""
 
 
 class BadRange(ValueError):
@@ -101,18 +124,27 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(header.strip())
     if match is None:
         raise BadRange(f"only one range of bytes is served, not {header[:80]!r}")
-    first, last = match.groups()
-    if not first:
-        if not last or int(last) == 0 or size == 0:
-            raise BadRange(f"no byte of a key of {size} bytes in {header!r}")
-        return max(size - int(last), 0), size
-    start = int(first)
-    stop = size if not last else int(last) + 1
+    first, last = (_position(digits) for digits in match.groups())
+    if first is None:
+        if not last or size == 0:
+            raise BadRange(f"no byte of a key of {size} bytes in {header[:80]!r}")
+        return max(size - last, 0), size
+    start = first
+    stop = size if last is None else last + 1
     if last and stop <= start:
-        raise BadRange(f"a range that ends before it starts: {header!r}")
+        raise BadRange(f"a range that ends before it starts: {header[:80]!r}")
     if start >= size:
-        raise BadRange(f"no byte of a key of {size} bytes in {header!r}")
+        raise BadRange(f"no byte of a key of {size} bytes in {header[:80]!r}")
     return start, min(stop, size)
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a ``Range`` header (None where absent); one with more digits
+    than any key has bytes is read as 10**18, past every end."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def content_range(start: int, stop: int, size: int) -> str:
@@ -141,6 +173,76 @@ def none_match(header: str | None, tag: str) -> bool:
         if candidate == "*" or candidate.removeprefix("W/") == tag:
             return True
     return False
+
+
+def strong_match(header: str, tag: str) -> bool:
+    """Whether an ``If-Match`` header matches ``tag`` (strong comparison, RFC 9110
+    13.1.1: a weak tag never matches; ``*`` matches any existing key)."""
+    return any(
+        candidate.strip() in ("*", tag) for candidate in header.split(",") if candidate.strip()
+    )
+
+
+def range_applies(if_range: str | None, tag: str) -> bool:
+    """Whether a ``Range`` is honoured under an ``If-Range`` header (RFC 9110 13.1.5): only
+    if it names ``tag`` exactly (strong comparison). A date never matches (the server sends
+    no ``Last-Modified``): the client gets the whole key, never bytes of two versions."""
+    return if_range is None or if_range.strip() == tag
+
+
+def unservable_names(paths: Iterable[str]) -> dict[str, str]:
+    """The variable and group paths among ``paths`` that HTTP clients cannot ask for, each
+    with the reason (see :class:`UnservableNameError`).
+
+    Examples
+    --------
+    >>> unservable_names(["t2m", "a%41", "g?/v"])
+    {'a%41': "'%' (clients decode or normalise escapes: read as another name)", \
+'g?/v': "'?' (ends the path in a URL: the name is cut there)"}
+    """
+    reasons = {
+        "%": "'%' (clients decode or normalise escapes: read as another name)",
+        "?": "'?' (ends the path in a URL: the name is cut there)",
+        "#": "'#' (ends the path in a URL: the name is cut there)",
+    }
+    found = {}
+    for path in paths:
+        match = _NOT_IN_URLS.search(path)
+        if match is not None:
+            found[path] = reasons[match.group()]
+    return found
+
+
+def host_name(header: str) -> str | None:
+    """The host a ``Host`` header names, lower case, without the port or a final dot;
+    None for a header that names none (empty, or not ``host[:port]``).
+
+    Examples
+    --------
+    >>> host_name("LocalHost.:8000"), host_name("[::1]:80"), host_name("")
+    ('localhost', '::1', None)
+    """
+    header = header.strip()
+    if header.startswith("["):
+        host, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+    else:
+        host, _, port = header.partition(":")
+        if ":" in port:
+            return None
+    host = host.rstrip(".").lower()
+    return host or None
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IP address (a ``Host`` naming one cannot come from DNS
+    rebinding, which needs a name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def content_type(key: str) -> str:

@@ -2,18 +2,25 @@
 (``/quicklook/{variable path}.png``), added to the server's application.
 
 Each request reads the snapshot the server's middleware pinned for it; the page and the
-images are made in threads (never on the loop), and each carries an entity tag of its
+images are made in a small pool of threads of their own (never on the loop, and never in
+the loop's default pool, where the store's reads of keys run: many quick-looks at once
+wait for each other, not the keys' readers), and each carries an entity tag of its
 snapshot, path and query, so a browser that has one asks again with ``If-None-Match``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from aiohttp import web
 
 from ..report import describe
+from .app import MOUNT
 from .http import none_match
 from .landing import landing_html
 from .quicklook import (
@@ -37,6 +44,10 @@ PAGE_POLICY = (
 )
 
 _DATASETS = web.AppKey("fsspec_virtual.quicklook_datasets", DatasetCache)
+_POOL = web.AppKey("fsspec_virtual.page_threads", ThreadPoolExecutor)
+#: Threads drawing pages and quick-looks (a quick-look holds one while it reads and draws).
+PAGE_THREADS = 2
+T = TypeVar("T")
 
 
 def add_page_routes(app: web.Application) -> None:
@@ -45,8 +56,30 @@ def add_page_routes(app: web.Application) -> None:
     The server's middleware must pin a snapshot to each request first (``PINNED``).
     """
     app[_DATASETS] = DatasetCache()
+    app[_POOL] = ThreadPoolExecutor(PAGE_THREADS, thread_name_prefix="fsspec-virtual-pages")
+    app.on_cleanup.append(_stop_pool)
     app.router.add_get("/", landing)
     app.router.add_get("/quicklook/{path:.+}.png", quicklook)
+
+
+async def _stop_pool(app: web.Application) -> None:
+    app[_POOL].shutdown(wait=False, cancel_futures=True)
+
+
+async def _in_pool(request: web.Request, function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in the pages' own threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[_POOL], functools.partial(function, *args))
+
+
+def _base_url(request: web.Request) -> str:
+    """The store's URL as the client reached it, or ``""`` where its ``Host`` names none
+    (the page then shows no example)."""
+    try:
+        origin = str(request.url.origin())
+    except ValueError:  # Host: x:99999, an empty Host
+        return ""
+    return origin + request.get(MOUNT, "") + "/"
 
 
 def _tag(*parts: str) -> str:
@@ -63,7 +96,7 @@ def _not_modified(request: web.Request, tag: str) -> web.Response | None:
 async def landing(request: web.Request) -> web.Response:
     """The landing page of the snapshot the request reads."""
     state = request[PINNED].state
-    base_url = str(request.url.origin()) + "/"
+    base_url = _base_url(request)
     drawing = available()
     tag = _tag("page", state.id, base_url, str(drawing))
     unchanged = _not_modified(request, tag)
@@ -75,7 +108,7 @@ async def landing(request: web.Request) -> web.Response:
         note = "" if drawing else UNAVAILABLE
         return landing_html(state, report, base_url=base_url, quicklooks=drawing, note=note)
 
-    text = await asyncio.to_thread(page)
+    text = await _in_pool(request, page)
     headers = {"ETag": tag, "Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
@@ -113,7 +146,7 @@ async def quicklook(request: web.Request) -> web.Response:
     fs = await blocking_store(request)
     datasets = request.app[_DATASETS]
     try:
-        png = await asyncio.to_thread(quicklook_png, datasets, fs, state.id, path, meta, query)
+        png = await _in_pool(request, quicklook_png, datasets, fs, state.id, path, meta, query)
     except QuickLookError as error:
         return _problem(error.status, str(error))
     headers = {"ETag": tag, "Cache-Control": "no-cache"}

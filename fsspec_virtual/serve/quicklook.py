@@ -242,9 +242,24 @@ def _axis(dim: str, coords: Mapping[Any, Any], step: int) -> tuple[np.ndarray | 
     values = np.asarray(coord.values)[::step]
     if values.dtype.kind not in "iuf" or values.size < 2:
         return None, label
-    diffs = np.diff(values.astype("f8"))
-    if not (np.all(diffs > 0) or np.all(diffs < 0)):
-        return None, label
+    as_float = values.astype("f8")
+    with np.errstate(over="ignore", invalid="ignore"):
+        diffs = np.diff(as_float)
+        if not (np.all(diffs > 0) or np.all(diffs < 0)):
+            return None, label
+        # the cells' edges (midpoints, half a step past the ends) and the axis' span must be
+        # finite numbers for the image to be drawn (near the float64 limit they are not)
+        edges = np.concatenate(
+            [
+                as_float[:1] - diffs[:1] / 2,
+                as_float[:-1] + diffs / 2,
+                as_float[-1:] + diffs[-1:] / 2,
+            ]
+        )
+        if not (np.isfinite(diffs).all() and np.isfinite(edges).all()):
+            return None, label
+        if not np.isfinite((edges.max() - edges.min()) * 4):
+            return None, label
     return values, label
 
 
