@@ -33,8 +33,10 @@ __all__ = [
 
 #: A chunk index as ``str(int)`` spells it: ASCII digits, no sign, no leading zero, no
 #: space. ``int()`` also takes ``"01"``, ``"+1"``, ``" 1"`` and non-ASCII digits
-#: (fullwidth, Arabic-Indic): each would alias a real chunk under a second key.
-_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
+#: (fullwidth, Arabic-Indic): each would alias a real chunk under a second key. At most 19
+#: digits: no array has more chunks along a dimension (sizes are int64), and int() refuses
+#: strings of more than 4300 digits (a ValueError where the key is simply missing).
+_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]{0,18}")
 
 #: The Zarr format a store serves: 2 (``t2m/17.0.0``) or 3 (``t2m/c/17/0/0``)
 ZarrFormat = Literal[2, 3]

@@ -141,3 +141,16 @@ def test_slow_builds_do_not_hold_up_another() -> None:
     finally:
         release.set()
     assert all(w.result(timeout=10) for w in waiting)
+
+
+def test_run_blocking_runs_outside_any_exception_context() -> None:
+    """Errors raised by the coroutine are chained to nothing: a server run by
+    ``run_blocking`` logged every traceback chained to a bogus "no running event loop"."""
+
+    async def context_of_an_error() -> BaseException | None:
+        try:
+            raise ValueError("raised inside")
+        except ValueError as error:
+            return error.__context__
+
+    assert run_blocking(context_of_an_error()) is None

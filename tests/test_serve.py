@@ -275,6 +275,16 @@ def test_etags_and_304(collection) -> None:
         assert _get(url + "v_float32/99.0", {"If-None-Match": "*"})[0] == 404
 
 
+def test_a_chunk_index_of_thousands_of_digits_is_404(collection) -> None:
+    _, fs = collection
+    huge = "9" * 5000
+    with serving(fs) as url:
+        for key in (f"v_float32/{huge}.0", f"v_float32/0.{huge}"):
+            assert not fs.exists(key)
+            status, _, body = _get(url + key)
+            assert status == 404 and b"500" not in body
+
+
 def test_if_match_and_if_range(collection) -> None:
     """A client resuming a download (``If-Range``) or pinning what it read (``If-Match``)
     never gets bytes of another version spliced in (RFC 9110 13.1.1, 13.1.5)."""
@@ -420,6 +430,9 @@ def test_a_rewritten_file_is_503_naming_it(collection) -> None:
         _rewrite(paths[1], 1)
         status, _headers, body = _get(url + "v_float64/1.0")
         assert status == 503
+        # HEAD (a client asking the size first) and a range are told the same
+        assert _get(url + "v_float64/1.0", method="HEAD")[0] == 503
+        assert _get(url + "v_float64/1.0", {"Range": "bytes=0-3"}, method="HEAD")[0] == 503
         assert paths[1].name in body.decode()
         # a client is told, never given fill values
         with pytest.raises(Exception) as raised:

@@ -474,7 +474,7 @@ async def _serve_key(request: web.Request, pinned: Pinned, key: str) -> web.Stre
     ranged = "Range" in asks and range_applies(asks.get("If-Range"), tag)
     whole: bytes | None = None
     try:
-        if request.method == "GET" and not ranged and "If-None-Match" not in asks:
+        if not ranged and "If-None-Match" not in asks:
             # the bytes themselves tell the size: a computed chunk is computed once
             whole = await fs._cat_file(key)
             size = len(whole)
@@ -512,6 +512,8 @@ async def _serve_key(request: web.Request, pinned: Pinned, key: str) -> web.Stre
     if span is not None:
         headers["Content-Range"] = content_range(start, stop, size)
     if request.method == "HEAD":
+        if whole is None:  # read as GET would (never 200 where GET is 503), sent as nothing
+            await fs._cat_file(key, start, stop)
         headers["Content-Length"] = str(stop - start)
         return web.Response(status=status, headers=headers)
     if whole is not None:
