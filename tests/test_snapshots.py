@@ -72,17 +72,18 @@ def _fresh_states():
 
 
 class TestOpenObjectsKeepTheirSnapshot:
-    def test_refresh_inserting_a_file_mid_axis(self, tmp_path):
+    @pytest.mark.parametrize("zarr_format", [2, 3])
+    def test_refresh_inserting_a_file_mid_axis(self, tmp_path, zarr_format):
         a, c = _write(tmp_path / "a.nc", 0, 1.0), _write(tmp_path / "c.nc", 6, 3.0)
-        fs = _store(tmp_path)
-        ds = xr.open_zarr(fs.get_mapper(""))
-        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        fs = _store(tmp_path, zarr_format=zarr_format)
+        ds = xr.open_zarr(fs.get_mapper(""), zarr_format=zarr_format)
+        group = zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=zarr_format)
         b = _write(tmp_path / "b.nc", 3, 2.0)
         fs.refresh()
         before = _truth(a, c)
         np.testing.assert_array_equal(ds["v"].values, before)  # not day 3 under day 6's label
         np.testing.assert_array_equal(group["v"][...], before)
-        with xr.open_zarr(fs.get_mapper("")) as now:
+        with xr.open_zarr(fs.get_mapper(""), zarr_format=zarr_format) as now:
             np.testing.assert_array_equal(now["v"].values, _truth(a, b, c))
 
     def test_listing_ttl_moves_the_store_not_the_datasets_opened_on_it(self, tmp_path):
@@ -98,10 +99,11 @@ class TestOpenObjectsKeepTheirSnapshot:
         with xr.open_zarr(fs.get_mapper("")) as now:
             np.testing.assert_array_equal(now["v"].values, _truth(a, b, c))
 
-    def test_deleted_file_raises_never_fill_values(self, tmp_path):
+    @pytest.mark.parametrize("zarr_format", [2, 3])
+    def test_deleted_file_raises_never_fill_values(self, tmp_path, zarr_format):
         a, c = _write(tmp_path / "a.nc", 0, 1.0), _write(tmp_path / "c.nc", 6, 3.0)
-        fs = _store(tmp_path)
-        group = zarr.open_group(fs.get_mapper(""), mode="r")
+        fs = _store(tmp_path, zarr_format=zarr_format)
+        group = zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=zarr_format)
         c.unlink()
         fs.refresh()
         np.testing.assert_array_equal(group["v"][:3], _truth(a))
