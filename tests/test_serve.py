@@ -1033,3 +1033,28 @@ def test_a_computed_chunk_is_computed_once_per_get(tmp_path: Path, monkeypatch) 
         assert headers["Content-Length"] == str(len(expected))
         assert type(reads[0]).__name__ == "ComputedSource"
         assert len(reads) == 1
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_nan_and_infinite_attributes_read_back_as_floats(tmp_path: Path, zarr_format) -> None:
+    """Written as zarr-python writes them (``NaN``, ``Infinity``): xarray reads floats back,
+    as from the files (strings ``"NaN"`` would read back as strings)."""
+    import netCDF4
+
+    (tmp_path / "d").mkdir()
+    with netCDF4.Dataset(tmp_path / "d" / "a.nc", "w") as ds:
+        ds.createDimension("x", 3)
+        v = ds.createVariable("v", "f4", ("x",))
+        v[:] = np.arange(3, dtype="f4")
+        v.valid_max = np.nan
+        v.span = np.array([np.inf, -np.inf, 1.0])
+        ds.history_nan = np.nan
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"), zarr_format=zarr_format)
+    truth = open_truth([tmp_path / "d" / "a.nc"])
+    with serving(fs) as url:
+        served = xr.open_zarr(url, zarr_format=zarr_format)
+        attrs = served["v"].attrs
+        assert isinstance(attrs["valid_max"], float) and np.isnan(attrs["valid_max"])
+        assert list(attrs["span"]) == [np.inf, -np.inf, 1.0]
+        assert np.isnan(served.attrs["history_nan"])
+        assert_same_dataset(served.load(), truth)
