@@ -1002,18 +1002,10 @@ def test_a_refresh_that_brings_such_a_name_is_not_served(tmp_path: Path) -> None
 def test_a_computed_chunk_is_computed_once_per_get(tmp_path: Path, monkeypatch) -> None:
     """A chunk that straddles two files is assembled and encoded once per ``GET`` (its
     size is the length of its bytes), not once for the size and again for the body."""
-    import netCDF4
-
     from fsspec_virtual import filesystem
 
     (tmp_path / "d").mkdir()
-    for i in range(2):
-        with netCDF4.Dataset(tmp_path / "d" / f"f{i}.nc", "w") as ds:
-            ds.createDimension("time", None)
-            ds.createDimension("y", 4)
-            ds.createVariable("time", "f8", ("time",))[:] = np.arange(3) + 3 * i
-            v = ds.createVariable("v", "f4", ("time", "y"), chunksizes=(2, 4), zlib=True)
-            v[:] = np.arange(12, dtype="f4").reshape(3, 4) + 100 * i
+    _write_straddling(tmp_path / "d")
     fs = VirtualZarrFileSystem(str(tmp_path / "d"), concat_dim="time")
     key = "v/1.0"  # steps 2-3: the last of f0.nc, the first of f1.nc
     expected = fs.cat_file(key)
@@ -1058,3 +1050,69 @@ def test_nan_and_infinite_attributes_read_back_as_floats(tmp_path: Path, zarr_fo
         assert list(attrs["span"]) == [np.inf, -np.inf, 1.0]
         assert np.isnan(served.attrs["history_nan"])
         assert_same_dataset(served.load(), truth)
+
+
+def test_a_client_that_goes_away_does_not_drop_another_s_request(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two clients ask for the same computed chunk; the first goes away while its source
+    chunk is being read (aiohttp cancels its handler): the second is answered all the same
+    (the shared read handed it the first one's cancellation, and its connection was
+    dropped)."""
+    from fsspec_virtual import compute
+
+    (tmp_path / "d").mkdir()
+    _write_straddling(tmp_path / "d")
+    fs = VirtualZarrFileSystem(str(tmp_path / "d"), concat_dim="time")
+    key = "v/1.0"
+    loading, release, cancelled = threading.Event(), threading.Event(), threading.Event()
+    waiting = threading.Semaphore(0)
+    original = compute.DecodedChunkCache.get_or_load
+
+    async def get_or_load(self: Any, cache_key: Any, load: Any) -> Any:
+        async def held() -> Any:
+            loading.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            return await load()
+
+        waiting.release()
+        try:
+            return await original(self, cache_key, held)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(compute.DecodedChunkCache, "get_or_load", get_or_load)
+    with serving(fs) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert _get(url + ".zmetadata")[0] == 200
+        first = socket.create_connection(("127.0.0.1", port), timeout=30)
+        first.sendall(_request("/" + key))
+        assert loading.wait(60)
+        answers: list[bytes] = []
+        second = threading.Thread(target=lambda: answers.append(_raw(port, _request("/" + key))))
+        second.start()
+        for _ in range(2):  # both requests wait on the read of the same source chunk
+            assert waiting.acquire(timeout=60)
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        first.close()  # a reset: the server cancels the first request's handler
+        assert cancelled.wait(60)
+        release.set()
+        second.join(60)
+    (answer,) = answers
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == fs.cat_file(key)
+
+
+def _write_straddling(directory: Path) -> None:
+    """Two files of 3 steps, ``v`` chunked 2 steps at a time: chunk 1 is computed."""
+    import netCDF4
+
+    for i in range(2):
+        with netCDF4.Dataset(directory / f"f{i}.nc", "w") as ds:
+            ds.createDimension("time", None)
+            ds.createDimension("y", 4)
+            ds.createVariable("time", "f8", ("time",))[:] = np.arange(3) + 3 * i
+            v = ds.createVariable("v", "f4", ("time", "y"), chunksizes=(2, 4), zlib=True)
+            v[:] = np.arange(12, dtype="f4").reshape(3, 4) + 100 * i
