@@ -158,7 +158,8 @@ class Snapshots:
             self._checked = started
             return previous
         if previous is not None and state is not previous.state:
-            reasons = meaning_changes(previous.state, state)
+            # a walk of every chunk grid: off the loop, which serves other requests meanwhile
+            reasons = await asyncio.to_thread(meaning_changes, previous.state, state)
             if reasons:
                 self._refuse(state, reasons)
                 self._checked = started
