@@ -64,7 +64,7 @@ def _array_change(
     ):
         return f"its shape went from {before.shape} to {after.shape}"
     if _single_chunk(before) and _single_chunk(after):
-        return _single_chunk_change(old, new)
+        return _single_chunk_change(old, new, old_urls, new_urls)
     if replace(after, shape=before.shape) != before:
         return "its encoding or attributes changed (dtype, chunks, codecs, fill value)"
     region = tuple(slice(0, n) for n in old.grid.shape)
@@ -110,7 +110,9 @@ def _single_chunk(meta: ArrayMeta) -> bool:
     return tuple(meta.chunks) == tuple(meta.shape)
 
 
-def _single_chunk_change(old: VirtualArray, new: VirtualArray) -> str | None:
+def _single_chunk_change(
+    old: VirtualArray, new: VirtualArray, old_urls: tuple[str, ...], new_urls: tuple[str, ...]
+) -> str | None:
     """An array held whole in one chunk (a joined coordinate) may grow, as long as its
     values are the same where the older one had values (a client holding the older
     metadata reads the new chunk as a size error, never as other values)."""
@@ -121,7 +123,9 @@ def _single_chunk_change(old: VirtualArray, new: VirtualArray) -> str | None:
     if old.grid.file_id.flat[0] == MISSING and new.grid.file_id.flat[0] == MISSING:
         return None
     if old.grid.file_id.flat[0] != INLINE or new.grid.file_id.flat[0] != INLINE:
-        return None if _same_single_source(old, new) else "its one chunk changed"
+        if _same_single_source(old, new, old_urls, new_urls):
+            return None
+        return "its one chunk changed"
     dtype = before.numpy_dtype
     held = np.frombuffer(old.grid.inline[int(old.grid.offset.flat[0])], dtype=dtype)
     now = np.frombuffer(new.grid.inline[int(new.grid.offset.flat[0])], dtype=dtype)
@@ -132,10 +136,17 @@ def _single_chunk_change(old: VirtualArray, new: VirtualArray) -> str | None:
     return None
 
 
-def _same_single_source(old: VirtualArray, new: VirtualArray) -> bool:
+def _same_single_source(
+    old: VirtualArray, new: VirtualArray, old_urls: tuple[str, ...], new_urls: tuple[str, ...]
+) -> bool:
+    """Whether the one chunk of both is the same byte range of the same file (file ids
+    index each snapshot's own URL table)."""
+    before, after = int(old.grid.file_id.flat[0]), int(new.grid.file_id.flat[0])
     return (
         old.meta.shape == new.meta.shape
-        and old.grid.file_id.flat[0] == new.grid.file_id.flat[0] != COMPUTED
+        and before >= 0
+        and after >= 0
+        and old_urls[before] == new_urls[after]
         and old.grid.offset.flat[0] == new.grid.offset.flat[0]
         and old.grid.length.flat[0] == new.grid.length.flat[0]
     )

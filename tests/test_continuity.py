@@ -207,3 +207,27 @@ def test_the_server_keeps_its_snapshot_when_a_refresh_would_reencode(tmp_path: P
         time.sleep(0.2)
         assert get(url + ".zmetadata").headers["X-Snapshot"] != first
         assert xr.open_zarr(url).sizes["time"] == 8
+
+
+def test_a_variable_held_whole_from_the_first_file_is_checked_by_file(tmp_path: Path) -> None:
+    """A static variable taken from the first file (one chunk) that now comes from a file
+    inserted before it is named, though its byte range is the same: file ids index each
+    snapshot's own URL table."""
+
+    def write(name: str, value: float) -> None:
+        with netCDF4.Dataset(tmp_path / name, "w") as nc:
+            nc.createDimension("time", None)
+            nc.createDimension("x", 3)
+            nc.createVariable("v", "f4", ("time", "x"), chunksizes=(1, 3))[:] = np.full(
+                (2, 3), value, dtype="f4"
+            )
+            nc.createVariable("land", "f4", ("x",), contiguous=True)[:] = np.full(3, value)
+
+    write("f1.nc", 1.0)
+    write("f2.nc", 2.0)
+    fs = _store(tmp_path, combine="nested")
+    assert fs.collection().manifest.arrays["land"].meta.chunks == (3,)
+    write("f0.nc", 0.0)
+    before, after = _refreshed(fs)
+    reasons = meaning_changes(before, after)
+    assert any("'land'" in r for r in reasons), reasons
