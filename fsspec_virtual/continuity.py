@@ -34,6 +34,7 @@ def meaning_changes(old: CollectionState, new: CollectionState) -> list[str]:
     """Why keys of snapshot ``old`` would be decoded or placed otherwise in snapshot
     ``new``: one reason per file or array, none if ``new`` keeps their meaning."""
     reasons = _removed_files(old.versions, new.versions)
+    reasons += _moved_coordinates(old, new)
     reasons += _group_changes(old.manifest, new.manifest)
     for path, array in old.manifest.arrays.items():
         after = new.manifest.arrays.get(path)
@@ -48,6 +49,33 @@ def meaning_changes(old: CollectionState, new: CollectionState) -> list[str]:
 
 def _removed_files(old: dict[str, FileVersion], new: dict[str, FileVersion]) -> list[str]:
     return [f"file {url} is gone" for url in old if url not in new]
+
+
+def _moved_coordinates(old: CollectionState, new: CollectionState) -> list[str]:
+    """A file rewritten in place keeps its chunks' meaning only with the same dimension
+    coordinate values (a client holds the labels): compared from the two scans, and
+    named when either scan is not at hand (a snapshot loaded whole from the cache)."""
+    before = {r.source.path: r.scanned.coords for r in old.scanned}
+    after = {r.source.path: r.scanned.coords for r in new.scanned}
+    out = []
+    for url, version in old.versions.items():
+        now = new.versions.get(url)
+        if now is None or now == version:
+            continue
+        held, found = before.get(url), after.get(url)
+        if held is None or found is None:
+            out.append(f"file {url} was rewritten, and its coordinates cannot be compared")
+            continue
+        for path in sorted(set(held) | set(found)):
+            a, b = held.get(path), found.get(path)
+            if (
+                a is None
+                or b is None
+                or a.dtype != b.dtype
+                or not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+            ):
+                out.append(f"file {url} was rewritten with other {path!r} values")
+    return out
 
 
 def _group_changes(old: Manifest, new: Manifest) -> list[str]:
@@ -78,8 +106,10 @@ def _array_change(
     if not np.array_equal(kinds_before[~edge], kinds_after[~edge]):
         return "chunks it served are now served otherwise (written, missing or computed)"
     # a partial chunk at the end of an axis that grew takes the new values after the old
-    # extent: it may pass through before and be computed after (the files' positions, and
-    # so its values within the old extent, are checked by the dimension coordinates)
+    # extent: it may pass through before and be computed after, from the same file there
+    why = _edge_change(old, new, edge, old_urls, new_urls)
+    if why is not None:
+        return why
     ids_before = np.where(edge, MISSING - 10, ids_before)
     ids_after = np.where(edge, MISSING - 10, ids_after)
     # a file rewritten in place moves its chunks within itself: the file must stay
@@ -89,9 +119,62 @@ def _array_change(
         urls_after = np.asarray(new_urls, dtype=object)[ids_after[real]]
         if not np.array_equal(urls_before, urls_after):
             return "chunks it served are now read from other files"
-    if (ids_before == COMPUTED).any() and not _plan_extends(old.plan, new.plan, old_urls, new_urls):
+    computed = (grid_before.file_id == COMPUTED).any()
+    if computed and not _plan_extends(old.plan, new.plan, old_urls, new_urls):
         return "chunks it computes are now computed from other sources"
     return None
+
+
+def _edge_change(
+    old: VirtualArray,
+    new: VirtualArray,
+    edge: np.ndarray,
+    old_urls: tuple[str, ...],
+    new_urls: tuple[str, ...],
+) -> str | None:
+    """Why a partial chunk at the end of a grown axis would hold other values within the
+    old extent: it must still begin with the same file's data, at the same place."""
+    grid_before, grid_after = old.grid, new.grid
+    for index in zip(*edge.nonzero()):
+        was, now = int(grid_before.file_id[index]), int(grid_after.file_id[index])
+        if was == MISSING:
+            if now != MISSING:
+                return "its last, partial chunk was missing and is now written"
+            continue
+        if was < 0:  # inline or computed before: the plan check below covers computed
+            if was != now:
+                return "its last, partial chunk is now served otherwise"
+            continue
+        url = old_urls[was]
+        if now >= 0:
+            if new_urls[now] != url:
+                return "its last, partial chunk is now read from another file"
+        elif now != COMPUTED or not _part_begins(new, index, url, new_urls):
+            return "its last, partial chunk no longer begins with the same file's data"
+    return None
+
+
+def _part_begins(
+    array: VirtualArray, index: tuple[int, ...], url: str, urls: tuple[str, ...]
+) -> bool:
+    """Whether ``array``'s plan reads the start of chunk ``index`` from ``url``."""
+    plan = array.plan
+    if plan is None or plan.axis is None:
+        return False
+    start = int(index[plan.axis]) * array.meta.chunks[plan.axis]
+    for part in plan.parts:
+        length = part.meta.shape[plan.axis]
+        if part.start <= start < part.start + length:
+            source = part.file_id if part.grid is None else _only_file(part)
+            return source is not None and urls[source] == url
+    return False
+
+
+def _only_file(part: SourcePart) -> int | None:
+    """The one file a part's chunks are read from, or None."""
+    assert part.grid is not None
+    ids = np.unique(part.grid.file_id[part.grid.file_id >= 0])
+    return int(ids[0]) if len(ids) == 1 else None
 
 
 def _grown_edges(before: ArrayMeta, after: ArrayMeta) -> np.ndarray:

@@ -231,3 +231,86 @@ def test_a_variable_held_whole_from_the_first_file_is_checked_by_file(tmp_path: 
     before, after = _refreshed(fs)
     reasons = meaning_changes(before, after)
     assert any("'land'" in r for r in reasons), reasons
+
+
+def _rows(path: Path, n: int, value: float) -> None:
+    """``v(time, x)`` of ``n`` rows in chunks of 2 rows, and no time coordinate."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", None)
+        nc.createDimension("x", 3)
+        v = nc.createVariable("v", "f4", ("time", "x"), chunksizes=(2, 3))
+        v[:] = value + np.arange(n * 3, dtype="f4").reshape(n, 3)
+
+
+@pytest.mark.parametrize("combine", ["by_coords", "nested"])
+def test_a_file_inserted_before_the_last_partial_chunk_is_named(
+    tmp_path: Path, combine: str
+) -> None:
+    """Without a time coordinate, a file inserted before the last one moves the last
+    file's rows out of the old last (partial) chunk, which no coordinate check sees."""
+    _rows(tmp_path / "a.nc", 4, 0.0)
+    _rows(tmp_path / "c.nc", 1, 300.0)
+    fs = _store(tmp_path, combine=combine)
+    assert fs.collection().manifest.arrays["v"].meta.shape == (5, 3)
+    _rows(tmp_path / "b.nc", 2, 100.0)
+    before, after = _refreshed(fs)
+    reasons = meaning_changes(before, after)
+    assert any("'v'" in r and "partial chunk" in r for r in reasons), reasons
+    # while one appended after the last file leaves the partial chunk's start in place
+    fs = _store(tmp_path, combine=combine)
+    fs.collection()
+    _rows(tmp_path / "d.nc", 2, 400.0)
+    before, after = _refreshed(fs)
+    assert meaning_changes(before, after) == []
+
+
+def test_a_file_rewritten_with_other_coordinates_is_named(tmp_path: Path) -> None:
+    """Rewrites in place keep the encoding but flip ``lat``: a client holds the old
+    labels, so the rewrites change what its keys mean."""
+
+    def write(path: Path, start: int, lat: list[float]) -> None:
+        xr.Dataset(
+            {"v": (("time", "lat"), np.arange(6, dtype="f4").reshape(2, 3) + start)},
+            coords={"time": ("time", [float(start), start + 1.0]), "lat": ("lat", lat)},
+        ).to_netcdf(path)
+
+    for i in range(2):
+        write(tmp_path / f"l{i}.nc", 2 * i, [10.0, 20.0, 30.0])
+    fs = _store(tmp_path)
+    fs.collection()
+    for i in range(2):  # both rewritten: the files still agree with each other
+        target = tmp_path / f"l{i}.nc"
+        stat = target.stat()
+        write(target, 2 * i, [30.0, 20.0, 10.0])
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    before, after = _refreshed(fs)
+    reasons = meaning_changes(before, after)
+    for i in range(2):
+        target = tmp_path / f"l{i}.nc"
+        assert any(str(target) in r and "'lat'" in r for r in reasons), reasons
+
+
+def test_the_server_does_not_adopt_a_snapshot_it_could_not_serve(tmp_path: Path) -> None:
+    """A new file bringing a variable HTTP clients cannot name (``x?y``) is not adopted:
+    adopted, it would answer every request 503."""
+    import time
+
+    from serve_helpers import get, serving
+
+    for i in range(2):
+        write_steps(tmp_path / f"s{i}.nc", 3 * i, float(i))
+    with serving(_store(tmp_path), listing_ttl=0.05) as url:
+        first = get(url + ".zmetadata")
+        assert first.status == 200
+        write_steps(tmp_path / "new.nc", 6, 2.0)  # an append like any other ...
+        with netCDF4.Dataset(tmp_path / "new.nc", "a") as nc:  # ... with one odd name
+            nc.createVariable("x?y", "f4", ("time",))[:] = [1.0, 2.0, 3.0]
+        shutil.move(tmp_path / "new.nc", tmp_path / "s2.nc")
+        probe = _store(tmp_path)
+        probe.refresh()
+        assert "x?y" in probe.collection().manifest.arrays
+        time.sleep(0.2)
+        again = get(url + ".zmetadata")
+        assert again.status == 200
+        assert again.headers["X-Snapshot"] == first.headers["X-Snapshot"]
+        assert get(url + "v/0.0").status == 200

@@ -28,6 +28,7 @@ from aiohttp import web
 from ..continuity import meaning_changes
 from ..errors import StaleSourceError
 from ..options import redacted_text
+from .http import unservable_names
 
 if TYPE_CHECKING:
     from ..filesystem import VirtualZarrFileSystem
@@ -160,6 +161,7 @@ class Snapshots:
         if previous is not None and state is not previous.state:
             # a walk of every chunk grid: off the loop, which serves other requests meanwhile
             reasons = await asyncio.to_thread(meaning_changes, previous.state, state)
+            reasons += _unservable(state)
             if reasons:
                 self._refuse(state, reasons)
                 self._checked = started
@@ -187,6 +189,14 @@ class Snapshots:
             redacted_text("; ".join(reasons[:5]) + (", ..." if len(reasons) > 5 else "")),
             state.id,
         )
+
+
+def _unservable(state: CollectionState) -> list[str]:
+    """Names a new snapshot brings that HTTP clients cannot ask for (a snapshot holding
+    them would answer every request 503: it is not adopted)."""
+    manifest = state.manifest
+    found = unservable_names([*manifest.arrays, *(g for g in manifest.groups if g)])
+    return [f"{path!r} is named with {why}" for path, why in sorted(found.items())]
 
 
 async def blocking_store(request: web.Request) -> VirtualZarrFileSystem:
