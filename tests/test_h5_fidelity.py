@@ -696,3 +696,23 @@ def test_raw_data_stored_outside_the_file_is_left_out_loudly(tmp_path: Path) -> 
     left_out(fs, path, "x")
     assert any("outside the HDF5 file" in m and "raw.bin" in m for m in fs.caught)
     assert_equals_h5py(fs, path, ["ok"])
+
+
+@pytest.mark.parametrize("taken_by", ["group", "left-out dataset"])
+def test_the_netcdf_name_is_not_taken_from_another_object(tmp_path: Path, taken_by: str) -> None:
+    """A ``_nc4_non_coord_c`` whose plain name ``c`` is a group, or a dataset left out
+    (files written by other software than netCDF-C), keeps its stored name: renamed, it
+    would hide the group's variables or stand for the other variable."""
+    path = tmp_path / "taken.nc"
+    with h5py.File(path, "w") as f:
+        f.attrs["_NCProperties"] = "version=2,netcdf=4.9.2,hdf5=1.14.3"
+        f.create_dataset("_nc4_non_coord_c", data=np.arange(3.0, dtype="f4"))
+        if taken_by == "group":
+            f.create_group("c").create_dataset("v", data=np.arange(2, dtype="i4"))
+        else:
+            f.create_dataset("c", data=h5py.Empty("f4"))
+    fs = virtual(path)
+    arrays = set(fs.collection().manifest.arrays)
+    assert "_nc4_non_coord_c" in arrays and "c" not in arrays, arrays
+    names = ["_nc4_non_coord_c", "c/v"] if taken_by == "group" else ["_nc4_non_coord_c"]
+    assert_equals_h5py(fs, path, names)

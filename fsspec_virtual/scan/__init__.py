@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a scanner's output changes, so cached scans are not reused.
-SCANNER_VERSION = 18
+SCANNER_VERSION = 19
 
 #: How remote files are opened for a scan. HDF5 metadata (object headers, B-trees, heaps)
 #: is scattered in small pieces through a file (netCDF-C interleaves chunk indexes with

@@ -914,17 +914,42 @@ def _without_invalid_names(
 NON_COORDINATE_PREFIX = "_nc4_non_coord_"
 
 
-def _with_netcdf_names(arrays: dict[str, VirtualArray]) -> dict[str, VirtualArray]:
+def _shown_name(path: str) -> str | None:
+    """The name netCDF shows for a variable stored under :data:`NON_COORDINATE_PREFIX`,
+    or None for any other path."""
+    parent, _, name = path.rpartition("/")
+    plain = name.removeprefix(NON_COORDINATE_PREFIX)
+    if not plain or plain == name:
+        return None
+    return f"{parent}/{plain}" if parent else plain
+
+
+def _occupied_names(arrays: dict[str, VirtualArray], datasets: dict[str, Any]) -> set[str]:
+    """The names :func:`_with_netcdf_names` would take that an HDF5 dataset of the file
+    holds, other than the netCDF dimension the variable is named after (served, left out
+    or not: a variable of its own, which the renamed one must not replace)."""
+    out: set[str] = set()
+    for path in arrays:
+        shown = _shown_name(path)
+        dset = datasets.get(shown) if shown is not None else None
+        if shown is None or dset is None:
+            continue
+        if isinstance(dset, h5py.ExternalLink) or not _is_dimension_only(dset):
+            out.add(shown)
+    return out
+
+
+def _with_netcdf_names(
+    arrays: dict[str, VirtualArray], occupied: set[str]
+) -> dict[str, VirtualArray]:
     """``arrays`` with each variable netCDF-C stored under :data:`NON_COORDINATE_PREFIX`
-    at the name netCDF shows (unless that name is taken), in the same order."""
+    at the name netCDF shows, in the same order, unless that name is an array, a group or
+    an ``occupied`` dataset's (see :func:`_occupied_names`)."""
     out: dict[str, VirtualArray] = {}
     for path, array in arrays.items():
-        parent, _, name = path.rpartition("/")
-        plain = name.removeprefix(NON_COORDINATE_PREFIX)
-        if plain and plain != name:
-            shown = f"{parent}/{plain}" if parent else plain
-            if shown not in arrays:
-                path = shown
+        shown = _shown_name(path)
+        if shown is not None and shown not in arrays and shown not in occupied:
+            path = shown
         out[path] = array
     return out
 
@@ -1439,6 +1464,7 @@ def scan_hdf5(
             elif served is not None:
                 arrays[path] = served
         arrays = _with_verified_offsets(arrays, h5, file_obj, translator)
+        occupied = _occupied_names(arrays, datasets) if netcdf else set()
     # linked datasets never through this file's h5py handle: HDF5 would resolve the
     # link by its own rules (its working directory first), not from this filesystem
     urls, linked, targets = manifest.urls, manifest.linked, manifest.link_targets
@@ -1448,7 +1474,7 @@ def scan_hdf5(
         skipped.update(followed.reasons)
         urls, linked, targets = followed.urls, followed.linked, followed.targets
     if netcdf:
-        arrays = _with_netcdf_names(arrays)
+        arrays = _with_netcdf_names(arrays, occupied | set(manifest.groups))
     groups, arrays, invalid = _without_invalid_names(manifest.groups, arrays)
     skipped.update(invalid)
     arrays = _with_phony_dimensions(arrays)
