@@ -992,11 +992,18 @@ def test_a_refresh_that_brings_such_a_name_is_not_served(tmp_path: Path) -> None
         old = headers["X-Snapshot"]
         _write_names(directory / "n.nc.tmp", ["aA", "a%41"])
         os.replace(directory / "n.nc.tmp", directory / "n.nc")
-        status, _, body = _get(url + ".zmetadata")
-        assert status == 503 and b"'a%41'" in body
+        # not adopted (served, it would answer every request 503): the root keeps its
+        # snapshot, whose file changed under it
+        status, headers, _ = _get(url + ".zmetadata")
+        assert status == 200 and headers["X-Snapshot"] == old
         assert _get(url + "aA/0")[0] == 503
         # a client of the old snapshot still reads it there
         assert _get(url + f"snapshot/{old}/.zmetadata")[0] == 200
+        # and the new snapshot, asked for by name, is refused naming the variable
+        newer = VirtualZarrFileSystem(str(directory)).collection().id
+        assert newer != old
+        status, _, body = _get(url + f"snapshot/{newer}/.zmetadata")
+        assert status == 503 and b"'a%41'" in body
 
 
 def test_a_computed_chunk_is_computed_once_per_get(tmp_path: Path, monkeypatch) -> None:
