@@ -86,6 +86,10 @@ def _hard_differences(a: ArrayMeta, b: ArrayMeta, axis: int) -> list[str]:
     numeric = "biuf"
     if kind_a != kind_b and not (kind_a in numeric and kind_b in numeric):
         found.append(f"dtype {a.dtype} vs {b.dtype} (no common type)")
+    elif a.numpy_dtype.names != b.numpy_dtype.names:
+        found.append(
+            f"compound fields {a.numpy_dtype.names} vs {b.numpy_dtype.names} (no common type)"
+        )
     if a.attrs.get("units") != b.attrs.get("units"):
         found.append(f"attribute units {a.attrs.get('units')!r} vs {b.attrs.get('units')!r}")
     return found

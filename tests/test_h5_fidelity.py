@@ -23,6 +23,7 @@ import xarray as xr
 from conftest import scanned_store
 from oracle import assert_same_dataset, checked_group, open_each_format
 
+from fsspec_virtual import IncompatibleSourcesError
 from fsspec_virtual.codecs import decode_chunk
 from fsspec_virtual.manifest import ChunkGrid, Manifest, VirtualArray
 from fsspec_virtual.scan import hdf5 as scan_module
@@ -716,3 +717,21 @@ def test_the_netcdf_name_is_not_taken_from_another_object(tmp_path: Path, taken_
     assert "_nc4_non_coord_c" in arrays and "c" not in arrays, arrays
     names = ["_nc4_non_coord_c", "c/v"] if taken_by == "group" else ["_nc4_non_coord_c"]
     assert_equals_h5py(fs, path, names)
+
+
+def test_compound_fields_in_another_order_per_file_are_refused_by_name(tmp_path: Path) -> None:
+    """Compounds whose fields differ between files have no common type: the error names
+    the variable, both files and the fields (not numpy's promotion error)."""
+    for i, fields in enumerate([[("a", "i4"), ("b", "f8")], [("b", "f8"), ("a", "i4")]]):
+        pair = np.dtype(fields)
+        with netCDF4.Dataset(tmp_path / f"o{i}.nc", "w") as nc:
+            nc.createDimension("time", None)
+            nc.createVariable("time", "i4", ("time",))[:] = [i]
+            kind = nc.createCompoundType(pair, "pair")
+            values = np.zeros(1, dtype=pair)
+            nc.createVariable("cmp", kind, ("time",))[:] = values
+    fs = fsspec.filesystem(
+        "virtualzarr", path=str(tmp_path / "o*.nc"), concat_dim="time", cache=False
+    )
+    with pytest.raises(IncompatibleSourcesError, match=r"'cmp'.*o0\.nc.*o1\.nc.*compound"):
+        fs.collection()
