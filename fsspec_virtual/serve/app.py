@@ -59,7 +59,7 @@ from .http import (
     none_match,
     range_applies,
     strong_match,
-    unservable_names,
+    unservable_nodes,
 )
 from .store import PINNED, SNAPSHOTS, STORE, Pinned, Snapshots
 
@@ -330,7 +330,7 @@ def _log_to_stderr() -> None:
 
 def _check_names(manifest: Any) -> None:
     """Refuse a snapshot with variables or groups HTTP clients cannot ask for by name."""
-    found = unservable_names([*manifest.arrays, *(g for g in manifest.groups if g)])
+    found = unservable_nodes(manifest)
     if found:
         listed = "; ".join(f"{path!r}: {why}" for path, why in sorted(found.items()))
         raise UnservableNameError(

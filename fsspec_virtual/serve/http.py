@@ -10,9 +10,13 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from ..errors import VirtualZarrError
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
 
 __all__ = [
     "BadTarget",
@@ -26,6 +30,7 @@ __all__ = [
     "range_applies",
     "UnservableNameError",
     "unservable_names",
+    "unservable_nodes",
     "host_name",
     "is_ip_literal",
     "content_type",
@@ -211,6 +216,11 @@ def unservable_names(paths: Iterable[str]) -> dict[str, str]:
         if match is not None:
             found[path] = reasons[match.group()]
     return found
+
+
+def unservable_nodes(manifest: Manifest) -> dict[str, str]:
+    """:func:`unservable_names` of a manifest's arrays and groups (the root aside)."""
+    return unservable_names([*manifest.arrays, *(g for g in manifest.groups if g)])
 
 
 def host_name(header: str) -> str | None:

@@ -28,7 +28,7 @@ from aiohttp import web
 from ..continuity import meaning_changes
 from ..errors import StaleSourceError
 from ..options import redacted_text
-from .http import unservable_names
+from .http import unservable_nodes
 
 if TYPE_CHECKING:
     from ..filesystem import VirtualZarrFileSystem
@@ -194,8 +194,7 @@ class Snapshots:
 def _unservable(state: CollectionState) -> list[str]:
     """Names a new snapshot brings that HTTP clients cannot ask for (a snapshot holding
     them would answer every request 503: it is not adopted)."""
-    manifest = state.manifest
-    found = unservable_names([*manifest.arrays, *(g for g in manifest.groups if g)])
+    found = unservable_nodes(state.manifest)
     return [f"{path!r} is named with {why}" for path, why in sorted(found.items())]
 
 
