@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["meaning_changes"]
 
+#: Stands for the chunks checked on their own (the partial ones at grown ends).
+_CHECKED = MISSING - 10
+
 
 def meaning_changes(old: CollectionState, new: CollectionState) -> list[str]:
     """Why keys of snapshot ``old`` would be decoded or placed otherwise in snapshot
@@ -99,26 +102,17 @@ def _array_change(
     grid_before, grid_after = old.grid, new.grid
     ids_before, ids_after = grid_before.file_id, grid_after.file_id[region]
     edge = _grown_edges(before, after)
-    if ((ids_before != MISSING) & (ids_after == MISSING) & edge).any():
-        return "chunks it served are now missing"
-    kinds_before = np.where(ids_before >= 0, 0, ids_before)
-    kinds_after = np.where(ids_after >= 0, 0, ids_after)
-    if not np.array_equal(kinds_before[~edge], kinds_after[~edge]):
-        return "chunks it served are now served otherwise (written, missing or computed)"
     # a partial chunk at the end of an axis that grew takes the new values after the old
     # extent: it may pass through before and be computed after, from the same file there
     why = _edge_change(old, new, edge, old_urls, new_urls)
     if why is not None:
         return why
-    ids_before = np.where(edge, MISSING - 10, ids_before)
-    ids_after = np.where(edge, MISSING - 10, ids_after)
-    # a file rewritten in place moves its chunks within itself: the file must stay
-    real = ids_before >= 0
-    if real.any():
-        urls_before = np.asarray(old_urls, dtype=object)[ids_before[real]]
-        urls_after = np.asarray(new_urls, dtype=object)[ids_after[real]]
-        if not np.array_equal(urls_before, urls_after):
-            return "chunks it served are now read from other files"
+    # elsewhere each chunk is served as it was, from the same file (a file rewritten in
+    # place moves its chunks within itself)
+    others_before = np.where(edge, _CHECKED, ids_before)
+    others_after = np.where(edge, _CHECKED, ids_after)
+    if not _same_sources(others_before, old_urls, others_after, new_urls):
+        return "chunks it served are now served otherwise, or read from other files"
     computed = (grid_before.file_id == COMPUTED).any()
     if computed and not _plan_extends(old.plan, new.plan, old_urls, new_urls):
         return "chunks it computes are now computed from other sources"
@@ -259,10 +253,17 @@ def _same_part(
         return a_urls[a.file_id] == b_urls[b.file_id]
     if a.grid.file_id.shape != b.grid.file_id.shape:
         return False
-    ids_a, ids_b = a.grid.file_id, b.grid.file_id
+    return _same_sources(a.grid.file_id, a_urls, b.grid.file_id, b_urls)
+
+
+def _same_sources(
+    ids_a: np.ndarray, urls_a: tuple[str, ...], ids_b: np.ndarray, urls_b: tuple[str, ...]
+) -> bool:
+    """Whether two grids of file ids (each indexing its own URL table) serve each chunk
+    the same way (missing, inline, computed, or read) and read the same files."""
     if not np.array_equal(np.where(ids_a >= 0, 0, ids_a), np.where(ids_b >= 0, 0, ids_b)):
         return False
     real = ids_a >= 0
-    urls_a = np.asarray(a_urls, dtype=object)[ids_a[real]]
-    urls_b = np.asarray(b_urls, dtype=object)[ids_b[real]]
-    return bool(np.array_equal(urls_a, urls_b))
+    files_a = np.asarray(urls_a, dtype=object)[ids_a[real]]
+    files_b = np.asarray(urls_b, dtype=object)[ids_b[real]]
+    return bool(np.array_equal(files_a, files_b))
