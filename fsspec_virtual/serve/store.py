@@ -159,9 +159,11 @@ class Snapshots:
             self._checked = started
             return previous
         if previous is not None and state is not previous.state:
-            # a walk of every chunk grid: off the loop, which serves other requests meanwhile
-            reasons = await asyncio.to_thread(meaning_changes, previous.state, state)
-            reasons += _unservable(state)
+            reasons = self.refused.get(state.id)  # found before: every listing_ttl finds it
+            if reasons is None:
+                # a walk of every chunk grid: off the loop, which serves requests meanwhile
+                reasons = await asyncio.to_thread(meaning_changes, previous.state, state)
+                reasons += _unservable(state)
             if reasons:
                 self._refuse(state, reasons)
                 self._checked = started
